@@ -1,0 +1,1 @@
+"""Thin Typer layer: parse options, load settings, call engine functions."""

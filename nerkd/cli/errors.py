@@ -1,0 +1,75 @@
+"""The one place that maps known errors to a one-line message and exit code 1.
+
+Tracebacks are kept for ``--debug`` or ``NERKD_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import typer
+
+from nerkd.errors import NerkdError
+
+_state = {"debug": False}
+
+
+def set_debug(flag: bool) -> None:
+    _state["debug"] = flag
+
+
+def debug_enabled() -> bool:
+    return _state["debug"] or os.environ.get("NERKD_DEBUG", "") not in ("", "0")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    from nerkd.ui import err
+
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def known_errors(fn: Callable) -> Callable:
+    """Decorator for commands: known errors become one line on stderr and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except NerkdError as e:
+            if debug_enabled():
+                raise
+            raise _fail(_escape(str(e))) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+        except Exception as e:  # noqa: BLE001 - mapped below or re-raised
+            if debug_enabled():
+                raise
+            message = _known_external(e)
+            if message is None:
+                raise
+            raise _fail(_escape(message)) from None
+
+    return wrapper
+
+
+def _known_external(e: Exception) -> str | None:
+    import torch
+
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return "CUDA out of memory: lower train.batch_size or data.max_tokens_per_batch"
+    if isinstance(e, BrokenPipeError):
+        return "output pipe closed"
+    if isinstance(e, OSError) and e.errno == 28:
+        return f"no space left on device ({e.filename or ''})"
+    return None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from nerkd.cli.common import ConfigOpt, SetOpt
+from nerkd.cli.errors import known_errors
+from nerkd.errors import NerkdError
+
+
+@known_errors
+def report(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """(not built yet: arrives with issue #5)
+
+    Example: nerkd report --config configs/quickstart.yaml
+    """
+    raise NerkdError("nerkd report is not built yet (issue #5)")

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from nerkd.cli.common import ConfigOpt, SetOpt, resolve
+from nerkd.cli.errors import known_errors
+from nerkd.ui import out
+from nerkd.validate import ValidateReport, run_validate
+
+_STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+
+
+@known_errors
+def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Pre-flight check of settings, data, teacher and labels before you pay for a GPU.
+
+    Exits 0 when the setup is ready, 1 when it is not.
+
+    Example: nerkd validate --config configs/quickstart.yaml
+    """
+    settings, project = resolve(config, set_)
+    cfg = project.config_path(config)
+    report = run_validate(settings, str(cfg) if cfg else None)
+    render(report)
+    if not report.ready:
+        raise typer.Exit(1)
+
+
+def render(report: ValidateReport) -> None:
+    for sp in report.splits:
+        table = Table(title=f"{sp.name}: {sp.path}", title_justify="left")
+        table.add_column("tag")
+        table.add_column("count", justify="right")
+        table.add_column("share", justify="right")
+        total = sum(sp.read.tags.values()) or 1
+        for tag, n in sorted(sp.read.tags.items(), key=lambda kv: (kv[0] != "O", kv[0])):
+            table.add_row(tag, str(n), f"{100 * n / total:.1f}%")
+        out.print(table)
+    if report.mapping is not None and report.teacher_space and report.data_space:
+        table = Table(title="teacher -> data label mapping (shared space for distillation)", title_justify="left")
+        for col in ("teacher labels", "data labels", "shared"):
+            table.add_column(col)
+        for row in report.mapping.describe(report.teacher_space, report.data_space):
+            table.add_row(*row)
+        out.print(table)
+    table = Table(title="nerkd validate", title_justify="left")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    for c in report.checks:
+        table.add_row(c.name, _STYLE[c.status], c.detail)
+    out.print(table)
+    verdict = "[bold green]ready[/]" if report.ready else "[bold red]not ready[/]"
+    out.print(f"{verdict}: {sum(c.status == 'fail' for c in report.checks)} failed, "
+              f"{sum(c.status == 'warn' for c in report.checks)} warnings")

@@ -1,0 +1,1 @@
+"""Data layer: readers, tag schemes, labels, sub-word alignment, batching."""

@@ -1,0 +1,82 @@
+"""Tag schemes IO, BIO (IOB2) and BIOES: detection, validation and conversion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+SCHEMES = ("IO", "BIO", "BIOES")
+
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+    """``"B-PER"`` -> ``("B", "PER")``; ``"O"`` -> ``("O", None)``. Raises ValueError otherwise."""
+    if tag == "O":
+        return "O", None
+    prefix, sep, etype = tag.partition("-")
+    if not sep or prefix not in ("B", "I", "E", "S") or not etype:
+        raise ValueError(f"tag {tag!r} is not O or PREFIX-TYPE with PREFIX in B, I, E, S")
+    return prefix, etype
+
+
+def detect_scheme(tags: Iterable[str]) -> str:
+    """The smallest scheme whose prefixes cover every tag seen."""
+    prefixes = {split_tag(t)[0] for t in tags}
+    if prefixes & {"E", "S"}:
+        return "BIOES"
+    if "B" in prefixes:
+        return "BIO"
+    return "IO"
+
+
+def entity_types(tags: Iterable[str]) -> list[str]:
+    return sorted({t for tag in tags if (t := split_tag(tag)[1])})
+
+
+def labels_for(types: Iterable[str], scheme: str) -> list[str]:
+    """Label list ``["O", ...]`` of ``scheme`` over ``types``, in a stable order."""
+    prefixes = {"IO": "I", "BIO": "BI", "BIOES": "BIES"}[scheme]
+    return ["O"] + [f"{p}-{t}" for t in sorted(types) for p in prefixes]
+
+
+def spans_of(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Entity spans ``(type, start, end_exclusive)`` of a tag sequence in any scheme.
+
+    Lenient like seqeval's default mode: an ``I-X`` after ``O`` or another type opens an entity.
+    """
+    spans: list[tuple[str, int, int]] = []
+    cur_type, cur_start = None, 0
+    for i, tag in enumerate(tags):
+        prefix, etype = split_tag(tag)
+        starts = prefix in ("B", "S") or (prefix in ("I", "E") and etype != cur_type)
+        if prefix == "O" or starts:
+            if cur_type is not None:
+                spans.append((cur_type, cur_start, i))
+            cur_type = None
+        if prefix != "O" and (starts or cur_type is None):
+            cur_type, cur_start = etype, i
+        if prefix in ("E", "S") and cur_type is not None:
+            spans.append((cur_type, cur_start, i + 1))
+            cur_type = None
+    if cur_type is not None:
+        spans.append((cur_type, cur_start, len(tags)))
+    return spans
+
+
+def tags_from_spans(n: int, spans: Iterable[tuple[str, int, int]], scheme: str) -> list[str]:
+    tags = ["O"] * n
+    for etype, start, end in spans:
+        for i in range(start, end):
+            if scheme == "IO":
+                prefix = "I"
+            elif scheme == "BIO":
+                prefix = "B" if i == start else "I"
+            else:
+                prefix = "S" if end - start == 1 else "B" if i == start else "E" if i == end - 1 else "I"
+            tags[i] = f"{prefix}-{etype}"
+    return tags
+
+
+def convert(tags: Sequence[str], scheme: str) -> list[str]:
+    """Convert a tag sequence to ``scheme`` (IO loses the border between two touching entities)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    return tags_from_spans(len(tags), spans_of(tags), scheme)

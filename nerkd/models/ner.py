@@ -1,0 +1,233 @@
+"""``NerModel``: a Hugging Face token classifier plus an optional CRF, with nerkd's own
+save/load that also restores pruned attention heads.
+
+Saved layout (safetensors only)::
+
+    config.json          transformers config + "nerkd": {"crf": bool, "heads": [per-layer] | null}
+    model.safetensors    encoder + classifier weights
+    crf.safetensors      CRF transitions (only with a CRF)
+    tokenizer.json ...   the tokenizer
+
+A pruned checkpoint (different head counts per layer) is saved with ``model_type`` set to
+``nerkd-pruned`` so that plain ``AutoModelForTokenClassification`` refuses it loudly ("unrecognized
+model") instead of loading mismatched shapes; :meth:`NerModel.load` restores the real
+``model_type`` and rebuilds the sliced shapes before loading the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from nerkd.data.labels import LabelSpace
+from nerkd.errors import ModelLoadError
+from nerkd.models.heads import apply_head_layout, head_counts
+from nerkd.models.hub import check_ref, short_reason
+
+PRUNED_MODEL_TYPE = "nerkd-pruned"
+
+
+class NerOutput(NamedTuple):
+    logits: torch.Tensor                         # [B, T, L]
+    hidden_states: tuple[torch.Tensor, ...] | None  # (embeddings, layer 1..N), each [B, T, H]
+
+
+class NerModel(nn.Module):
+    def __init__(self, encoder_model: nn.Module, crf: bool = False):
+        super().__init__()
+        self.encoder_model = encoder_model
+        self.crf = None
+        if crf:
+            from torchcrf import CRF
+
+            self.crf = CRF(self.num_labels, batch_first=True)
+
+    # -- description -------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.encoder_model.config
+
+    @property
+    def labels(self) -> LabelSpace:
+        return LabelSpace.from_config(self.config)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.config.id2label)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def heads(self) -> list[int]:
+        return head_counts(self)
+
+    @property
+    def is_pruned(self) -> bool:
+        return any(n != self.config.num_attention_heads for n in self.heads)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- compute -----------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                output_hidden_states: bool = False) -> NerOutput:
+        out = self.encoder_model(input_ids=input_ids, attention_mask=attention_mask,
+                                 output_hidden_states=output_hidden_states)
+        return NerOutput(out.logits, out.hidden_states if output_hidden_states else None)
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config, crf: bool = False) -> NerModel:
+        from transformers import AutoModelForTokenClassification
+
+        return cls(AutoModelForTokenClassification.from_config(config), crf=crf)
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, folder: str | Path, tokenizer=None) -> Path:
+        """Save atomically: written to a temporary sibling, then swapped in."""
+        from nerkd.models import quiet_transformers
+
+        quiet_transformers()
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self._save_into(tmp, tokenizer)
+            old = None
+            if folder.exists():
+                old = folder.with_name(f".{folder.name}.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                folder.rename(old)
+            tmp.rename(folder)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+    def _save_into(self, folder: Path, tokenizer) -> None:
+        from safetensors.torch import save_file
+
+        cfg = self.config
+        heads = self.heads if self.is_pruned else None
+        cfg.nerkd = {"crf": self.crf is not None, "heads": heads, "version": 1}
+        self.encoder_model.save_pretrained(folder, safe_serialization=True)
+        if heads is not None:
+            cfg_path = folder / "config.json"
+            data = json.loads(cfg_path.read_text(encoding="utf-8"))
+            data["nerkd"]["base_model_type"] = data["model_type"]
+            data["model_type"] = PRUNED_MODEL_TYPE
+            cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        if self.crf is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.crf.state_dict().items()},
+                      str(folder / "crf.safetensors"))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def load(cls, ref: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
+             what: str = "model") -> NerModel:
+        """Load a token classifier from a local folder or a hub id (eval mode, fp32, CPU)."""
+        from nerkd.models import quiet_transformers
+
+        quiet_transformers()
+        ref = str(ref)
+        kind = check_ref(ref, what)
+        try:
+            if kind == "local":
+                model = _load_local(Path(ref), trust_remote_code)
+            else:
+                from transformers import AutoModelForTokenClassification
+
+                model = cls(AutoModelForTokenClassification.from_pretrained(
+                    ref, revision=revision, trust_remote_code=trust_remote_code))
+        except ModelLoadError:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise ModelLoadError(f"{what} {ref}: cannot load ({short_reason(e)})") from e
+        model.eval()
+        return model
+
+
+def _load_local(folder: Path, trust_remote_code: bool) -> NerModel:
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    meta = raw.get("nerkd") or {}
+    if raw.get("model_type") == PRUNED_MODEL_TYPE:
+        raw["model_type"] = meta.get("base_model_type", "camembert")
+        config = AutoConfig.for_model(**raw)
+        encoder = AutoModelForTokenClassification.from_config(config)
+        model = NerModel(encoder, crf=bool(meta.get("crf")))
+        apply_head_layout(model, list(meta["heads"]))
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise ModelLoadError(f"{folder}: pruned model without model.safetensors")
+        state = load_file(str(weights))
+        missing, unexpected = model.encoder_model.load_state_dict(state, strict=False)
+        tied = set(getattr(encoder, "_tied_weights_keys", None) or [])
+        missing = [k for k in missing if k not in tied and "position_ids" not in k]
+        if missing or unexpected:
+            raise ModelLoadError(f"{folder}: weights do not match the pruned layout "
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    else:
+        if not any(folder.glob("*.safetensors")):
+            raise ModelLoadError(f"{folder}: no safetensors weights (nerkd only loads safetensors)")
+        encoder = AutoModelForTokenClassification.from_pretrained(
+            folder, trust_remote_code=trust_remote_code, use_safetensors=True)
+        model = NerModel(encoder, crf=bool(meta.get("crf")))
+    if model.crf is not None:
+        crf_file = folder / "crf.safetensors"
+        if not crf_file.is_file():
+            raise ModelLoadError(f"{folder}: config says CRF but crf.safetensors is missing")
+        model.crf.load_state_dict(load_file(str(crf_file)))
+    return model
+
+
+def load_tokenizer(ref: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
+                   what: str = "tokenizer"):
+    """A fast tokenizer (needed for word alignment and offsets)."""
+    from transformers import AutoTokenizer
+
+    ref = str(ref)
+    check_ref(ref, what)
+    try:
+        tok = AutoTokenizer.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"{what} {ref}: cannot load the tokenizer ({short_reason(e)})") from e
+    if not getattr(tok, "is_fast", False):
+        raise ModelLoadError(f"{what} {ref}: nerkd needs a fast (Rust) tokenizer for word alignment")
+    return tok
+
+
+def load_config(ref: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
+                what: str = "model"):
+    """Only the config (cheap): labels, sizes, and nerkd's metadata (``config.nerkd``)."""
+    from transformers import AutoConfig
+
+    ref = str(ref)
+    kind = check_ref(ref, what)
+    try:
+        if kind == "local":
+            raw = json.loads((Path(ref) / "config.json").read_text(encoding="utf-8"))
+            if raw.get("model_type") == PRUNED_MODEL_TYPE:
+                raw["model_type"] = (raw.get("nerkd") or {}).get("base_model_type", "camembert")
+                return AutoConfig.for_model(**raw)
+        return AutoConfig.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"{what} {ref}: cannot read its config ({short_reason(e)})") from e

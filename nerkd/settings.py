@@ -1,0 +1,320 @@
+"""One typed settings model shared by every command.
+
+Precedence, lowest to highest: defaults < YAML file (``--config``) < environment
+(``NERKD_SECTION__KEY``) < ``--set section.key=value`` flags. Unknown keys, wrong types and
+out-of-range values raise :class:`~nerkd.errors.SettingsError` with a one-line message naming
+the key, where it came from and what was expected.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from nerkd.errors import SettingsError
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsSettings(Section):
+    artifacts: str = "artifacts"
+
+
+class DataSettings(Section):
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    format: Literal["auto", "jsonl", "conll", "spans"] = "auto"
+    scheme: Literal["auto", "IO", "BIO", "BIOES"] = "auto"
+    label2id: str | None = None
+    max_length: int = Field(128, ge=8, le=8192, description="sub-word tokens per window, specials included")
+    stride: int = Field(32, ge=0, description="sub-word overlap between windows of a long sentence")
+    max_tokens_per_batch: int | None = Field(None, ge=64, description="length-bucketed batches by tokens")
+    limit: int | None = Field(None, ge=1, description="read at most this many sentences per file")
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> DataSettings:
+        if self.stride >= self.max_length - 2:
+            raise ValueError(f"stride ({self.stride}) must be smaller than max_length - 2 ({self.max_length - 2})")
+        return self
+
+
+class LabelSettings(Section):
+    teacher_only: Literal["outside", "ignore"] = Field(
+        "outside", description="types only the teacher has (MISC): fold into O, or drop from the KD signal"
+    )
+    rename: dict[str, str] = Field(default_factory=dict, description="teacher type -> data type, e.g. PERSON: PER")
+
+
+class TeacherSettings(Section):
+    model: str = "Jean-Baptiste/camembert-ner"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class StudentSettings(Section):
+    num_layers: int = Field(10, ge=1)
+    layers: list[int] | None = Field(None, description="1-based teacher layers to keep; default: spread evenly")
+    config: str | None = Field(None, description="build from this config/checkpoint instead of the teacher")
+    crf: bool = False
+
+
+class LossWeights(Section):
+    ce: float = Field(1.0, ge=0)
+    kd: float = Field(1.0, ge=0)
+    hidden: float = Field(0.0, ge=0)
+    crf: float = Field(0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            if len(v) != 4:
+                raise ValueError("a list of weights must have 4 numbers: [ce, kd, hidden, crf]")
+            return dict(zip(("ce", "kd", "hidden", "crf"), v, strict=True))
+        return v
+
+
+class Phase(Section):
+    from_epoch: int = Field(1, ge=1)
+    weights: LossWeights
+
+
+class LayerMap(Section):
+    teacher: list[int] = Field(default_factory=lambda: [2, 4, 6, 8, 10, 12])
+    student: list[int] = Field(default_factory=lambda: [2, 3, 5, 7, 9, 10])
+
+    @model_validator(mode="after")
+    def _same_length(self) -> LayerMap:
+        if len(self.teacher) != len(self.student):
+            raise ValueError(f"teacher has {len(self.teacher)} layers, student {len(self.student)}: lengths differ")
+        if any(i < 0 for i in self.teacher + self.student):
+            raise ValueError("layer indices must be >= 0 (0 is the embeddings)")
+        return self
+
+
+def _default_phases() -> list[Phase]:
+    return [
+        Phase(from_epoch=1, weights=LossWeights(ce=1.0, kd=0.5, hidden=0.1, crf=0.1)),
+        Phase(from_epoch=2, weights=LossWeights(ce=1.0, kd=1.0, hidden=0.2, crf=0.2)),
+    ]
+
+
+class DistillSettings(Section):
+    temperature: float = Field(2.5, gt=0)
+    layer_map: LayerMap = Field(default_factory=LayerMap)
+    phases: list[Phase] = Field(default_factory=_default_phases, min_length=1)
+
+    @model_validator(mode="after")
+    def _phases_sorted(self) -> DistillSettings:
+        starts = [p.from_epoch for p in self.phases]
+        if starts != sorted(set(starts)) or starts[0] != 1:
+            raise ValueError(f"phases must start at epoch 1 and be strictly increasing, got {starts}")
+        return self
+
+    def weights_for_epoch(self, epoch: int) -> LossWeights:
+        """Weights of the phase in force at 1-based ``epoch``."""
+        current = self.phases[0].weights
+        for phase in self.phases:
+            if epoch >= phase.from_epoch:
+                current = phase.weights
+        return current
+
+
+class TrainSettings(Section):
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-5, gt=0, lt=1)
+    epochs: int = Field(10, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    clip_grad: float = Field(1.0, ge=0)
+    grad_accum: int = Field(1, ge=1)
+    precision: Precision = "auto"
+    device: Device = "auto"
+    seed: int = 42
+    patience: int = Field(3, ge=0, description="epochs without dev F1 gain before stopping; 0 = never")
+    compile: bool = False
+    log_every: int = Field(10, ge=1)
+
+
+class PruneSettings(Section):
+    rate: float = Field(0.25, ge=0, lt=1)
+    per_layer: dict[int, int] | None = Field(None, description="heads to remove per 0-based layer")
+    normalize: bool = True
+    allow_empty_layers: bool = False
+    max_sentences: int | None = Field(1000, ge=1)
+
+
+class FinetuneSettings(Section):
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(5e-5, gt=0, lt=1)
+    crf: bool = False
+    teacher: str | None = None
+
+
+class InferSettings(Section):
+    batch_size: int = Field(32, ge=1)
+    device: Device = "auto"
+    precision: Precision = "auto"
+    int8: bool = False
+
+
+class BenchSettings(Section):
+    sentences: int = Field(200, ge=1)
+    warmup: int = Field(10, ge=0)
+    batch_size: int = Field(32, ge=1)
+    device: Device = "cpu"
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
+
+
+_yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("nerkd_yaml", default=None)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused, __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _yaml_path.get()
+        return read_yaml(path) if path else {}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NERKD_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    paths: PathsSettings = Field(default_factory=PathsSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    student: StudentSettings = Field(default_factory=StudentSettings)
+    distill: DistillSettings = Field(default_factory=DistillSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    prune: PruneSettings = Field(default_factory=PruneSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    infer: InferSettings = Field(default_factory=InferSettings)
+    bench: BenchSettings = Field(default_factory=BenchSettings)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def save(self, folder: str | Path, name: str = "settings.yaml") -> Path:
+        """Write the resolved settings into a run folder (atomically)."""
+        from nerkd.io import atomic_write_text
+
+        return atomic_write_text(Path(folder) / name, self.to_yaml())
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SettingsError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: the config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=1e-4", "data.limit=10"]`` -> nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"--set {pair!r}: expected section.key=value")
+        parts = key.strip().split(".")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"--set {pair!r}: {part} is both a value and a section")
+        node[parts[-1]] = parsed
+    return out
+
+
+def _has_path(data: Any, loc: tuple) -> bool:
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and (part in node or str(part) in node):
+            node = node[part] if part in node else node[str(part)]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def _source_of(loc: tuple, overrides: dict, yaml_path: Path | None) -> str:
+    if _has_path(overrides, loc):
+        return "--set"
+    env_name = "NERKD_" + "__".join(str(p).upper() for p in loc if not isinstance(p, int))
+    if any(k.upper().startswith(env_name) for k in os.environ):
+        return f"environment ({env_name})"
+    if yaml_path is not None:
+        try:
+            if _has_path(read_yaml(yaml_path), loc):
+                return str(yaml_path)
+        except SettingsError:
+            pass
+    return "defaults"
+
+
+def _describe(err: dict) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if "input" in err and kind not in ("missing",) and not isinstance(err["input"], dict):
+        return f"{msg} (got {err['input']!r})"
+    return msg
+
+
+def load_settings(config: str | Path | None = None, overrides: list[str] | None = None) -> Settings:
+    """Resolve settings from defaults, a YAML file, the environment and ``--set`` pairs."""
+    path = Path(config) if config is not None else None
+    if path is not None:
+        read_yaml(path)  # fail early, with the file's own message, on a missing or broken file
+    override_dict = parse_overrides(overrides)
+    token = _yaml_path.set(path)
+    try:
+        return Settings(**override_dict)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = tuple(first["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        where = _source_of(loc, override_dict, path)
+        more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise SettingsError(f"{where}: setting {key}: {_describe(first)}{more}") from None
+    finally:
+        _yaml_path.reset(token)

@@ -1,0 +1,155 @@
+"""``nerkd validate``: the pre-flight check before renting a GPU.
+
+Collects every problem instead of stopping at the first; ``ready`` is False when any check
+failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from nerkd.data.dataset import Split, label_space_for, read_split, split_paths
+from nerkd.data.labels import LabelSpace, TypeMapping, type_mapping
+from nerkd.data.schemes import detect_scheme, split_tag
+from nerkd.device import describe, resolve_device, resolve_precision
+from nerkd.errors import NerkdError
+from nerkd.settings import Settings
+
+
+@dataclass
+class Check:
+    name: str
+    status: str      # ok | warn | fail
+    detail: str
+
+
+@dataclass
+class ValidateReport:
+    checks: list[Check] = field(default_factory=list)
+    splits: list[Split] = field(default_factory=list)
+    data_space: LabelSpace | None = None
+    teacher_space: LabelSpace | None = None
+    mapping: TypeMapping | None = None
+
+    def add(self, name: str, status: str, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+
+    @property
+    def ready(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+
+def _memory_estimate(settings: Settings, teacher_cfg, precision: str) -> str:
+    """Rough GPU memory for one training step (weights, AdamW state, activations)."""
+    h, layers = teacher_cfg.hidden_size, teacher_cfg.num_hidden_layers
+    inter = getattr(teacher_cfg, "intermediate_size", 4 * h)
+    vocab = getattr(teacher_cfg, "vocab_size", 32000)
+    per_layer = 4 * h * h + 2 * h * inter
+    t_params = layers * per_layer + vocab * h
+    s_params = settings.student.num_layers * per_layer + vocab * h
+    act_bytes = 2 if precision in ("bf16", "fp16") else 4
+    tokens = settings.train.batch_size * settings.data.max_length
+    heads = teacher_cfg.num_attention_heads
+    acts = tokens * settings.student.num_layers * (16 * h + 2 * inter + 2 * heads * settings.data.max_length)
+    total = t_params * 4 + s_params * 16 + acts * act_bytes + tokens * (layers + 1) * h * act_bytes
+    return f"~{total / 2**30:.1f} GiB for batch {settings.train.batch_size} x {settings.data.max_length} tokens"
+
+
+def run_validate(settings: Settings, config_name: str | None = None) -> ValidateReport:
+    report = ValidateReport()
+    report.add("settings", "ok", f"{config_name or 'defaults only'} parsed and checked")
+
+    paths = split_paths(settings.data)
+    if "train" not in paths:
+        report.add("data", "fail", "data.train is not set")
+    if "dev" not in paths:
+        report.add("data", "warn", "data.dev is not set: no evaluation, no early stopping, no best checkpoint")
+    for name, path in paths.items():
+        try:
+            split = read_split(name, path, settings.data)
+        except NerkdError as e:
+            report.add(f"data {name}", "fail", str(e))
+            continue
+        report.splits.append(split)
+        st = split.read
+        skipped = f", {st.skipped_empty} empty sentences skipped" if st.skipped_empty else ""
+        report.add(f"data {name}", "ok",
+                   f"{st.path}: {st.sentences} sentences, {st.tokens} tokens, {st.format}, "
+                   f"scheme {detect_scheme(st.tags)}{skipped}")
+
+    if report.splits:
+        try:
+            space = label_space_for(report.splits, settings.data)
+            report.data_space = space
+            report.add("labels", "ok", f"{len(space)} labels, scheme {space.scheme}, types {', '.join(space.types)}")
+            known = set(space.types)
+            for sp in report.splits:
+                unknown = sorted({t for tag in sp.read.tags if (t := split_tag(tag)[1]) and t not in known})
+                if unknown:
+                    report.add(f"labels {sp.name}", "fail", f"types not in the label set: {', '.join(unknown)}")
+        except NerkdError as e:
+            report.add("labels", "fail", str(e))
+
+    teacher_cfg = None
+    try:
+        from nerkd.models.ner import load_config
+
+        teacher_cfg = load_config(settings.teacher.model, revision=settings.teacher.revision,
+                                  trust_remote_code=settings.teacher.trust_remote_code, what="teacher")
+        report.teacher_space = LabelSpace.from_config(teacher_cfg)
+        report.add("teacher", "ok",
+                   f"{settings.teacher.model}: {teacher_cfg.model_type}, {teacher_cfg.num_hidden_layers} layers, "
+                   f"hidden {teacher_cfg.hidden_size}, labels {' '.join(report.teacher_space.labels)}")
+    except NerkdError as e:
+        report.add("teacher", "fail", str(e))
+    except ValueError as e:
+        report.add("teacher", "fail", f"teacher labels: {e}")
+
+    if teacher_cfg is not None:
+        n_t = teacher_cfg.num_hidden_layers
+        if settings.student.num_layers > n_t and settings.student.config is None:
+            report.add("student", "fail", f"student.num_layers {settings.student.num_layers} > teacher's {n_t}")
+        lm = settings.distill.layer_map
+        bad_t = [i for i in lm.teacher if i > n_t]
+        bad_s = [i for i in lm.student if i > settings.student.num_layers]
+        if bad_t or bad_s:
+            report.add("layer map", "fail", f"layers out of range: teacher {bad_t} (max {n_t}), "
+                                           f"student {bad_s} (max {settings.student.num_layers})")
+        else:
+            report.add("layer map", "ok", f"teacher {lm.teacher} -> student {lm.student}")
+        max_pos = getattr(teacher_cfg, "max_position_embeddings", None)
+        if max_pos is not None and settings.data.max_length > max_pos - 2:
+            report.add("max length", "fail", f"data.max_length {settings.data.max_length} > the model's "
+                                            f"{max_pos - 2} positions")
+
+    if report.teacher_space is not None and report.data_space is not None:
+        m = type_mapping(report.teacher_space, report.data_space, settings.labels.rename,
+                         settings.labels.teacher_only)
+        report.mapping = m
+        shared = [t for t in m.shared if t != "O"]
+        if not shared:
+            report.add("label mapping", "fail", "teacher and data share no entity type (see labels.rename)")
+        else:
+            report.add("label mapping", "ok",
+                       f"{report.teacher_space.scheme} -> {report.data_space.scheme} over {', '.join(shared)}")
+        if m.teacher_only:
+            fate = "folded into O" if settings.labels.teacher_only == "outside" else "dropped from KD"
+            report.add("teacher-only types", "warn", f"{', '.join(m.teacher_only)}: {fate}")
+        if m.data_only:
+            report.add("data-only types", "warn", f"{', '.join(m.data_only)}: gold supervision only, no KD signal")
+
+    try:
+        device = resolve_device(settings.train.device)
+        precision = resolve_precision(settings.train.precision, device)
+        estimate = _memory_estimate(settings, teacher_cfg, precision) if teacher_cfg is not None else "n/a"
+        status = "ok" if device.type == "cuda" else "warn"
+        note = "" if device.type == "cuda" else "; no GPU here: training would run on CPU"
+        report.add("device", status, f"{describe(device)}, precision {precision}, GPU memory {estimate}{note}")
+        if device.type == "cuda" and teacher_cfg is not None:
+            free, total = torch.cuda.mem_get_info(device)
+            report.add("gpu memory", "ok", f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+    except NerkdError as e:
+        report.add("device", "fail", str(e))
+    return report
