@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ruff: noqa: E501  (one template per line, some are long)
 """Generate the synthetic French medico-social NER sample corpus in ``data/``.
 
 Everything here is made up: hand-written sentence templates with entity slots are filled from
@@ -42,6 +43,10 @@ def L(s: str) -> list[str]:
     return [" ".join(x.split()) for x in s.split(",") if x.strip()]
 
 
+def T(s: str) -> list[tuple[str, ...]]:
+    return [tuple(x.split("/")) for x in L(s)]
+
+
 # ----------------------------------------------------------------------------- name lists
 FIRST_F = L("""Marie, Nathalie, Isabelle, Sylvie, Catherine, Martine, Monique, Françoise, Christiane, Jacqueline,
 Élodie, Camille, Léa, Chloé, Manon, Inès, Fatima, Aïcha, Nadia, Yasmina, Samia, Khadija, Aminata, Fatoumata,
@@ -73,24 +78,24 @@ chemin des Vignes, rue Jules-Ferry, rue Garibaldi, boulevard de la Croix-Rousse,
 avenue Salvador-Allende, rue Jean-Moulin, rue de l'Église, boulevard Voltaire, quai Claude-Bernard, rue
 Lamartine, rue du 8-Mai-1945""")
 # (name, "de" form, "in" form, number)
-DEPTS = [tuple(x.split("/")) for x in L("""Rhône/du/dans le/69, Gironde/de la/en/33, Isère/de l'/en/38,
+DEPTS = T("""Rhône/du/dans le/69, Gironde/de la/en/33, Isère/de l'/en/38,
 Bouches-du-Rhône/des/dans les/13, Nord/du/dans le/59, Loire/de la/dans la/42, Haute-Garonne/de la/en/31,
 Puy-de-Dôme/du/dans le/63, Seine-Saint-Denis/de la/en/93, Val-de-Marne/du/dans le/94, Hérault/de l'/dans
 l'/34, Finistère/du/dans le/29, Loire-Atlantique/de la/en/44, Bas-Rhin/du/dans le/67, Moselle/de la/en/57,
 Pas-de-Calais/du/dans le/62, Ain/de l'/dans l'/01, Savoie/de la/en/73, Alpes-Maritimes/des/dans les/06,
 Var/du/dans le/83, Somme/de la/dans la/80, Essonne/de l'/en/91, Calvados/du/dans le/14, Vienne/de la/dans
 la/86, Ille-et-Vilaine/de l'/en/35, Drôme/de la/dans la/26, Haute-Savoie/de la/en/74,
-Pyrénées-Atlantiques/des/dans les/64""")]
-REGIONS = [tuple(x.split("/")) for x in L("""Auvergne-Rhône-Alpes/en, Nouvelle-Aquitaine/en, Occitanie/en,
+Pyrénées-Atlantiques/des/dans les/64""")
+REGIONS = T("""Auvergne-Rhône-Alpes/en, Nouvelle-Aquitaine/en, Occitanie/en,
 Bretagne/en, Hauts-de-France/dans les, Île-de-France/en, Grand Est/dans le, Provence-Alpes-Côte d'Azur/en,
-Normandie/en, Bourgogne-Franche-Comté/en, Pays de la Loire/dans les, Centre-Val de Loire/en""")]
-QUARTIERS = [tuple(x.split("/")) for x in L("""de la/Duchère, des/Minguettes, du/Mirail, de/Belleville, de/Montchat, de
+Normandie/en, Bourgogne-Franche-Comté/en, Pays de la Loire/dans les, Centre-Val de Loire/en""")
+QUARTIERS = T("""de la/Duchère, des/Minguettes, du/Mirail, de/Belleville, de/Montchat, de
 la/Guillotière, du/Neuhof, de/Bellevue, de/Malakoff, du/Blosne, de/Wazemmes, de/Moulins, de la/Paillade,
 de/Hautepierre, de la/Villeneuve, des/Tarterêts, du/Mas-du-Taureau, de/Vaise, de/Montreynaud, de
-la/Croix-Rousse, des/Grésillons, du/Val-Fourré, des/Aubiers, de/Bacalan""")]
-PAYS = [tuple(x.split("/")) for x in L("""du/Mali, du/Sénégal, d'/Algérie, du/Maroc, de/Tunisie, du/Portugal,
+la/Croix-Rousse, des/Grésillons, du/Val-Fourré, des/Aubiers, de/Bacalan""")
+PAYS = T("""du/Mali, du/Sénégal, d'/Algérie, du/Maroc, de/Tunisie, du/Portugal,
 du/Viêt Nam, du/Cameroun, des/Comores, de/Turquie, de/Roumanie, de/Côte d'Ivoire, d'/Haïti, de/Guinée,
-d'/Afghanistan, de/Syrie, d'/Ukraine, du/Cambodge, de/République démocratique du Congo""")]
+d'/Afghanistan, de/Syrie, d'/Ukraine, du/Cambodge, de/République démocratique du Congo""")
 HOPITAUX = L("""Hôpital Édouard-Herriot, Hôpital de la Croix-Rousse, Hôpital Lyon Sud, Hôpital Pellegrin, Hôpital de la
 Timone, Hôpital Purpan, Hôpital Bichat-Claude-Bernard, Hôpital Lariboisière, Hôpital Saint-Louis, Hôpital
 Avicenne, Hôpital Henri-Mondor, Hôpital Bellevue, Hôpital Gabriel-Montpied, Hôpital Pontchaillou, Hôpital
@@ -99,22 +104,26 @@ EHPADS = L("""EHPAD Les Tilleuls, EHPAD Les Glycines, EHPAD La Roseraie, EHPAD L
 Parc, EHPAD Les Jardins d'Automne, EHPAD Saint-Joseph, EHPAD Villa Sainte-Marie, EHPAD Les Opalines, EHPAD
 Le Bois Joli, EHPAD Marie-Curie, EHPAD Les Magnolias, EHPAD Korian Les Lilas, EHPAD La Maison du Lac, EHPAD
 Les Hortensias, EHPAD Notre-Dame, EHPAD Les Cèdres, EHPAD Jean-Rostand""")
-ASSOS = [tuple(x.split("/")) for x in L("""la/Croix-Rouge française, le/Secours populaire, le/Secours populaire
+ASSOS = T("""la/Croix-Rouge française, le/Secours populaire, le/Secours populaire
 français, le/Secours catholique, les/Restos du Cœur, /Emmaüs, /Habitat et Humanisme, les/Petits Frères des
 Pauvres, /APF France handicap, la/Armée du Salut, /France Alzheimer, la/Fondation Abbé-Pierre, le/Samu
-social, la/UNAFAM, /Médecins du Monde""")]
+social, la/UNAFAM, /Médecins du Monde""")
 BAILLEURS = L("""Grand Lyon Habitat, Lyon Métropole Habitat, Est Métropole Habitat, Paris Habitat, Nantes Métropole
 Habitat, Habitat 76, Vilogia, ICF Habitat, Logirep, Gironde Habitat, Aquitanis, Toulouse Métropole Habitat,
 Archipel Habitat, Loire Habitat, Alliade Habitat, Dynacité""")
 SAADS = L("O2 Care Services, Age d'Or Services, Shiva, Domidom, Vitalliance, Petits-fils, Adhap Services")
 CARSATS = L("""Carsat Rhône-Alpes, Carsat Aquitaine, Carsat Bretagne, Carsat Hauts-de-France, Carsat Sud-Est, Carsat
 Normandie, Carsat Midi-Pyrénées, Carsat Pays de la Loire, Carsat Auvergne""")
-ENTREPRISES = L("Renault, Michelin, la SNCF, Airbus, Carrefour, Auchan, Stellantis, Decathlon, Veolia, Lactalis")
+ENTREPRISES = L(
+    "Renault, Michelin, la SNCF, Airbus, Carrefour, Auchan, Stellantis, Decathlon, Veolia, Lactalis"
+)
 MOIS = L("janvier, février, mars, avril, mai, juin, juillet, août, septembre, octobre, novembre, décembre")
 JOURS = L("lundi, mardi, mercredi, jeudi, vendredi, lundi prochain, jeudi prochain")
 
 # ----------------------------------------------------------------------------- templates
-TEMPLATES = [t.strip() for t in """
+TEMPLATES = [
+    t.strip()
+    for t in """
 Visite à domicile effectuée ce jour chez {pt}, {agev} ans, qui vit seul{e} au {num} {rue} à {ville}.
 Visite à domicile effectuée.
 Pas de visite cette semaine.
@@ -203,12 +212,13 @@ Dossier incomplet, relance à prévoir avant le {date}.
 Justificatif de domicile et avis d'imposition {annee} à fournir avant le {date}.
 Tél. de {pt} : rappeler avant {heure}.
 Lors de la visite du {date} au {num} {rue}, {pt}, {agev} ans, dit ne plus pouvoir faire sa toilette seul{e} ; intervention du {ssiad!} demandée avec l'accord de sa fille {prf}.
-Synthèse du {date} au {ccas!} : {pt}, sorti{e} du {chu!}, nécessite un passage quotidien du {ssiad!} et une aide de {admr} en attendant une place à {ehpad}.
+Synthèse au {ccas!} : {pt}, sorti{e} du {chu!}, a besoin du {ssiad!} et de {admr} en attendant une place à {ehpad}.
 Situation de {pt} évoquée en commission : dette de loyer de {montant} envers {bailleur}, dossier FSL instruit par {mds} et accompagnement social proposé par {cd}.
 {pt}, reconnu{e} travailleur handicapé par {mdph}, souhaite reprendre une activité ; rendez-vous fixé avec {misloc} à {ville} le {date}.
 Aujourd'hui, entretien téléphonique avec {pt} : {il} confirme son accord pour une entrée à {ehpad} et souhaite que son fils {prm}, qui habite {dep_in}, soit associé aux démarches.
 {ptf}, née à {ville} et arrivée {dep_in} en {annee}, est hébergée chez sa sœur {prf} depuis sa sortie de {hopital}.
-""".strip().splitlines()]
+""".strip().splitlines()
+]
 
 # ----------------------------------------------------------------------------- slot fillers
 VOWELS = set("AEIOUÀÂÄÉÈÊËÎÏÔÖÙÛÜaeiouàâäéèêëîïôöùûü")
@@ -289,6 +299,7 @@ def city_org(article: str, *heads: str):
     return org(article, lambda r: r.choice(heads) + " " + de(r.choice(CITIES)))
 
 
+# fmt: off
 SLOTS = {
     "pt": person(), "ptf": person("f"), "ptm": person("m"),
     "pn": person(form="pn"), "pnf": person("f", "pn"), "pnm": person("m", "pn"),
@@ -325,14 +336,18 @@ SLOTS = {
     "jour": plain(lambda r: r.choice(JOURS)), "date": plain(date), "montant": plain(montant),
     "heure": plain(lambda r: f"{r.randint(8, 17)}h{r.choice(('', '15', '30', '45'))}"),
 }
+# fmt: on
 
 
 # ----------------------------------------------------------------------------- rendering
 SLOT_RE = re.compile(r"\{(\w+?)(!?)\}|\[([^|\]]+)\|(PER|LOC|ORG)\]")
 ELIDE_RE = re.compile(r"(?<!\w)(?:([Ll])[ea]|([Dd])e|([Qq]u)e) $")
-CONTRACT = [(re.compile(r"(?<!\w)([Dd])e les $"), r"\1es "), (re.compile(r"(?<!\w)([Dd])e le $"), r"\1u "),
-            (re.compile(r"(?<!\w)([Àà]) les $"), lambda m: ("A" if m[1] == "À" else "a") + "ux "),
-            (re.compile(r"(?<!\w)([Àà]) le $"), lambda m: ("A" if m[1] == "À" else "a") + "u ")]
+CONTRACT = [
+    (re.compile(r"(?<!\w)([Dd])e les $"), r"\1es "),
+    (re.compile(r"(?<!\w)([Dd])e le $"), r"\1u "),
+    (re.compile(r"(?<!\w)([Àà]) les $"), lambda m: ("A" if m[1] == "À" else "a") + "ux "),
+    (re.compile(r"(?<!\w)([Àà]) le $"), lambda m: ("A" if m[1] == "À" else "a") + "u "),
+]
 
 
 def fix_tail(out: str, ent: str) -> str:
@@ -348,7 +363,7 @@ def render(tpl: str, rng: random.Random) -> tuple[str, list[tuple[int, int, str]
     ctx = {"g": rng.choice("fm")}
     out, ents, pos = "", [], 0
     for m in SLOT_RE.finditer(tpl):
-        out += tpl[pos:m.start()]
+        out += tpl[pos : m.start()]
         pos = m.end()
         if m[3]:
             segs = [(m[3], m[4])]
@@ -375,7 +390,7 @@ def render(tpl: str, rng: random.Random) -> tuple[str, list[tuple[int, int, str]
 def to_bio(text: str, ents) -> tuple[list[str], list[str]]:
     words = split_words(text)
     starts, ends = {s for _, s, _ in words}, {e for _, _, e in words}
-    for (s, e, lab), nxt in zip(ents, ents[1:] + [(len(text) + 1, 0, "")]):
+    for (s, e, _), nxt in zip(ents, ents[1:] + [(len(text) + 1, 0, "")], strict=True):
         assert s in starts and e in ends, f"entity {text[s:e]!r} not on word boundaries in {text!r}"
         assert e <= nxt[0], f"overlapping entities in {text!r}"
     tags = []
@@ -411,11 +426,14 @@ def main() -> None:
         if text not in pool and MIN_WORDS <= len(split_words(text)) <= MAX_WORDS:
             pool[text] = ents
     items, cuts = list(pool.items()), [sum(sizes[:k]) for k in range(len(sizes) + 1)]
-    train, dev, test, texts, spans, conll = (items[a:b] for a, b in zip(cuts, cuts[1:]))
+    train, dev, test, texts, spans, conll = (items[a:b] for a, b in zip(cuts, cuts[1:], strict=False))
 
     stats = {}
     for name, part in (("train", train), ("dev", dev), ("test", test)):
-        lines, c = [], {"sentences": len(part), "tokens": 0, "PER": 0, "LOC": 0, "ORG": 0, "no_ent": 0, "ge3": 0}
+        lines, c = (
+            [],
+            {"sentences": len(part), "tokens": 0, "PER": 0, "LOC": 0, "ORG": 0, "no_ent": 0, "ge3": 0},
+        )
         for text, ents in part:
             tokens, tags = to_bio(text, ents)
             lines.append(orjson.dumps({"tokens": tokens, "tags": tags}) + b"\n")
@@ -438,18 +456,30 @@ def main() -> None:
 
     for text, ents in spans:
         to_bio(text, ents)  # boundary checks
-    (OUT / "spans.jsonl").write_bytes(b"".join(orjson.dumps(
-        {"text": t, "entities": [{"start": s, "end": e, "label": lab} for s, e, lab in ents]}) + b"\n"
-        for t, ents in spans))
-    blocks = ["".join(f"{w}\t{t}\n" for w, t in zip(*to_bio(text, ents))) for text, ents in conll]
+    (OUT / "spans.jsonl").write_bytes(
+        b"".join(
+            orjson.dumps(
+                {"text": t, "entities": [{"start": s, "end": e, "label": lab} for s, e, lab in ents]}
+            )
+            + b"\n"
+            for t, ents in spans
+        )
+    )
+    blocks = [
+        "".join(f"{w}\t{t}\n" for w, t in zip(*to_bio(text, ents), strict=True)) for text, ents in conll
+    ]
     (OUT / "sample.conll").write_text("\n".join(blocks), encoding="utf-8")
 
-    print(f"{len(TEMPLATES)} templates, {len(set(FIRST_F + FIRST_M))} first names, {len(set(LAST))} last names")
+    print(
+        f"{len(TEMPLATES)} templates, {len(set(FIRST_F + FIRST_M))} first names, {len(set(LAST))} last names"
+    )
     print("| split | sentences | tokens | PER | LOC | ORG | no entity | 3+ entities |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, c in stats.items():
-        print(f"| {name} | {c['sentences']} | {c['tokens']} | {c['PER']} | {c['LOC']} | {c['ORG']} "
-              f"| {c['no_ent']} | {c['ge3']} |")
+        print(
+            f"| {name} | {c['sentences']} | {c['tokens']} | {c['PER']} | {c['LOC']} | {c['ORG']} "
+            f"| {c['no_ent']} | {c['ge3']} |"
+        )
     print(f"texts.txt: {len(raw)} lines, spans.jsonl: {len(spans)}, sample.conll: {len(conll)} sentences")
 
 
