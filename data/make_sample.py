@@ -1,18 +1,14 @@
 #!/usr/bin/env python3
 # ruff: noqa: E501  (one template per line, some are long)
-"""Generate the synthetic French medico-social NER sample corpus in ``data/``.
+"""Generate the synthetic French medico-social NER sample corpus in ``data/`` (all made up).
 
-Everything here is made up: hand-written sentence templates with entity slots are filled from
-hand-written name lists with a fixed-seed ``random.Random``, so the output is byte-identical on
-every run.  Each sentence is built as raw text while the character spans of the filled entities
-are recorded; the text is then split with nerkd's own word splitter (``split_words``) and BIO tags
-are assigned to words by span overlap, so the tokens match what ``nerkd infer`` produces.
-
-Conventions: courtesy titles (Mme, M., Dr ...) and articles/prepositions in front of a name are
-outside the entity; an organisation's full name is ORG, including its place ("CCAS de Nantes",
-"MDPH du Rhône", "CAF de la Gironde"); street names are LOC including the street type
-("rue Victor-Hugo") but not the house number.  Benefits (AAH, PCH, APA, RSA) and generic
-words ("EHPAD" alone) are not entities.
+Hand-written templates with entity slots are filled from hand-written name lists by a fixed-seed
+``random.Random`` (byte-identical output on every run).  Entity character spans are kept while the
+text is built; the text is split with nerkd's own ``split_words`` and words get BIO tags by span
+overlap, so tokens match what ``nerkd infer`` sees.  Conventions: titles (Mme, M., Dr) and leading
+articles are outside entities; an organisation's full name is ORG, place included ("CCAS de Nantes",
+"MDPH du Rhône"); streets are LOC with their type ("rue Victor-Hugo"), not the house number;
+benefits (AAH, PCH, APA) and a bare "EHPAD" are not entities.
 
 Run:  cd /work/main && python data/make_sample.py
 """
@@ -48,92 +44,82 @@ def T(s: str) -> list[tuple[str, ...]]:
 
 
 # ----------------------------------------------------------------------------- name lists
-FIRST_F = L("""Marie, Nathalie, Isabelle, Sylvie, Catherine, Martine, Monique, Françoise, Christiane, Jacqueline,
-Élodie, Camille, Léa, Chloé, Manon, Inès, Fatima, Aïcha, Nadia, Yasmina, Samia, Khadija, Aminata, Fatoumata,
-Mariama, Linh, Mai, Ana, Maria, Sofia, Agnieszka, Elif, Zeynep, Hélène, Geneviève, Odette, Paulette, Jeanne,
-Josiane, Brigitte, Océane, Amandine, Awa, Leïla, Anne-Marie""")
-FIRST_M = L("""Jean, Pierre, Michel, Philippe, Alain, Bernard, Jacques, Gérard, René, Marcel, André, Christophe,
-Julien, Nicolas, Thomas, Lucas, Hugo, Mohamed, Karim, Rachid, Youssef, Mehdi, Samir, Ahmed, Mamadou, Moussa,
-Ibrahima, Oumar, Minh, Duc, João, Manuel, Antonio, Kevin, Florian, Mathis, Théo, Jean-Pierre, Jean-Claude,
-Marc-Antoine, Yannick, Loïc, Erwan, Mustafa, Emre, Bilal""")
-LAST = L("""Martin, Bernard, Dubois, Thomas, Robert, Richard, Petit, Durand, Leroy, Moreau, Simon, Laurent,
-Lefebvre, Michel, Garcia, David, Bertrand, Roux, Vincent, Fournier, Morel, Girard, Lefèvre, Mercier, Dupont,
-Lambert, Bonnet, François, Martinez, Legrand, Garnier, Faure, Rousseau, Blanc, Guérin, Muller, Henry,
-Roussel, Perrin, Morin, Mathieu, Clément, Gauthier, Dumont, Lopez, Fontaine, Chevalier, Robin, Nguyen, Tran,
-Pham, Le Goff, Kerbrat, Le Bihan, Benali, Haddad, Boukhari, Belkacem, Mansouri, Cherif, Diallo, Traoré,
-Koné, Diop, N'Diaye, Ferreira, Da Silva, Dos Santos, Pereira, Kowalski, Nowak, Yılmaz, Demir, Öztürk,
-Popescu, Cohen, Lévy, Weber, Schmitt, Mbappé, Rakotomalala""")
-CHU_CITIES = L("""Lyon, Bordeaux, Nantes, Lille, Toulouse, Rennes, Grenoble, Montpellier, Nice, Dijon, Angers, Tours,
-Limoges, Amiens, Brest, Rouen, Caen, Nancy, Poitiers, Reims, Saint-Étienne, Clermont-Ferrand, Besançon,
-Nîmes, Strasbourg, Marseille, Metz, Orléans""")
-OTHER_CITIES = L("""Villeurbanne, Vénissieux, Vaulx-en-Velin, Saint-Priest, Bron, Aix-en-Provence, Toulon, Perpignan,
-Mulhouse, Argenteuil, Montreuil, Roubaix, Tourcoing, Avignon, Saint-Denis, Pau, Bayonne, Valence, Chambéry,
-Annecy, Créteil, Aubervilliers, Villefranche-sur-Saône, Roanne, Bourg-en-Bresse, Quimper, Lorient, Béziers,
-Colmar, Évry-Courcouronnes""")
+# fmt: off
+FIRST_F = L("""Marie, Nathalie, Isabelle, Sylvie, Catherine, Martine, Monique, Françoise, Christiane, Jacqueline, Élodie,
+Camille, Léa, Chloé, Manon, Inès, Fatima, Aïcha, Nadia, Yasmina, Samia, Khadija, Aminata, Fatoumata, Mariama, Linh,
+Mai, Ana, Maria, Sofia, Agnieszka, Elif, Zeynep, Hélène, Geneviève, Odette, Paulette, Jeanne, Josiane, Brigitte,
+Océane, Amandine, Awa, Leïla, Anne-Marie""")
+FIRST_M = L("""Jean, Pierre, Michel, Philippe, Alain, Bernard, Jacques, Gérard, René, Marcel, André, Christophe, Julien,
+Nicolas, Thomas, Lucas, Hugo, Mohamed, Karim, Rachid, Youssef, Mehdi, Samir, Ahmed, Mamadou, Moussa, Ibrahima, Oumar,
+Minh, Duc, João, Manuel, Antonio, Kevin, Florian, Mathis, Théo, Jean-Pierre, Jean-Claude, Marc-Antoine, Yannick,
+Loïc, Erwan, Mustafa, Emre, Bilal""")
+LAST = L("""Martin, Bernard, Dubois, Thomas, Robert, Richard, Petit, Durand, Leroy, Moreau, Simon, Laurent, Lefebvre,
+Michel, Garcia, David, Bertrand, Roux, Vincent, Fournier, Morel, Girard, Lefèvre, Mercier, Dupont, Lambert, Bonnet,
+François, Martinez, Legrand, Garnier, Faure, Rousseau, Blanc, Guérin, Muller, Henry, Roussel, Perrin, Morin, Mathieu,
+Clément, Gauthier, Dumont, Lopez, Fontaine, Chevalier, Robin, Nguyen, Tran, Pham, Le Goff, Kerbrat, Le Bihan, Benali,
+Haddad, Boukhari, Belkacem, Mansouri, Cherif, Diallo, Traoré, Koné, Diop, N'Diaye, Ferreira, Da Silva, Dos Santos,
+Pereira, Kowalski, Nowak, Yılmaz, Demir, Öztürk, Popescu, Cohen, Lévy, Weber, Schmitt, Mbappé, Rakotomalala""")
+CHU_CITIES = L("""Lyon, Bordeaux, Nantes, Lille, Toulouse, Rennes, Grenoble, Montpellier, Nice, Dijon, Angers, Tours, Limoges,
+Amiens, Brest, Rouen, Caen, Nancy, Poitiers, Reims, Saint-Étienne, Clermont-Ferrand, Besançon, Nîmes, Strasbourg,
+Marseille, Metz, Orléans""")
+OTHER_CITIES = L("""Villeurbanne, Vénissieux, Vaulx-en-Velin, Saint-Priest, Bron, Aix-en-Provence, Toulon, Perpignan, Mulhouse,
+Argenteuil, Montreuil, Roubaix, Tourcoing, Avignon, Saint-Denis, Pau, Bayonne, Valence, Chambéry, Annecy, Créteil,
+Aubervilliers, Villefranche-sur-Saône, Roanne, Bourg-en-Bresse, Quimper, Lorient, Béziers, Colmar, Évry-Courcouronnes""")
 CITIES = CHU_CITIES + OTHER_CITIES
 STREETS = L("""rue Victor-Hugo, avenue Jean-Jaurès, boulevard Gambetta, rue de la République, rue Paul-Bert, avenue du
-Général-Leclerc, rue Pasteur, cours Lafayette, rue des Lilas, allée des Tilleuls, impasse des Acacias,
-chemin des Vignes, rue Jules-Ferry, rue Garibaldi, boulevard de la Croix-Rousse, avenue Berthelot, rue
-Émile-Zola, rue Anatole-France, rue du Moulin, place de la Mairie, route de Vienne, rue Marcel-Pagnol,
-avenue Salvador-Allende, rue Jean-Moulin, rue de l'Église, boulevard Voltaire, quai Claude-Bernard, rue
-Lamartine, rue du 8-Mai-1945""")
+Général-Leclerc, rue Pasteur, cours Lafayette, rue des Lilas, allée des Tilleuls, impasse des Acacias, chemin des
+Vignes, rue Jules-Ferry, rue Garibaldi, boulevard de la Croix-Rousse, avenue Berthelot, rue Émile-Zola, rue
+Anatole-France, rue du Moulin, place de la Mairie, route de Vienne, rue Marcel-Pagnol, avenue Salvador-Allende, rue
+Jean-Moulin, rue de l'Église, boulevard Voltaire, quai Claude-Bernard, rue Lamartine, rue du 8-Mai-1945""")
 # (name, "de" form, "in" form, number)
-DEPTS = T("""Rhône/du/dans le/69, Gironde/de la/en/33, Isère/de l'/en/38,
-Bouches-du-Rhône/des/dans les/13, Nord/du/dans le/59, Loire/de la/dans la/42, Haute-Garonne/de la/en/31,
-Puy-de-Dôme/du/dans le/63, Seine-Saint-Denis/de la/en/93, Val-de-Marne/du/dans le/94, Hérault/de l'/dans
-l'/34, Finistère/du/dans le/29, Loire-Atlantique/de la/en/44, Bas-Rhin/du/dans le/67, Moselle/de la/en/57,
-Pas-de-Calais/du/dans le/62, Ain/de l'/dans l'/01, Savoie/de la/en/73, Alpes-Maritimes/des/dans les/06,
-Var/du/dans le/83, Somme/de la/dans la/80, Essonne/de l'/en/91, Calvados/du/dans le/14, Vienne/de la/dans
-la/86, Ille-et-Vilaine/de l'/en/35, Drôme/de la/dans la/26, Haute-Savoie/de la/en/74,
+DEPTS = T("""Rhône/du/dans le/69, Gironde/de la/en/33, Isère/de l'/en/38, Bouches-du-Rhône/des/dans les/13, Nord/du/dans
+le/59, Loire/de la/dans la/42, Haute-Garonne/de la/en/31, Puy-de-Dôme/du/dans le/63, Seine-Saint-Denis/de la/en/93,
+Val-de-Marne/du/dans le/94, Hérault/de l'/dans l'/34, Finistère/du/dans le/29, Loire-Atlantique/de la/en/44,
+Bas-Rhin/du/dans le/67, Moselle/de la/en/57, Pas-de-Calais/du/dans le/62, Ain/de l'/dans l'/01, Savoie/de la/en/73,
+Alpes-Maritimes/des/dans les/06, Var/du/dans le/83, Somme/de la/dans la/80, Essonne/de l'/en/91, Calvados/du/dans
+le/14, Vienne/de la/dans la/86, Ille-et-Vilaine/de l'/en/35, Drôme/de la/dans la/26, Haute-Savoie/de la/en/74,
 Pyrénées-Atlantiques/des/dans les/64""")
-REGIONS = T("""Auvergne-Rhône-Alpes/en, Nouvelle-Aquitaine/en, Occitanie/en,
-Bretagne/en, Hauts-de-France/dans les, Île-de-France/en, Grand Est/dans le, Provence-Alpes-Côte d'Azur/en,
-Normandie/en, Bourgogne-Franche-Comté/en, Pays de la Loire/dans les, Centre-Val de Loire/en""")
-QUARTIERS = T("""de la/Duchère, des/Minguettes, du/Mirail, de/Belleville, de/Montchat, de
-la/Guillotière, du/Neuhof, de/Bellevue, de/Malakoff, du/Blosne, de/Wazemmes, de/Moulins, de la/Paillade,
-de/Hautepierre, de la/Villeneuve, des/Tarterêts, du/Mas-du-Taureau, de/Vaise, de/Montreynaud, de
-la/Croix-Rousse, des/Grésillons, du/Val-Fourré, des/Aubiers, de/Bacalan""")
-PAYS = T("""du/Mali, du/Sénégal, d'/Algérie, du/Maroc, de/Tunisie, du/Portugal,
-du/Viêt Nam, du/Cameroun, des/Comores, de/Turquie, de/Roumanie, de/Côte d'Ivoire, d'/Haïti, de/Guinée,
-d'/Afghanistan, de/Syrie, d'/Ukraine, du/Cambodge, de/République démocratique du Congo""")
-HOPITAUX = L("""Hôpital Édouard-Herriot, Hôpital de la Croix-Rousse, Hôpital Lyon Sud, Hôpital Pellegrin, Hôpital de la
-Timone, Hôpital Purpan, Hôpital Bichat-Claude-Bernard, Hôpital Lariboisière, Hôpital Saint-Louis, Hôpital
-Avicenne, Hôpital Henri-Mondor, Hôpital Bellevue, Hôpital Gabriel-Montpied, Hôpital Pontchaillou, Hôpital
-Roger-Salengro, Hôpital Nord Laënnec, Hôpital Pierre-Wertheimer, Hôpital Femme Mère Enfant""")
-EHPADS = L("""EHPAD Les Tilleuls, EHPAD Les Glycines, EHPAD La Roseraie, EHPAD Le Clos Fleuri, EHPAD Résidence du
-Parc, EHPAD Les Jardins d'Automne, EHPAD Saint-Joseph, EHPAD Villa Sainte-Marie, EHPAD Les Opalines, EHPAD
-Le Bois Joli, EHPAD Marie-Curie, EHPAD Les Magnolias, EHPAD Korian Les Lilas, EHPAD La Maison du Lac, EHPAD
-Les Hortensias, EHPAD Notre-Dame, EHPAD Les Cèdres, EHPAD Jean-Rostand""")
-ASSOS = T("""la/Croix-Rouge française, le/Secours populaire, le/Secours populaire
-français, le/Secours catholique, les/Restos du Cœur, /Emmaüs, /Habitat et Humanisme, les/Petits Frères des
-Pauvres, /APF France handicap, la/Armée du Salut, /France Alzheimer, la/Fondation Abbé-Pierre, le/Samu
-social, la/UNAFAM, /Médecins du Monde""")
-BAILLEURS = L("""Grand Lyon Habitat, Lyon Métropole Habitat, Est Métropole Habitat, Paris Habitat, Nantes Métropole
-Habitat, Habitat 76, Vilogia, ICF Habitat, Logirep, Gironde Habitat, Aquitanis, Toulouse Métropole Habitat,
-Archipel Habitat, Loire Habitat, Alliade Habitat, Dynacité""")
+REGIONS = T("""Auvergne-Rhône-Alpes/en, Nouvelle-Aquitaine/en, Occitanie/en, Bretagne/en, Hauts-de-France/dans les,
+Île-de-France/en, Grand Est/dans le, Provence-Alpes-Côte d'Azur/en, Normandie/en, Bourgogne-Franche-Comté/en, Pays de
+la Loire/dans les, Centre-Val de Loire/en""")
+QUARTIERS = T("""de la/Duchère, des/Minguettes, du/Mirail, de/Belleville, de/Montchat, de la/Guillotière, du/Neuhof, de/Bellevue,
+de/Malakoff, du/Blosne, de/Wazemmes, de/Moulins, de la/Paillade, de/Hautepierre, de la/Villeneuve, des/Tarterêts,
+du/Mas-du-Taureau, de/Vaise, de/Montreynaud, de la/Croix-Rousse, des/Grésillons, du/Val-Fourré, des/Aubiers,
+de/Bacalan""")
+PAYS = T("""du/Mali, du/Sénégal, d'/Algérie, du/Maroc, de/Tunisie, du/Portugal, du/Viêt Nam, du/Cameroun, des/Comores,
+de/Turquie, de/Roumanie, de/Côte d'Ivoire, d'/Haïti, de/Guinée, d'/Afghanistan, de/Syrie, d'/Ukraine, du/Cambodge,
+de/République démocratique du Congo""")
+HOPITAUX = L("""Hôpital Édouard-Herriot, Hôpital de la Croix-Rousse, Hôpital Lyon Sud, Hôpital Pellegrin, Hôpital de la Timone,
+Hôpital Purpan, Hôpital Bichat-Claude-Bernard, Hôpital Lariboisière, Hôpital Saint-Louis, Hôpital Avicenne, Hôpital
+Henri-Mondor, Hôpital Bellevue, Hôpital Gabriel-Montpied, Hôpital Pontchaillou, Hôpital Roger-Salengro, Hôpital Nord
+Laënnec, Hôpital Pierre-Wertheimer, Hôpital Femme Mère Enfant""")
+EHPADS = L("""EHPAD Les Tilleuls, EHPAD Les Glycines, EHPAD La Roseraie, EHPAD Le Clos Fleuri, EHPAD Résidence du Parc, EHPAD
+Les Jardins d'Automne, EHPAD Saint-Joseph, EHPAD Villa Sainte-Marie, EHPAD Les Opalines, EHPAD Le Bois Joli, EHPAD
+Marie-Curie, EHPAD Les Magnolias, EHPAD Korian Les Lilas, EHPAD La Maison du Lac, EHPAD Les Hortensias, EHPAD
+Notre-Dame, EHPAD Les Cèdres, EHPAD Jean-Rostand""")
+ASSOS = T("""la/Croix-Rouge française, le/Secours populaire, le/Secours populaire français, le/Secours catholique, les/Restos
+du Cœur, /Emmaüs, /Habitat et Humanisme, les/Petits Frères des Pauvres, /APF France handicap, la/Armée du Salut,
+/France Alzheimer, la/Fondation Abbé-Pierre, le/Samu social, la/UNAFAM, /Médecins du Monde""")
+BAILLEURS = L("""Grand Lyon Habitat, Lyon Métropole Habitat, Est Métropole Habitat, Paris Habitat, Nantes Métropole Habitat,
+Habitat 76, Vilogia, ICF Habitat, Logirep, Gironde Habitat, Aquitanis, Toulouse Métropole Habitat, Archipel Habitat,
+Loire Habitat, Alliade Habitat, Dynacité""")
 SAADS = L("O2 Care Services, Age d'Or Services, Shiva, Domidom, Vitalliance, Petits-fils, Adhap Services")
-CARSATS = L("""Carsat Rhône-Alpes, Carsat Aquitaine, Carsat Bretagne, Carsat Hauts-de-France, Carsat Sud-Est, Carsat
-Normandie, Carsat Midi-Pyrénées, Carsat Pays de la Loire, Carsat Auvergne""")
-ENTREPRISES = L(
-    "Renault, Michelin, la SNCF, Airbus, Carrefour, Auchan, Stellantis, Decathlon, Veolia, Lactalis"
-)
+CARSATS = L("""Carsat Rhône-Alpes, Carsat Aquitaine, Carsat Bretagne, Carsat Hauts-de-France, Carsat Sud-Est, Carsat Normandie,
+Carsat Midi-Pyrénées, Carsat Pays de la Loire, Carsat Auvergne""")
+ENTREPRISES = L("Renault, Michelin, la SNCF, Airbus, Carrefour, Auchan, Stellantis, Decathlon, Veolia, Lactalis")
 MOIS = L("janvier, février, mars, avril, mai, juin, juillet, août, septembre, octobre, novembre, décembre")
 JOURS = L("lundi, mardi, mercredi, jeudi, vendredi, lundi prochain, jeudi prochain")
 
 # ----------------------------------------------------------------------------- templates
-TEMPLATES = [
-    t.strip()
-    for t in """
+TEMPLATES = [t.strip() for t in """
 Visite à domicile effectuée ce jour chez {pt}, {agev} ans, qui vit seul{e} au {num} {rue} à {ville}.
 Visite à domicile effectuée.
 Pas de visite cette semaine.
 Appel de {pt} ce matin.
 Appel de {prf}, la fille de {ptf}, inquiète de la perte d'autonomie de sa mère.
 {pt} sollicite une aide financière exceptionnelle auprès de {ccas}.
-Secours d'urgence de {montant} accordé par la commission permanente de {ccas}.
 Mise en place d'un portage de repas par {ccas} à compter du {date}.
 Domiciliation administrative au {ccas!} en attente de justificatifs.
-{pt} bénéficie de la téléassistance proposée par {ccas} depuis {annee}.
 RDV avec {pt} au {ccas!} le {date} à {heure}.
 Entretien avec {pt} et son fils {prm} au {ccas!} pour faire le point sur les dettes de loyer.
 Réunion de synthèse au {ccas!} avec {pt}, {pt} et le {dr}.
@@ -141,13 +127,11 @@ Demande d'AAH et de PCH déposée auprès de {mdph} le {date}.
 {pt} a obtenu une carte mobilité inclusion délivrée par {mdph}.
 Dossier MDPH incomplet : certificat médical à faire compléter par le médecin traitant.
 Taux d'incapacité de {taux} reconnu par la CDAPH de {mdph} pour {pn}.
-Recours gracieux adressé à {mdph} contre le refus de PCH aide humaine de {pt}.
 Demande de renouvellement de l'AAH à déposer avant le {date}.
 {pn} attend depuis {n} mois la réponse de {mdph} pour son orientation en ESAT.
 {pt} perçoit le RSA et l'APL versés par {caf}.
 Courrier envoyé à {caf} pour régulariser un trop-perçu de {montant}.
 Ouverture des droits à la complémentaire santé solidaire en cours auprès de {cpam}.
-Mutuelle résiliée : orientation vers {cpam} pour une demande de CSS.
 Permanence de l'assistante sociale de {cpam} le {jour} matin à {ville}.
 Dossier de retraite transmis à {carsat} ; {pt} attend la notification de pension.
 Aucune ressource déclarée depuis {mois}, les droits RSA sont suspendus.
@@ -156,13 +140,12 @@ Sortie d'hospitalisation de {pt} prévue le {date} depuis {chu}.
 Chute à domicile le {date} ; {pt} a été transporté{e} aux urgences de {hopital}.
 Appel du service social de {chu} : la sortie de {pt} est repoussée au {date}.
 {dr}, gériatre au {chu!}, préconise une entrée en EHPAD à court terme.
-Déménagement de {pt} de {ville} vers {ville} prévu fin {mois}, {dep_in}.
+Déménagement de {pt} prévu fin {mois}, de {ville} vers un logement adapté {dep_in}.
 Transport sanitaire organisé entre {hopital} et {ehpad} pour {pt}.
 Compte rendu de sortie reçu : {pt} a été suivi{e} en cardiologie à {hopital} par le {dr}.
 Rendez-vous fixé le {date} à {heure} avec le {dr} au {cmp!}.
-Hospitalisation à la demande d'un tiers de {pn} au {chu!}, à la demande de son frère {prm}.
+Hospitalisation de {pn} au {chu!} à la demande d'un tiers, son frère {prm}.
 Admission à {ehpad} envisagée pour {pt}, évalué{e} en GIR {gir}.
-Demande de placement en urgence à {ehpad}, faute de place à {ehpad}.
 {pt} a été accueilli{e} en hébergement temporaire à {ehpad} pendant l'hospitalisation de son conjoint à {hopital}.
 Recherche de places en EHPAD sur le secteur de {ville} et plus largement {region_in}.
 Visite de pré-admission à {ehpad} le {date} avec {pt} et sa nièce {prf}.
@@ -189,7 +172,6 @@ Requête en habilitation familiale déposée au {tj!} par {pt}.
 Signalement transmis à {ars} concernant les conditions d'accueil à {ehpad}.
 Inspection de {ars} prévue à {ehpad}, {num} {rue} à {ville}, le {date}.
 Évaluation GIR réalisée au domicile de {pt} par l'équipe médico-sociale du {cd!}.
-L'appel à projets de {ars} pour un accueil de jour à {ville} a été publié le {date}.
 Orientation vers {asso} pour une aide alimentaire d'urgence.
 Accompagnement de {pn} à la permanence de {asso} à {ville}.
 Colis alimentaire remis par {asso} à {ville} ; prochain passage {jour}.
@@ -205,10 +187,8 @@ Suivi PMI de l'enfant de {pnf} assuré par {pmi}.
 {ptm} travaillait comme ouvrier chez {entreprise} à {ville} avant son accident du travail.
 Dossier de surendettement déposé auprès de la [Banque de France|ORG] avec l'aide de {pt}.
 La famille a quitté {ville} pour s'installer {dep_in}, près de {ville}.
-Note : {pt} ne souhaite pas que sa famille à {ville} soit informée de sa situation.
 Le fils de {ptf}, {prm}, vit à {ville} et appelle sa mère chaque semaine.
 Pas de réponse de {pt} aux appels ; nouveau passage prévu {jour} au {num} {rue}.
-Dossier incomplet, relance à prévoir avant le {date}.
 Justificatif de domicile et avis d'imposition {annee} à fournir avant le {date}.
 Tél. de {pt} : rappeler avant {heure}.
 Lors de la visite du {date} au {num} {rue}, {pt}, {agev} ans, dit ne plus pouvoir faire sa toilette seul{e} ; intervention du {ssiad!} demandée avec l'accord de sa fille {prf}.
@@ -217,9 +197,9 @@ Situation de {pt} évoquée en commission : dette de loyer de {montant} envers {
 {pt}, reconnu{e} travailleur handicapé par {mdph}, souhaite reprendre une activité ; rendez-vous fixé avec {misloc} à {ville} le {date}.
 Aujourd'hui, entretien téléphonique avec {pt} : {il} confirme son accord pour une entrée à {ehpad} et souhaite que son fils {prm}, qui habite {dep_in}, soit associé aux démarches.
 {ptf}, née à {ville} et arrivée {dep_in} en {annee}, est hébergée chez sa sœur {prf} depuis sa sortie de {hopital}.
-""".strip().splitlines()
-]
+""".strip().splitlines()]
 
+# fmt: on
 # ----------------------------------------------------------------------------- slot fillers
 VOWELS = set("AEIOUÀÂÄÉÈÊËÎÏÔÖÙÛÜaeiouàâäéèêëîïôöùûü")
 
@@ -390,7 +370,7 @@ def render(tpl: str, rng: random.Random) -> tuple[str, list[tuple[int, int, str]
 def to_bio(text: str, ents) -> tuple[list[str], list[str]]:
     words = split_words(text)
     starts, ends = {s for _, s, _ in words}, {e for _, _, e in words}
-    for (s, e, _), nxt in zip(ents, ents[1:] + [(len(text) + 1, 0, "")], strict=True):
+    for (s, e, _), nxt in zip(ents, ents[1:] + [(len(text) + 1, 0, "")], strict=False):
         assert s in starts and e in ends, f"entity {text[s:e]!r} not on word boundaries in {text!r}"
         assert e <= nxt[0], f"overlapping entities in {text!r}"
     tags = []
@@ -430,10 +410,7 @@ def main() -> None:
 
     stats = {}
     for name, part in (("train", train), ("dev", dev), ("test", test)):
-        lines, c = (
-            [],
-            {"sentences": len(part), "tokens": 0, "PER": 0, "LOC": 0, "ORG": 0, "no_ent": 0, "ge3": 0},
-        )
+        lines, c = [], {"sentences": len(part), "tokens": 0, "PER": 0, "LOC": 0, "ORG": 0, "no_ent": 0, "ge3": 0}
         for text, ents in part:
             tokens, tags = to_bio(text, ents)
             lines.append(orjson.dumps({"tokens": tokens, "tags": tags}) + b"\n")
@@ -458,21 +435,14 @@ def main() -> None:
         to_bio(text, ents)  # boundary checks
     (OUT / "spans.jsonl").write_bytes(
         b"".join(
-            orjson.dumps(
-                {"text": t, "entities": [{"start": s, "end": e, "label": lab} for s, e, lab in ents]}
-            )
-            + b"\n"
+            orjson.dumps({"text": t, "entities": [{"start": s, "end": e, "label": lab} for s, e, lab in ents]}) + b"\n"
             for t, ents in spans
         )
     )
-    blocks = [
-        "".join(f"{w}\t{t}\n" for w, t in zip(*to_bio(text, ents), strict=True)) for text, ents in conll
-    ]
+    blocks = ["".join(f"{w}\t{t}\n" for w, t in zip(*to_bio(text, ents), strict=True)) for text, ents in conll]
     (OUT / "sample.conll").write_text("\n".join(blocks), encoding="utf-8")
 
-    print(
-        f"{len(TEMPLATES)} templates, {len(set(FIRST_F + FIRST_M))} first names, {len(set(LAST))} last names"
-    )
+    print(f"{len(TEMPLATES)} templates, {len(set(FIRST_F + FIRST_M))} first names, {len(set(LAST))} last names")
     print("| split | sentences | tokens | PER | LOC | ORG | no entity | 3+ entities |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, c in stats.items():
