@@ -13,6 +13,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["NERKD_NO_PROGRESS"] = "1"
+os.environ["COLUMNS"] = "200"  # rich tables: no wrapping inside the asserted text
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402

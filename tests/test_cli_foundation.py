@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import shutil
+
+from nerkd.cli.app import app
+
+from tests.conftest import DATA, REPO
+
+COMMANDS = ("validate", "distill", "prune", "finetune", "infer", "bench", "report")
+
+
+def test_help_lists_seven_commands(runner):
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in COMMANDS:
+        assert cmd in res.output
+
+
+def test_every_command_has_help_with_example(runner):
+    for cmd in COMMANDS:
+        res = runner.invoke(app, [cmd, "--help"])
+        assert res.exit_code == 0, cmd
+        assert "Example" in res.output and f"nerkd {cmd}" in res.output, cmd
+
+
+def test_version(runner):
+    from nerkd import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.output
+
+
+def _project(in_tmp, teacher):
+    shutil.copytree(DATA, in_tmp / "data")
+    shutil.copytree(REPO / "configs", in_tmp / "configs")
+    (in_tmp / "artifacts").mkdir()
+    shutil.copytree(teacher, in_tmp / "artifacts" / "teacher")
+    return in_tmp
+
+
+def test_validate_quickstart_ready(runner, in_tmp, tiny_io_teacher):
+    _project(in_tmp, tiny_io_teacher)
+    res = runner.invoke(app, ["validate", "--config", "configs/quickstart.yaml",
+                              "--set", "distill.layer_map.teacher=[2,4]"])
+    assert res.exit_code == 0, res.output
+    assert "nerkd validate" in res.output and "ready" in res.output
+    assert "I-MISC" in res.output          # the mapping table shows the teacher-only type
+    assert "folded into O" in res.output
+
+
+def test_validate_offline_hub_teacher_one_line(runner, in_tmp, tiny_io_teacher):
+    _project(in_tmp, tiny_io_teacher)
+    res = runner.invoke(app, ["validate", "--config", "configs/kd_camembert.yaml"])
+    assert res.exit_code == 1
+    assert "Jean-Baptiste/camembert-ner" in res.output
+    assert "cannot reach the Hugging Face hub" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_validate_bad_data_fails_with_line(runner, in_tmp, tiny_io_teacher):
+    _project(in_tmp, tiny_io_teacher)
+    (in_tmp / "data" / "dev.jsonl").write_text('{"tokens": ["a"], "tags": ["O"]}\n{"tokens": ["a"]\n')
+    res = runner.invoke(app, ["validate", "--config", "configs/quickstart.yaml"])
+    assert res.exit_code == 1
+    assert "dev.jsonl:2: invalid JSON" in res.output.replace("\n", "")
+
+
+def test_settings_typo_is_one_line_exit_1(runner, in_tmp):
+    (in_tmp / "c.yaml").write_text("train:\n  lrr: 0.1\n")
+    res = runner.invoke(app, ["validate", "--config", "c.yaml"])
+    assert res.exit_code == 1
+    assert "c.yaml: setting train.lrr: unknown key" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_missing_config_file(runner, in_tmp):
+    res = runner.invoke(app, ["validate", "--config", "nope.yaml"])
+    assert res.exit_code == 1 and "config file not found" in res.output
+
+
+def test_debug_keeps_traceback(runner, in_tmp, monkeypatch):
+    (in_tmp / "c.yaml").write_text("train:\n  lrr: 0.1\n")
+    monkeypatch.setenv("NERKD_DEBUG", "1")
+    res = runner.invoke(app, ["validate", "--config", "c.yaml"])
+    assert res.exit_code != 0 and res.exception is not None
+    assert type(res.exception).__name__ == "SettingsError"

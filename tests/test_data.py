@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from nerkd.data.dataset import label_space_for, load_splits, tag_ids
+from nerkd.data.encode import bucket_batches, collate, encode, plan_windows
+from nerkd.data.labels import LabelSpace, type_mapping
+from nerkd.data.readers import read_sentences
+from nerkd.data.schemes import convert, detect_scheme, spans_of
+from nerkd.data.words import split_words
+from nerkd.errors import DataError
+from nerkd.settings import load_settings
+
+from tests.conftest import DATA
+
+
+def test_sample_files_read():
+    for name, n in (("train.jsonl", 400), ("dev.jsonl", 80), ("test.jsonl", 80)):
+        sents, stats = read_sentences(DATA / name)
+        assert stats.sentences == len(sents) >= n
+        assert detect_scheme(stats.tags) == "BIO"
+    spans, st = read_sentences(DATA / "spans.jsonl")
+    assert st.format == "spans" and spans[0].offsets
+    for s in spans:  # offsets exact
+        assert [s.text[a:b] for a, b in s.offsets] == s.tokens
+    conll, st = read_sentences(DATA / "sample.conll")
+    assert st.format == "conll" and st.sentences >= 10
+
+
+def test_conll_three_columns(tmp_path):
+    p = tmp_path / "x.conllu"
+    p.write_text("0\tMme\tO\n1\tDupont\tB-PER\n\n0\tà\tO\n1\tLyon\tB-LOC\n")
+    sents, st = read_sentences(p)
+    assert [s.tokens for s in sents] == [["Mme", "Dupont"], ["à", "Lyon"]]
+    assert sents[1].line == 4 and st.tokens == 4
+
+
+def _write(tmp_path, name, content: bytes | str):
+    p = tmp_path / name
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return p
+
+
+GOOD = '{"tokens": ["a", "b"], "tags": ["O", "B-PER"]}\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line", "message"),
+    [
+        ("bad.jsonl", GOOD + "{not json\n", 2, "invalid JSON"),
+        ("len.jsonl", GOOD + '{"tokens": ["a"], "tags": ["O", "O"]}\n', 2, "1 tokens but 2 tags"),
+        ("tag.jsonl", GOOD + GOOD + '{"tokens": ["a"], "tags": ["X-PER"]}\n', 3, "unknown tag"),
+        ("utf.jsonl", GOOD.encode() + b'{"tokens": ["\xff"], "tags": ["O"]}\n', 2, "invalid UTF-8"),
+        ("range.jsonl", '{"text": "abc", "entities": [{"start": 1, "end": 9, "label": "PER"}]}\n', 1,
+         "out of range"),
+        ("overlap.jsonl", '{"text": "Jean Dupont", "entities": [{"start": 0, "end": 11, "label": "PER"},'
+         ' {"start": 5, "end": 11, "label": "PER"}]}\n', 1, "overlap"),
+        ("cols.conll", "a\tO\nb\tc\td\te\n", 2, "expected 2 (token, tag) or 3"),
+        ("tag.conll", "a\tO\nb\tPER\n", 2, "unknown tag"),
+    ],
+)
+def test_bad_input_names_file_and_line(tmp_path, name, content, line, message):
+    p = _write(tmp_path, name, content)
+    with pytest.raises(DataError) as e:
+        read_sentences(p)
+    assert e.value.line == line
+    assert str(e.value).startswith(f"{p}:{line}: ")
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["empty.jsonl", "empty.conll", "blank.jsonl"])
+def test_empty_file(tmp_path, name):
+    p = _write(tmp_path, name, "" if "empty" in name else "\n\n")
+    with pytest.raises(DataError, match=r"empty file"):
+        read_sentences(p)
+
+
+def test_empty_sentences_are_counted(tmp_path):
+    p = _write(tmp_path, "x.jsonl", GOOD + '{"tokens": [], "tags": []}\n' + GOOD)
+    sents, st = read_sentences(p)
+    assert len(sents) == 2 and st.skipped_empty == 1
+
+
+def test_unknown_tag_against_label2id(tmp_path):
+    p = _write(tmp_path, "x.jsonl", GOOD + '{"tokens": ["a"], "tags": ["B-DATE"]}\n')
+    s = load_settings(None, [f"data.train={p}", f"data.label2id={DATA / 'label2id.json'}"])
+    split = load_splits(s.data)["train"]
+    space = label_space_for([split], s.data)
+    with pytest.raises(DataError, match=rf"{p}:2: unknown tag 'B-DATE'"):
+        tag_ids(split, space)
+
+
+def test_schemes_round_trip():
+    bio = ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC", "O", "B-ORG"]
+    bioes = convert(bio, "BIOES")
+    assert bioes == ["B-PER", "E-PER", "O", "S-LOC", "B-LOC", "E-LOC", "O", "S-ORG"]
+    assert convert(bioes, "BIO") == bio
+    io = convert(bio, "IO")
+    assert io == ["I-PER", "I-PER", "O", "I-LOC", "I-LOC", "I-LOC", "O", "I-ORG"]
+    assert spans_of(convert(io, "BIO")) == [("PER", 0, 2), ("LOC", 3, 6), ("ORG", 7, 8)]  # IO merges touching
+    assert detect_scheme(bioes) == "BIOES" and detect_scheme(io) == "IO"
+
+
+def test_label_space_and_type_mapping(tmp_path):
+    space = LabelSpace.from_file(DATA / "label2id.json")
+    assert space.scheme == "BIO" and space.types == ["LOC", "ORG", "PER"]
+    teacher = LabelSpace(("O", "I-LOC", "I-PER", "I-MISC", "I-ORG"))
+    m = type_mapping(teacher, space)
+    assert m.shared == ("O", "LOC", "ORG", "PER") and m.teacher_only == ("MISC",)
+    assert m.teacher_cols[teacher.label2id["I-MISC"]] == 0       # folded into O
+    assert m.student_cols[space.label2id["B-PER"]] == m.student_cols[space.label2id["I-PER"]] == 3
+    dropped = type_mapping(teacher, space, teacher_only="ignore")
+    assert dropped.teacher_cols[teacher.label2id["I-MISC"]] == -1
+    bad = _write(tmp_path, "l.json", '{"O": 0, "B-PER": 2}')
+    with pytest.raises(DataError, match="without gaps"):
+        LabelSpace.from_file(bad)
+
+
+def test_french_words_and_offsets():
+    text = "Mme Lefèvre 🙂 vit à l'EHPAD de Saint-Étienne aujourd'hui, 12,5 km."
+    words = split_words(text)
+    assert [w for w, _, _ in words] == ["Mme", "Lefèvre", "🙂", "vit", "à", "l'", "EHPAD", "de", "Saint-Étienne",
+                                       "aujourd'hui", ",", "12,5", "km", "."]
+    assert all(text[s:e] == w for w, s, e in words)
+
+
+def test_windows_tile_and_never_truncate():
+    plan = plan_windows([3] * 10, budget=8, stride=3)
+    owned = [w for _, _, s, e in plan for w in range(s, e)]
+    assert owned == list(range(10))
+    assert all(sum([3] * (e - s)) <= 8 for s, e, _, _ in plan)
+
+
+def test_encode_alignment_and_split_counts(tiny_bio):
+    from nerkd.models.ner import load_tokenizer
+
+    tok = load_tokenizer(tiny_bio)
+    sents, _ = read_sentences(DATA / "dev.jsonl")
+    words = [s.tokens for s in sents]
+    ids = [[1] * len(w) for w in words]
+    from nerkd.data.encode import EncodeStats
+
+    stats = EncodeStats()
+    windows = encode(tok, words, ids, max_length=16, stride=4, stats=stats)
+    assert stats.split_sentences > 0 and stats.windows == len(windows)
+    labelled = {(w.sent, i) for w in windows for i in w.word_index if i >= 0}
+    assert len(labelled) == sum(len(x) for x in words)            # every word labelled exactly once
+    assert sum(lab != -100 for w in windows for lab in w.labels) == len(labelled)
+    assert all(len(w) <= 16 for w in windows)
+    batches = bucket_batches([len(w) for w in windows], 8, max_tokens=64, shuffle=True, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(windows)))
+    assert batches == bucket_batches([len(w) for w in windows], 8, max_tokens=64, shuffle=True, seed=3)
+    assert all(len(b) * max(len(windows[i]) for i in b) <= 64 or len(b) == 1 for b in batches)
+    batch = collate([windows[i] for i in batches[0]], tok.pad_token_id)
+    assert batch["input_ids"].shape == batch["labels"].shape
+
+
+def test_spans_split_words_inside_entity_boundaries(tmp_path):
+    line = {"text": "Chez DupontMartin.", "entities": [{"start": 5, "end": 11, "label": "PER"}]}
+    p = _write(tmp_path, "s.jsonl", orjson.dumps(line).decode() + "\n")
+    sents, _ = read_sentences(p)
+    assert sents[0].tokens == ["Chez", "Dupont", "Martin", "."]
+    assert sents[0].tags == ["O", "B-PER", "O", "O"]
