@@ -1,0 +1,46 @@
+"""nox sessions: tests, lint, and the offline quickstart chain (the README's two commands).
+
+torch is installed pinned first (torch==2.13.0): an unpinned torch pulls a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+TORCH = "torch==2.13.0"
+
+
+def _install(session: nox.Session, extras: str = "test") -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (offline, CPU, < 5 minutes on 2 cores)."""
+    _install(session)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "nerkd", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def quickstart(session: nox.Session) -> None:
+    """The whole chain on the embedded sample data, offline on CPU; ends with the report's path."""
+    _install(session, "plots")
+    env = {"HF_HUB_OFFLINE": "1"}
+    cfg = ["--config", "configs/quickstart.yaml"]
+    session.run("nerkd", "finetune", "--base", "scratch", "--output", "artifacts/teacher", *cfg, env=env)
+    session.run("nerkd", "validate", *cfg, env=env)
+    session.run("nerkd", "distill", *cfg, env=env)
+    session.run("nerkd", "prune", "--rate", "0.25", env=env)
+    session.run("nerkd", "finetune", env=env)
+    session.run("nerkd", "infer", "--input", "data/texts.txt", "--output", "artifacts/entities.jsonl", env=env)
+    session.run("nerkd", "bench", env=env)
+    session.run("nerkd", "report", env=env)
