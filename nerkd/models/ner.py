@@ -17,6 +17,7 @@ model") instead of loading mismatched shapes; :meth:`NerModel.load` restores the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch import nn
 
 from nerkd.data.labels import LabelSpace
 from nerkd.errors import ModelLoadError
+from nerkd.io import default_mode
 from nerkd.models.heads import apply_head_layout, head_counts
 from nerkd.models.hub import check_ref, short_reason
 
@@ -105,6 +107,7 @@ class NerModel(nn.Module):
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             self._save_into(tmp, tokenizer)
+            os.chmod(tmp, default_mode(directory=True))
             old = None
             if folder.exists():
                 old = folder.with_name(f".{folder.name}.old")
