@@ -70,6 +70,25 @@ class EmptySelfAttention(nn.Module):
         return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
 
 
+class EmptyOutput(nn.Module):
+    """Output projection of a layer with no head left: adds its bias only.
+
+    Keeps ``weight [hidden, 0]`` and ``bias [hidden]`` (same state-dict keys as the ``nn.Linear``
+    it replaces) but is not an ``nn.Linear``, so int8 dynamic quantisation (which cannot handle a
+    zero-width matrix) leaves it alone.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = 0, linear.out_features
+        self.weight = nn.Parameter(linear.weight.detach()[:, :0].clone(), requires_grad=linear.weight.requires_grad)
+        source = linear.bias if linear.bias is not None else linear.weight.new_zeros(self.out_features)
+        self.bias = nn.Parameter(source.detach().clone(), requires_grad=linear.weight.requires_grad)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.bias.to(hidden_states.dtype).expand(*hidden_states.shape[:-1], self.out_features)
+
+
 def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     weight = linear.weight.index_select(dim, index).clone().detach()
     bias = linear.bias
@@ -84,6 +103,9 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
         if bias is not None:
             new.bias.copy_(bias.detach())
     new.weight.requires_grad_(linear.weight.requires_grad)
+    if bias is not None:
+        new.bias.requires_grad_(linear.bias.requires_grad)
+    new.train(linear.training)
     return new
 
 
@@ -95,10 +117,11 @@ def keep_heads(la: LayerAttention, keep: list[int]) -> None:
         raise ValueError(f"layer {la.index}: head index out of range 0..{la.num_heads - 1}: {keep}")
     rows = torch.tensor([h * d + j for h in keep for j in range(d)], dtype=torch.long,
                         device=la.out_proj.weight.device)
-    la.attention.output.dense = _slice_linear(la.out_proj, rows, dim=1)
     if not keep:
-        la.attention.self = EmptySelfAttention(d)
+        la.attention.output.dense = EmptyOutput(la.out_proj).train(la.out_proj.training)
+        la.attention.self = EmptySelfAttention(d).train(sa.training)
         return
+    la.attention.output.dense = _slice_linear(la.out_proj, rows, dim=1)
     for name in ("query", "key", "value"):
         setattr(sa, name, _slice_linear(getattr(sa, name), rows, dim=0))
     sa.num_attention_heads = len(keep)

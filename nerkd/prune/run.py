@@ -1,0 +1,150 @@
+"""``nerkd prune`` engine: score heads on gold data, pick the least important, slice them out, save.
+
+Output folder: the pruned model (``NerModel.save`` + tokenizer), ``head_importance.json`` and
+``settings.yaml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from nerkd.data.dataset import Split, encode_split, read_split
+from nerkd.data.encode import bucket_batches, collate
+from nerkd.device import describe, resolve_device
+from nerkd.errors import SettingsError
+from nerkd.io import write_json
+from nerkd.prune.apply import attention_macs, count_parameters, original_heads, remove_heads
+from nerkd.prune.importance import Importance, compute_importance, loss_name, normalize
+from nerkd.prune.select import Selection, select_heads
+from nerkd.settings import Settings
+
+IMPORTANCE_FILE = "head_importance.json"
+
+
+@dataclass
+class PruneResult:
+    output: Path | None
+    report: dict                                  # the head_importance.json content
+    grid: list[list[float | None]]                # [layer][original head]: score shown, None = gone before
+    pruned: list[tuple[int, int]]                 # (layer, original head) removed now
+    selection: Selection
+    notes: list[str] = field(default_factory=list)
+
+
+def importance_split(settings: Settings, log: Callable[[str], None]) -> Split:
+    """data.dev, else data.train (said), cut to prune.max_sentences (said)."""
+    name = "dev" if settings.data.dev else "train" if settings.data.train else None
+    if name is None:
+        raise SettingsError("prune needs gold data for head importance: set data.dev (or data.train)")
+    split = read_split(name, getattr(settings.data, name), settings.data)
+    if name == "train":
+        log("[yellow]warning:[/] data.dev is not set: head importance uses data.train")
+    cap = settings.prune.max_sentences
+    total = len(split.sentences)
+    if cap is not None and total > cap:
+        split.sentences = split.sentences[:cap]
+        log(f"head importance on the first {cap} of {total} {name} sentences (prune.max_sentences)")
+    else:
+        log(f"head importance on all {total} {name} sentences ({split.path})")
+    if not split.sentences:
+        raise SettingsError(f"data.{name} ({split.path}) has no sentence to score heads on")
+    return split
+
+
+def make_batches(split: Split, tokenizer, model, settings: Settings) -> list[dict[str, torch.Tensor]]:
+    encode_split(split, tokenizer, model.labels, settings.data)
+    windows = split.windows
+    order = bucket_batches([len(w) for w in windows], settings.train.batch_size,
+                           settings.data.max_tokens_per_batch)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return [collate([windows[i] for i in idx], pad) for idx in order]
+
+
+def score_heads(model, batches: list[dict[str, torch.Tensor]], device) -> Importance:
+    """:func:`compute_importance` with a progress bar over batches."""
+    from nerkd.ui import progress
+
+    rows = sum(int(b["input_ids"].shape[0]) for b in batches)
+    with progress() as bar:
+        task = bar.add_task("head importance", total=len(batches), info=f"{rows} windows")
+        return compute_importance(model, batches, device=device, on_batch=lambda _: bar.advance(task))
+
+
+def prune_model(model, scores: list[list[float]], prune_settings) -> tuple[Selection, list[list[int]],
+                                                                           list[tuple[int, int]]]:
+    """Select by the settings and remove in place: (selection, kept original heads, removed original)."""
+    index, _ = original_heads(model)
+    selection = select_heads(scores, rate=prune_settings.rate, per_layer=prune_settings.per_layer,
+                             allow_empty=prune_settings.allow_empty_layers)
+    removed = [(layer, index[layer][head]) for layer, head in selection.remove]
+    kept = remove_heads(model, selection.remove)
+    return selection, kept, removed
+
+
+def _grid(values: list[list[float]], index: list[list[int]], heads: int) -> list[list[float | None]]:
+    """Current-head values placed at their original head numbers (None where a head is already gone)."""
+    grid: list[list[float | None]] = [[None] * heads for _ in values]
+    for layer, (row, idx) in enumerate(zip(values, index, strict=True)):
+        for v, h in zip(row, idx, strict=True):
+            grid[layer][h] = v
+    return grid
+
+
+def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | None, *,
+              log: Callable[[str], None] | None = None) -> PruneResult:
+    """Load, score, select, remove, save (``output`` None: nothing written, for dry runs/tests)."""
+    from nerkd.models.ner import NerModel, load_tokenizer
+    from nerkd.ui import log as ui_log
+
+    log = log or ui_log
+    model_ref = str(model_ref)
+    if output is not None and Path(model_ref).exists() and Path(output).resolve() == Path(model_ref).resolve():
+        raise SettingsError(f"--output {output} is the input model's folder: choose another folder")
+    model = NerModel.load(model_ref, what="model")
+    tokenizer = load_tokenizer(model_ref, what="model tokenizer")
+    index, known = original_heads(model)
+    notes = []
+    if not known:
+        notes.append("the input was pruned outside nerkd: head numbers are its current ones, not the original")
+        log(f"[yellow]warning:[/] {notes[-1]}")
+    select_heads([[0.0] * n for n in model.heads], rate=settings.prune.rate,  # fail before the long pass
+                 per_layer=settings.prune.per_layer, allow_empty=settings.prune.allow_empty_layers)
+    split = importance_split(settings, log)
+    batches = make_batches(split, tokenizer, model, settings)
+    log(f"encoded: {split.encoded.summary()}")
+    device = resolve_device(settings.train.device)
+    log(f"scoring {sum(model.heads)} heads in {model.num_layers} layers on {describe(device)}, "
+        f"loss {loss_name(model)}")
+    model.to(device)
+    imp = score_heads(model, batches, device)
+    model.to("cpu")
+    scores = normalize(imp.raw) if settings.prune.normalize else imp.raw
+    params_before, macs_before, heads_before = count_parameters(model), attention_macs(model), sum(model.heads)
+    selection, kept, removed = prune_model(model, scores, settings.prune)
+    params_after, macs_after = count_parameters(model), attention_macs(model)
+    log(f"removed {len(removed)} of {heads_before} heads ({selection.mode}): "
+        + (", ".join(f"L{layer}H{head}" for layer, head in removed) or "none"))
+    heads = int(model.config.num_attention_heads)
+    report = {
+        "layers": model.num_layers, "heads": heads,
+        "scores": _grid(scores, index, heads), "raw_scores": _grid(imp.raw, index, heads),
+        "pruned": [list(p) for p in removed], "kept": kept,
+        "normalize": settings.prune.normalize, "sentences": len(split.sentences),
+        "params_before": params_before, "params_after": params_after,
+        "heads_before": heads_before, "heads_after": sum(len(k) for k in kept),
+        "attention_macs_128_before": macs_before, "attention_macs_128_after": macs_after,
+        "windows": imp.windows, "tokens": imp.tokens, "loss": loss_name(model),
+        "data": {"split": split.name, "path": split.path}, "rule": selection.mode,
+        "model": model_ref, "head_index": "original" if known else "current",
+    }
+    if output is not None:
+        output = Path(output)
+        model.save(output, tokenizer=tokenizer)
+        write_json(output / IMPORTANCE_FILE, report)
+        settings.save(output)
+        log(f"saved the pruned model to {output}")
+    return PruneResult(output, report, report["scores"], removed, selection, notes)

@@ -1,0 +1,62 @@
+"""The layers x heads table: cells shaded by importance, removed heads marked."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
+
+LOW = (247, 251, 255)    # background of the least important head
+HIGH = (8, 69, 148)      # background of the most important head
+PRUNED_MARK = "x"
+GONE_MARK = "-"
+
+
+def _shade(t: float) -> Style:
+    t = min(1.0, max(0.0, t))
+    rgb = tuple(int(round(lo + (hi - lo) * t)) for lo, hi in zip(LOW, HIGH, strict=True))
+    return Style(bgcolor="rgb({},{},{})".format(*rgb), color="white" if t > 0.55 else "black")
+
+
+def _fmt(v: float, top: float) -> str:
+    return f"{v:.2f}" if top < 100 else f"{v:.0f}"
+
+
+def head_table(grid: Sequence[Sequence[float | None]], pruned: Collection[tuple[int, int]], *,
+               title: str = "head importance", caption: str | None = None) -> Table:
+    """``grid[layer][head]``: score, or None for a head removed by an earlier prune.
+
+    ``pruned``: ``(layer, head)`` pairs removed now (marked ``x`` in bold red, struck through).
+    """
+    pruned = set(pruned)
+    values = [v for row in grid for v in row if v is not None]
+    top = max(values, default=0.0) or 1.0
+    n_heads = max((len(row) for row in grid), default=0)
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    table.add_column("layer", justify="right")
+    for h in range(n_heads):
+        table.add_column(f"h{h}", justify="right")
+    table.add_column("kept", justify="right")
+    for layer, row in enumerate(grid):
+        cells: list[Text] = []
+        kept = 0
+        for h in range(n_heads):
+            v = row[h] if h < len(row) else None
+            if v is None:
+                cells.append(Text(GONE_MARK, style="dim"))
+                continue
+            style = _shade(v / top)
+            if (layer, h) in pruned:
+                style += Style(color="red", bold=True, strike=True)
+                cells.append(Text(f"{PRUNED_MARK} {_fmt(v, top)}", style=style))
+            else:
+                kept += 1
+                cells.append(Text(_fmt(v, top), style=style))
+        cells.append(Text(f"{kept}/{len(row)}", style="bold red" if kept == 0 else ""))
+        table.add_row(str(layer), *cells)
+    return table
+
+
+LEGEND = f"{PRUNED_MARK} = removed now (red), {GONE_MARK} = removed earlier; darker = more important"
