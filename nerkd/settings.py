@@ -147,6 +147,8 @@ class TrainSettings(Section):
     patience: int = Field(3, ge=0, description="epochs without dev F1 gain before stopping; 0 = never")
     compile: bool = False
     log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(
+        0, ge=0, description="also save the resumable state every N optimiser steps; 0 = at epoch ends only")
 
 
 class PruneSettings(Section):

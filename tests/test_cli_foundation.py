@@ -3,7 +3,6 @@ from __future__ import annotations
 import shutil
 
 from nerkd.cli.app import app
-
 from tests.conftest import DATA, REPO
 
 COMMANDS = ("validate", "distill", "prune", "finetune", "infer", "bench", "report")

@@ -11,7 +11,6 @@ from nerkd.data.schemes import convert, detect_scheme, spans_of
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
 from nerkd.settings import load_settings
-
 from tests.conftest import DATA
 
 

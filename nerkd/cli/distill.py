@@ -1,14 +1,63 @@
 from __future__ import annotations
 
-from nerkd.cli.common import ConfigOpt, SetOpt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nerkd.cli.common import ConfigOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
-from nerkd.errors import NerkdError
+
+TeacherOpt = Annotated[
+    str | None,
+    typer.Option("--teacher", "-t", help="Teacher folder or hub id (default: teacher.model)."),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Run folder for the student (default: <artifacts>/student).",
+                 file_okay=False),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume", help="Go on from the run folder's last checkpoint (checkpoints/last)."),
+]
 
 
 @known_errors
-def distill(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """(not built yet: arrives with issue #3)
+def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt = None, output: OutputOpt = None,
+            resume: ResumeOpt = False) -> None:
+    """Distil the teacher into a smaller student (CE + KD + hidden-state + CRF losses).
 
-    Example: nerkd distill --config configs/quickstart.yaml
+    The student keeps student.layers of the teacher's layers (spread evenly by default) and the
+    data's labels; the teacher's labels are mapped onto them by entity type (IO -> BIO works).
+    Writes the best student, settings.yaml, labels.json, metrics.jsonl and checkpoints/ to the
+    run folder. Multi-GPU: torchrun --nproc_per_node N -m nerkd distill ...
+
+    Example: nerkd distill --config configs/kd_camembert.yaml --output artifacts/student_10L
     """
-    raise NerkdError("nerkd distill is not built yet (issue #3)")
+    settings, project = resolve(config, set_)
+    from nerkd.distill import run_distill
+
+    teacher_ref = teacher or settings.teacher.model
+    out_dir = output or project.default_output("distill", settings.paths.artifacts)
+    result = run_distill(settings, project, teacher_ref, out_dir, resume=resume)
+    _render(result, out_dir)
+
+
+def _render(result, out_dir: Path) -> None:
+    from rich.table import Table
+
+    from nerkd.distill import _rank0
+    from nerkd.ui import out
+
+    if not _rank0():
+        return
+    table = Table(title="nerkd distill", title_justify="left")
+    table.add_column("result")
+    table.add_column("value", justify="right", overflow="fold")
+    table.add_row("run folder", str(out_dir))
+    for name in ("best_f1", "best_epoch", "epochs_run", "steps", "stop_reason"):
+        value = getattr(result, name, None)
+        if value is not None:
+            table.add_row(name.replace("_", " "), f"{value:.4f}" if isinstance(value, float) else str(value))
+    out.print(table)

@@ -1,14 +1,70 @@
 from __future__ import annotations
 
-from nerkd.cli.common import ConfigOpt, SetOpt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nerkd.cli.common import ConfigOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
-from nerkd.errors import NerkdError
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="nerkd model to keep training (default: the last prune, else distill, output).")]
+BaseOpt = Annotated[str | None, typer.Option(
+    "--base", help="Make a domain teacher from this encoder (folder or hub id, e.g. camembert-base) with a new "
+                   "classifier over the data's labels; 'scratch' builds a tiny offline one.")]
+TeacherOpt = Annotated[str | None, typer.Option(
+    "--teacher", "-t", help="Also distil from this teacher (default: finetune.teacher; none = gold CE only).")]
+OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Run folder (default: <artifacts>/final, or <artifacts>/teacher with --base).",
+    file_okay=False)]
+CrfOpt = Annotated[bool | None, typer.Option(
+    "--crf/--no-crf", help="With --base: add a CRF (default: finetune.crf). With --model: add or drop one.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Go on from the run folder's checkpoints/last.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: finetune.epochs).")]
+LrOpt = Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak learning rate (default: finetune.lr).")]
+LayersOpt = Annotated[int, typer.Option("--scratch-layers", min=1, help="Layers of the --base scratch encoder.")]
+HiddenOpt = Annotated[int, typer.Option("--scratch-hidden", min=4, help="Hidden size of the --base scratch encoder "
+                                                                         "(a multiple of its 4 heads).")]
 
 
 @known_errors
-def finetune(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """(not built yet: arrives with issue #4)
+def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt = None, output: OutputOpt = None,
+             crf: CrfOpt = None, resume: ResumeOpt = False, epochs: EpochsOpt = None, lr: LrOpt = None,
+             scratch_layers: LayersOpt = 4, scratch_hidden: HiddenOpt = 128,
+             config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Fine-tune on the configured data: recover a pruned model, or make a domain teacher.
 
-    Example: nerkd finetune --config configs/quickstart.yaml
+    Recovery (default): keeps training the last pruned (else distilled) model for finetune.epochs
+    epochs at finetune.lr; pruned heads stay pruned. Output: <artifacts>/final.
+
+    Teacher: --base ENCODER adds a classifier over the data's labels (and a CRF with --crf);
+    --base scratch builds a tiny offline CamemBERT (4 layers, hidden 128) with a tokenizer
+    trained on data.train. Output: <artifacts>/teacher.
+
+    --teacher REF adds the distillation losses of nerkd distill. Writes the best model,
+    settings.yaml, labels.json, metrics.jsonl, train_summary.json and checkpoints/ to the run
+    folder. Multi-GPU: torchrun --nproc_per_node N -m nerkd finetune ...
+
+    Example: nerkd finetune --model artifacts/student_10L_pruned --output artifacts/student_10L_final
     """
-    raise NerkdError("nerkd finetune is not built yet (issue #4)")
+    settings, project = resolve(config, set_)
+    from nerkd.finetune import run_finetune
+
+    result = run_finetune(settings, project, model_ref=model, base=base, teacher_ref=teacher, output=output,
+                          crf=crf, resume=resume, epochs=epochs, lr=lr, scratch_layers=scratch_layers,
+                          scratch_hidden=scratch_hidden)
+    _render(result)
+
+
+def _render(result) -> None:
+    from nerkd.train import ddp
+    from nerkd.ui import out
+
+    if not ddp.detect().is_main:
+        return
+    best = f"best dev F1 {result.best_f1:.4f} at epoch {result.best_epoch}" if result.best_f1 is not None \
+        else "no dev set: last model kept"
+    stops = {"early_stopping": ", stopped early", "max_steps": ", stopped at train.max_steps"}
+    stop = stops.get(result.stop_reason, "")
+    out.print(f"{best} ({result.epochs_run} epochs, {result.steps} steps{stop}) -> {result.out_dir}")

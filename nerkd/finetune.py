@@ -1,0 +1,207 @@
+"""``nerkd finetune``: supervised fine-tuning on the configured data, in two uses.
+
+1. Recovery after pruning (stage ``finetune``): continue training a model, by default the last
+   pruned (else distilled) one, for ``finetune.epochs`` epochs at ``finetune.lr``; the output
+   (default ``<artifacts>/final``) keeps the pruned head layout::
+
+       nerkd finetune --model artifacts/student_10L_pruned --output artifacts/student_10L_final
+
+2. A domain teacher from a base encoder (stage ``teacher``, default ``<artifacts>/teacher``): a new
+   classifier over the data's label set (and a CRF with ``--crf`` / ``finetune.crf``)::
+
+       nerkd finetune --base camembert-base --crf --epochs 5 --output artifacts/teacher
+       nerkd finetune --base scratch --output artifacts/teacher     # offline quickstart
+
+   ``--base scratch`` builds a tiny CamemBERT-architecture encoder (4 layers, hidden 128, 4 heads)
+   with a Unigram tokenizer (vocabulary 2000) trained on ``data.train``: no download.
+
+With ``--teacher REF`` (or ``finetune.teacher``) the loss is the distillation objective of
+``nerkd distill`` (same losses and ``distill.phases`` schedule) instead of gold CE alone.
+The training loop is :func:`nerkd.train.loop.train` (resume, early stopping, DDP, checkpoints).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nerkd.data.dataset import encode_split, label_space_for, load_splits, tag_ids
+from nerkd.data.labels import LabelSpace
+from nerkd.errors import ModelLoadError, SettingsError
+from nerkd.models.ner import NerModel, load_tokenizer
+from nerkd.train import ddp
+from nerkd.train.loop import DevSet, TrainResult, train
+from nerkd.train.objective import CEObjective
+
+SCRATCH = "scratch"
+SCRATCH_LAYERS, SCRATCH_HIDDEN, SCRATCH_HEADS, SCRATCH_VOCAB = 4, 128, 4, 2000
+
+
+def _say(message: str) -> None:
+    if ddp.detect().is_main:
+        from nerkd.ui import log
+
+        log(message)
+
+
+def scratch_model(texts: list[str], space: LabelSpace, crf: bool, max_length: int, *, layers: int = SCRATCH_LAYERS,
+                  hidden: int = SCRATCH_HIDDEN, heads: int = SCRATCH_HEADS, vocab_size: int = SCRATCH_VOCAB,
+                  tokenizer=None) -> tuple[NerModel, object]:
+    """A fresh tiny CamemBERT token classifier and its Unigram tokenizer trained on ``texts``."""
+    from nerkd.models.scratch import tiny_config, train_tokenizer
+
+    if layers < 1 or hidden < heads or hidden % heads:
+        raise SettingsError(f"--scratch-layers {layers} / --scratch-hidden {hidden}: need >= 1 layer and a hidden "
+                            f"size that is a multiple of {heads} (the heads)")
+    if tokenizer is None:
+        tokenizer = train_tokenizer(texts, vocab_size)
+    config = tiny_config(len(tokenizer), list(space.labels), layers=layers, hidden=hidden, heads=heads,
+                         max_positions=max(128, max_length), pad_token_id=tokenizer.pad_token_id)
+    return NerModel.from_config(config, crf=crf), tokenizer
+
+
+def base_model(ref: str, space: LabelSpace, crf: bool, settings) -> tuple[NerModel, object]:
+    """A pretrained encoder (folder or hub id) with a new classifier over ``space``."""
+    from transformers import AutoModelForTokenClassification
+
+    from nerkd.models import quiet_transformers
+    from nerkd.models.hub import check_ref, short_reason
+
+    quiet_transformers()
+    check_ref(ref, "base model")
+    trust = settings.teacher.trust_remote_code
+    tokenizer = load_tokenizer(ref, trust_remote_code=trust, what="base model")
+    try:
+        encoder = AutoModelForTokenClassification.from_pretrained(
+            ref, num_labels=len(space), id2label=space.id2label, label2id=space.label2id,
+            ignore_mismatched_sizes=True, trust_remote_code=trust, use_safetensors=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelLoadError(f"base model {ref}: cannot load ({short_reason(e)})") from e
+    return NerModel(encoder, crf=crf), tokenizer
+
+
+def _set_crf(model: NerModel, crf: bool | None) -> None:
+    if crf is None or crf == (model.crf is not None):
+        return
+    if crf:
+        from torchcrf import CRF
+
+        model.crf = CRF(model.num_labels, batch_first=True)
+        _say("--crf: the model had no CRF; a new one is trained with it")
+    else:
+        model.crf = None
+        _say("--no-crf: the model's CRF is dropped")
+
+
+def _kd_objective(settings, student: NerModel, tokenizer, teacher_ref: str):
+    from nerkd.data.labels import type_mapping
+    from nerkd.distill import DistillObjective, load_teacher, log_mapping
+
+    teacher = load_teacher(settings, teacher_ref)
+    t = settings.teacher
+    t_tok = load_tokenizer(teacher_ref, revision=t.revision, trust_remote_code=t.trust_remote_code, what="teacher")
+    if t_tok.get_vocab() != tokenizer.get_vocab():
+        raise SettingsError(f"finetune.teacher {teacher_ref}: its tokenizer differs from the model's; distillation "
+                            "compares sub-word positions, so both must share one tokenizer")
+    mapping = type_mapping(teacher.labels, student.labels, settings.labels.rename, settings.labels.teacher_only)
+    if len(mapping.shared) < 2:
+        raise SettingsError(f"labels.rename: teacher types ({', '.join(teacher.labels.types)}) and model types "
+                            f"({', '.join(student.labels.types)}) share none")
+    log_mapping(mapping, teacher.labels, student.labels, settings.labels.teacher_only)
+    return DistillObjective(student, teacher, mapping, settings.distill), mapping
+
+
+def run_finetune(settings, project, *, model_ref: str | None = None, base: str | None = None,
+                 teacher_ref: str | None = None, output: str | Path | None = None, crf: bool | None = None,
+                 resume: bool = False, epochs: int | None = None, lr: float | None = None,
+                 scratch_layers: int = SCRATCH_LAYERS, scratch_hidden: int = SCRATCH_HIDDEN) -> TrainResult:
+    """Fine-tune (see module doc); returns the loop's :class:`~nerkd.train.loop.TrainResult`."""
+    if model_ref and base:
+        raise SettingsError("--model and --base exclude each other: --model continues training a nerkd model, "
+                            "--base starts a teacher from an encoder")
+    if lr is not None and not 0 < lr < 1:
+        raise SettingsError(f"--lr {lr}: must be > 0 and < 1")
+    stage = "teacher" if base else "finetune"
+    splits = load_splits(settings.data, ("train", "dev"))
+    if "train" not in splits:
+        raise SettingsError("data.train: not set; nerkd finetune needs training data")
+    if "dev" not in splits:
+        _say("[yellow]warning:[/] data.dev is not set: no evaluation, no early stopping, the last model is kept")
+    out_dir = Path(output) if output else project.default_output(stage, settings.paths.artifacts)
+    torch.manual_seed(settings.train.seed)
+
+    if base:
+        space = label_space_for(list(splits.values()), settings.data)
+        use_crf = settings.finetune.crf if crf is None else crf
+        if base == SCRATCH:
+            if ddp.detect().enabled:
+                raise SettingsError("--base scratch trains its tokenizer in-process: run it without torchrun")
+            tokenizer = None
+            if resume and (out_dir / "tokenizer.json").is_file():
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(out_dir)
+            texts = [" ".join(s.tokens) for s in splits["train"].sentences]
+            model, tokenizer = scratch_model(texts, space, use_crf, settings.data.max_length, layers=scratch_layers,
+                                             hidden=scratch_hidden, tokenizer=tokenizer)
+            if not resume:  # the tokenizer must survive a crash before the first save, for --resume
+                out_dir.mkdir(parents=True, exist_ok=True)
+                tokenizer.save_pretrained(out_dir)
+            source = (f"scratch: {scratch_layers} layers, hidden {scratch_hidden}, {SCRATCH_HEADS} heads, "
+                      f"vocabulary {len(tokenizer)} trained on {len(texts)} sentences")
+        else:
+            model, tokenizer = base_model(base, space, use_crf, settings)
+            source = f"{base} + new classifier over {len(space)} labels"
+    else:
+        if model_ref is None:
+            found = project.default_input("finetune", settings.paths.artifacts)
+            if found is None:
+                raise SettingsError("no model to fine-tune: pass --model DIR (or --base to make a teacher); "
+                                    "nothing found in <artifacts>/pruned or <artifacts>/student")
+            model_ref = str(found)
+        if Path(model_ref).exists() and Path(model_ref).resolve() == out_dir.resolve():
+            raise SettingsError(f"--output {out_dir} is the input model's folder: choose another output folder")
+        model = NerModel.load(model_ref, what="model")
+        tokenizer = load_tokenizer(model_ref, what="model")
+        _set_crf(model, crf)
+        space = model.labels
+        pruned = f", pruned heads {model.heads}" if model.is_pruned else ""
+        source = f"{model_ref}{pruned}"
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos is not None and settings.data.max_length > max_pos - 2:
+        raise SettingsError(f"data.max_length: {settings.data.max_length} > the model's {max_pos - 2} positions")
+    _say(f"{stage}: {source}; {model.num_layers} layers, {model.num_parameters() / 1e6:.2f}M parameters, "
+         f"labels {' '.join(space.labels)}{', CRF' if model.crf is not None else ''}")
+
+    teacher_ref = teacher_ref or settings.finetune.teacher
+    record: dict = {"labels": list(space.labels), "scheme": space.scheme, "label2id": space.label2id,
+                    "data_types": list(label_space_for(list(splits.values()), settings.data).types)}
+    if teacher_ref:
+        objective, mapping = _kd_objective(settings, model, tokenizer, str(teacher_ref))
+        record["teacher"] = {"model": str(teacher_ref), "shared": list(mapping.shared),
+                             "teacher_cols": list(mapping.teacher_cols), "student_cols": list(mapping.student_cols)}
+    else:
+        objective = CEObjective(model)
+
+    for name, split in splits.items():
+        encode_split(split, tokenizer, space, settings.data)
+        _say(f"{name} ({split.path}): {split.encoded.summary()}")
+    dev = None
+    if "dev" in splits:
+        sp = splits["dev"]
+        gold = [[space.labels[i] for i in ids] for ids in tag_ids(sp, space)]
+        dev = DevSet(sp.windows, gold, [len(s.tokens) for s in sp.sentences])
+
+    if ddp.detect().is_main:
+        from nerkd.io import write_json
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings.save(out_dir)
+        write_json(out_dir / "labels.json", record)
+    result = train(objective, tokenizer, splits["train"].windows, dev, settings, out_dir,
+                   epochs=epochs or settings.finetune.epochs, lr=lr or settings.finetune.lr, resume=resume,
+                   stage=stage)
+    if ddp.detect().is_main:
+        project.remember_output(stage, out_dir)
+    return result

@@ -1,0 +1,174 @@
+"""Resumable training state and the best model, written atomically.
+
+``<run>/checkpoints/last/`` holds everything needed to continue a run exactly where it stopped::
+
+    model.safetensors    the model's state dict (encoder, classifier, CRF)
+    extras.safetensors   the objective's trainable extras (projections), when it has some
+    train_state.pt       optimiser, LR scheduler, GradScaler and per-rank torch/CUDA RNG states
+                         (tensors and plain containers only: read back with weights_only=True)
+    state.json           position (epoch, batch in the epoch, optimiser step), best F1, patience,
+                         history, python/numpy RNG states, running metric sums
+
+The folder is written under a temporary name then swapped in by renames, so a crash while saving
+leaves the previous checkpoint intact (:func:`find_last` also accepts the previous one if the
+crash hit between the two renames).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import orjson
+import torch
+from torch import nn
+
+from nerkd.errors import TrainingError
+from nerkd.io import write_json
+
+LAST = Path("checkpoints") / "last"
+_FILES = ("model.safetensors", "train_state.pt", "state.json")
+
+
+# -- RNG ------------------------------------------------------------------------------------
+def rng_state() -> dict:
+    """This process's RNG states: ``torch``/``cuda`` as tensors, ``python``/``numpy`` as lists."""
+    py = random.getstate()
+    state: dict = {"python": [py[0], list(py[1]), py[2]], "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+    except ImportError:  # pragma: no cover - numpy comes with torch/transformers
+        pass
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        import numpy as np
+
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# -- saving ---------------------------------------------------------------------------------
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def save_last(out_dir: Path, *, model: nn.Module, extras: list[nn.Module], optimizer, scheduler, scaler,
+              rng: list[dict], state: dict) -> Path:
+    """Write ``out_dir/checkpoints/last`` atomically (``rng``: one state per rank)."""
+    from safetensors.torch import save_file
+
+    final = Path(out_dir) / LAST
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".last.tmp-", dir=final.parent))
+    try:
+        save_file(_tensors(model), str(tmp / "model.safetensors"))
+        if extras:
+            save_file(_tensors(nn.ModuleList(extras)), str(tmp / "extras.safetensors"))
+        torch_rng = [{k: v for k, v in r.items() if k in ("torch", "cuda")} for r in rng]
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": torch_rng},
+                   tmp / "train_state.pt")
+        host_rng = [{k: v for k, v in r.items() if k in ("python", "numpy")} for r in rng]
+        write_json(tmp / "state.json", {**state, "rng": host_rng})
+        _swap(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _swap(new: Path, final: Path) -> None:
+    old = final.with_name(".last.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def find_last(out_dir: Path) -> Path | None:
+    """The newest complete resumable checkpoint under ``out_dir`` (None when there is none)."""
+    final = Path(out_dir) / LAST
+    for folder in (final, final.with_name(".last.old")):
+        if all((folder / f).is_file() for f in _FILES):
+            return folder
+    return None
+
+
+# -- loading --------------------------------------------------------------------------------
+def read_state(folder: Path) -> dict:
+    """``state.json`` of a checkpoint folder."""
+    try:
+        return orjson.loads((Path(folder) / "state.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise TrainingError(f"{folder}: unreadable state.json ({str(e).splitlines()[0][:200]})") from e
+
+
+def load_last(folder: Path, *, model: nn.Module, extras: list[nn.Module], optimizer, scheduler, scaler,
+              device: torch.device, rank: int, world_size: int) -> dict:
+    """Restore everything saved by :func:`save_last` into the given objects; returns ``state``
+    (this rank's RNG states applied when the world size matches)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        state = orjson.loads((folder / "state.json").read_bytes())
+        model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
+        if extras:
+            path = folder / "extras.safetensors"
+            if not path.is_file():
+                raise TrainingError(f"{folder}: the objective has trainable extras but extras.safetensors is missing")
+            nn.ModuleList(extras).load_state_dict(load_file(str(path), device=str(device)))
+        blob = torch.load(folder / "train_state.pt", map_location=device, weights_only=True)
+    except (OSError, RuntimeError, ValueError, orjson.JSONDecodeError) as e:
+        raise TrainingError(f"{folder}: cannot resume from this checkpoint ({str(e).splitlines()[0][:200]})") from e
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    if scaler is not None and blob["scaler"] is not None:
+        scaler.load_state_dict(blob["scaler"])
+    saved_world = int(state.get("world_size", 1))
+    if saved_world == world_size:
+        rng = {**state["rng"][rank], **blob["rng"][rank]}
+        rng["torch"] = rng["torch"].cpu()
+        if "cuda" in rng:
+            rng["cuda"] = [t.cpu() for t in rng["cuda"]]
+        set_rng_state(rng)
+        state["rng_restored"] = True
+    else:
+        state["rng_restored"] = False
+    return state
+
+
+# -- best model -----------------------------------------------------------------------------
+def save_best(model, tokenizer, out_dir: Path) -> None:
+    """Save the model (``NerModel.save``: config, safetensors, CRF, tokenizer) at the run folder
+    root without touching the rest of the folder: written whole to a temporary folder, then each
+    file is moved in with an atomic rename."""
+    out_dir = Path(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=".best.tmp-", dir=out_dir))
+    try:
+        saved = model.save(tmp / "model", tokenizer=tokenizer)
+        names = sorted(p.name for p in saved.iterdir())
+        # weights last: a crash mid-way leaves the previous weights with (identical) config files
+        for name in sorted(names, key=lambda n: n.endswith(".safetensors")):
+            os.replace(saved / name, out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

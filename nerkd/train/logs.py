@@ -1,0 +1,115 @@
+"""Bookkeeping of the training loop: loss sums kept on the device, ``metrics.jsonl``, result table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from nerkd.io import dumps_line
+from nerkd.train import ddp
+
+
+class Accumulator:
+    """Running sums of the loss and the objective's terms, without host synchronisation.
+
+    Tensor terms are summed on the device, float terms on the host; :meth:`mean` (a log point)
+    is the only place that reads the device, averaging over steps and ranks.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.floats: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, terms: dict) -> None:
+        self.count += 1
+        for key, value in (("loss", loss), *terms.items()):
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float()
+                prev = self.tensors.get(key)
+                self.tensors[key] = value if prev is None else prev + value
+            else:
+                self.floats[key] = self.floats.get(key, 0.0) + float(value)
+
+    def _reduced(self, env: ddp.DistEnv) -> tuple[dict[str, float], int]:
+        keys = sorted(set(self.tensors) | set(self.floats))
+        if not keys:
+            return {}, self.count * env.world_size
+        zero = torch.zeros((), device=self.device)
+        values = [self.tensors.get(k, zero).to(self.device) + self.floats.get(k, 0.0) for k in keys]
+        total = ddp.all_reduce(torch.stack(values).float(), env).tolist()
+        return dict(zip(keys, total, strict=True)), self.count * env.world_size
+
+    def mean(self, env: ddp.DistEnv) -> dict[str, float]:
+        sums, n = self._reduced(env)
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def state(self, env: ddp.DistEnv) -> dict:
+        sums, n = self._reduced(env)
+        return {"sums": sums, "count": n}
+
+    def load(self, state: dict | None, world_size: int = 1) -> None:
+        """Restore :meth:`state` (global sums), split evenly over ``world_size`` ranks."""
+        self.reset()
+        if not state:
+            return
+        self.count = int(state["count"]) // world_size
+        for k, v in state["sums"].items():
+            self.floats[k] = float(v) / world_size
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one orjson line per log step and per epoch (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("ab") as f:
+                f.write(dumps_line(record))
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.enabled and self.path.exists() else 0
+
+    def truncate(self, size: int) -> None:
+        """Drop lines written after a checkpoint (resume) or all of them (a fresh run)."""
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("ab") as f:
+                f.truncate(size)
+
+
+class NullBar:
+    """Progress bar stand-in for ranks other than 0."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+
+def scores_table(result: dict, title: str) -> Table:
+    """Entity-level precision / recall / F1 per type (from :func:`nerkd.metrics.evaluate`)."""
+    table = Table(title=title, title_justify="left")
+    for col in ("type", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "type" else "right")
+    for name, row in sorted(result["per_type"].items()):
+        table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    table.add_row("[bold]overall[/]", f"{result['precision']:.4f}", f"{result['recall']:.4f}",
+                  f"[bold]{result['f1']:.4f}[/]", str(result["support"]))
+    return table

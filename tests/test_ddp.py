@@ -1,0 +1,87 @@
+"""DDP: two gloo processes on CPU end with the same weights as one process on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import orjson
+import pytest
+import torch
+
+from nerkd.data.encode import Window
+
+SETS = ["train.batch_size=8", "train.epochs=2", "train.lr=1e-3", "train.patience=0", "train.log_every=2",
+        "train.warmup_ratio=0.25", "train.device=cpu", "train.seed=3"]
+
+
+def synthetic(num_labels: int, vocab: int, n: int, seed: int, length: int = 16) -> list[Window]:
+    """Windows of one length with every inner position labelled: each rank's half of a batch has
+    as many labelled tokens as the other, so the mean of per-rank means is the global mean."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        ids = [0] + [rng.randrange(5, vocab) for _ in range(length - 2)] + [2]
+        labels = [-100] + [rng.randrange(num_labels) for _ in range(length - 2)] + [-100]
+        out.append(Window(i, ids, [-1] + list(range(length - 2)) + [-1], labels))
+    return out
+
+
+def train_once(model_dir: str, out: str) -> None:
+    """One training run (a single process, or one rank under a torchrun-like environment)."""
+    from nerkd.models.ner import NerModel, load_tokenizer
+    from nerkd.settings import load_settings
+    from nerkd.train import CEObjective, DevSet, train
+
+    model = NerModel.load(model_dir)
+    for m in model.modules():          # dropout off: ranks and the single run draw different masks
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    tok = load_tokenizer(model_dir)
+    windows = synthetic(model.num_labels, model.config.vocab_size, 16, seed=0)
+    dev_windows = synthetic(model.num_labels, model.config.vocab_size, 4, seed=1)
+    gold = [[model.labels.labels[t] for t in w.labels if t != -100] for w in dev_windows]
+    dev = DevSet(dev_windows, gold, [len(g) for g in gold])
+    train(CEObjective(model), tok, windows, dev, load_settings(None, SETS), out, stage="ddp")
+
+
+def _rank(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), NERKD_NO_PROGRESS="1", HF_HUB_OFFLINE="1")
+    torch.set_num_threads(1)
+    train_once(model_dir, out)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_match_one_process(tiny_crf, tmp_path, monkeypatch):
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    single, multi = tmp_path / "single", tmp_path / "ddp"
+    train_once(str(tiny_crf), str(single))
+    mp.spawn(_rank, args=(2, free_port(), str(tiny_crf), str(multi)), nprocs=2, join=True)
+
+    a = load_file(str(single / "checkpoints/last/model.safetensors"))
+    b = load_file(str(multi / "checkpoints/last/model.safetensors"))
+    start = load_file(str(tiny_crf / "model.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("crf.") for k in a)
+    moved = [k for k in start if not torch.equal(start[k], a["encoder_model." + k])]
+    assert len(moved) > len(start) // 2                                    # training did change the weights
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, f"largest weight difference {worst:.2e}"          # encoder via DDP, CRF via all-reduce
+
+    sa = orjson.loads((single / "train_summary.json").read_bytes())
+    sb = orjson.loads((multi / "train_summary.json").read_bytes())
+    assert sb["world_size"] == 2 and sb["duplicated_rows"] == 0 and sb["steps"] == sa["steps"] == 4
+    assert sb["best_f1"] == pytest.approx(sa["best_f1"])
+    la = [x["loss"] for x in map(orjson.loads, (single / "metrics.jsonl").read_bytes().splitlines())]
+    lb = [x["loss"] for x in map(orjson.loads, (multi / "metrics.jsonl").read_bytes().splitlines())]
+    assert lb == pytest.approx(la, rel=1e-5)                               # losses gathered over both ranks
