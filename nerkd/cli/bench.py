@@ -1,14 +1,104 @@
 from __future__ import annotations
 
-from nerkd.cli.common import ConfigOpt, SetOpt
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from nerkd.cli.common import ConfigOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
-from nerkd.errors import NerkdError
+
+
+class BenchDevice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class BenchPrecision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    int8 = "int8"
 
 
 @known_errors
-def bench(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """(not built yet: arrives with issue #5)
+def bench(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="Model folder (repeatable; the first is the reference for speed-ups). "
+                              "Default: the teacher, then the distill, prune and finetune outputs.")] = None,
+    device: Annotated[BenchDevice | None, typer.Option("--device", help="Default: bench.device.")] = None,
+    precision: Annotated[BenchPrecision | None, typer.Option(
+        "--precision", help="fp32, bf16 (autocast) or int8 (dynamic, CPU). Default: bench.precision.")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", dir_okay=False, help="Where to write the results (default: <artifacts>/bench.json).")] = None,
+    input_: Annotated[Path | None, typer.Option(
+        "--input", "-i", dir_okay=False, help="Sentences, one per line or JSONL with text (default: data.test).")
+    ] = None,
+    sentences: Annotated[int | None, typer.Option(
+        "--sentences", "-n", min=1, help="Sentences to time. Default: bench.sentences.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+) -> None:
+    """Compare models on the same sentences: parameters, size on disk, batch-1 latency p50/p95,
+    batched throughput (words/s), peak memory, and speed-ups against the first model.
 
-    Example: nerkd bench --config configs/quickstart.yaml
+    Timings go through the engine of `nerkd infer` (word splitting, tokenisation, forward and
+    decoding). Results are printed as a table and written as JSON for `nerkd report`.
+
+    Example: nerkd bench --model artifacts/teacher --model artifacts/final --json artifacts/bench.json
     """
-    raise NerkdError("nerkd bench is not built yet (issue #5)")
+    import torch
+
+    from nerkd.bench import bench_texts, default_models, name_models, run_bench
+    from nerkd.io import write_json
+    from nerkd.ui import err, warn
+
+    settings, project = resolve(config, set_)
+    bs = settings.bench
+    n = sentences or bs.sentences
+    dev = device.value if device else bs.device
+    prec = precision.value if precision else bs.precision
+    if threads:
+        torch.set_num_threads(threads)
+    models = name_models(model) if model else default_models(settings, project)
+    texts = bench_texts(settings, input_, n)
+    if len(texts) < n:
+        err.print(f"bench: only {len(texts)} sentences available (asked for {n})")
+    err.print(f"bench: {len(models)} models, {len(texts)} sentences, {dev}, {prec}, warm-up {bs.warmup}, "
+              f"batch {bs.batch_size}")
+    from nerkd.ui import progress
+
+    with progress() as bar:
+        task = bar.add_task("bench", total=2 * len(texts) * len(models), info="")
+        result = run_bench(models, texts, settings, device=dev, precision=prec,
+                           tick=lambda k: bar.advance(task, k),
+                           on_skip=None if model else lambda name, why: warn(f"skipped {name}: {why}"))
+    path = json_path or project.artifacts(settings.paths.artifacts) / "bench.json"
+    write_json(path, result)
+    render(result)
+    err.print(f"bench: results written to {path}")
+
+
+def render(result: dict) -> None:
+    from nerkd.ui import out
+
+    m = result["machine"]
+    threads = f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+    table = Table(title=f"nerkd bench: {result['sentences']} sentences, {result['words']} words, "
+                        f"{result['precision']} on {m['device']} ({threads})", title_justify="left")
+    table.add_column("model", no_wrap=True)
+    for col in ("params", "disk MB", "p50 ms", "p95 ms", "words/s", "peak MB", "lat. x", "thr. x"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in result["models"]:
+        table.add_row(r["name"], f"{r['parameters'] / 1e6:.2f}M", f"{r['disk_bytes'] / 1e6:.1f}",
+                      f"{r['latency_ms_p50']:.2f}", f"{r['latency_ms_p95']:.2f}", f"{r['words_per_s']:,.0f}",
+                      f"{r['peak_mem_mb']:.0f}", f"{r['speedup_latency']:.2f}", f"{r['speedup_throughput']:.2f}")
+    if not out.is_terminal:  # piped: do not squeeze the table into 80 columns
+        from rich.console import Console
+
+        out = Console(highlight=False, width=max(out.width, 120))
+    out.print(table)
+    out.print("lat. x: batch-1 p50 latency speed-up vs the first model; thr. x: words/s speed-up; "
+              "peak MB: memory added by the model while it ran")

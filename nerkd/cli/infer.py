@@ -1,14 +1,145 @@
 from __future__ import annotations
 
-from nerkd.cli.common import ConfigOpt, SetOpt
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nerkd.cli.common import ConfigOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
-from nerkd.errors import NerkdError
+from nerkd.errors import DataError, NerkdError
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    text = "text"
+    jsonl = "jsonl"
+
+
+class DeviceOpt(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class PrecisionOpt(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class ScoreOpt(str, Enum):
+    mean = "mean"
+    min = "min"
 
 
 @known_errors
-def infer(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """(not built yet: arrives with issue #5)
+def infer(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model folder (default: the newest finetune/prune/distill output).")] = None,
+    input_: Annotated[Path | None, typer.Option(
+        "--input", "-i", dir_okay=False, help="Input file (default: stdin).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", dir_okay=False, help="Output JSONL file (default: stdout).")] = None,
+    fmt: Annotated[InputFormat, typer.Option(
+        "--format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")
+    ] = InputFormat.auto,
+    device: Annotated[DeviceOpt | None, typer.Option("--device", help="Default: infer.device.")] = None,
+    precision: Annotated[PrecisionOpt | None, typer.Option(
+        "--precision", help="Default: infer.precision (auto: bf16 autocast on GPU, fp32 on CPU).")] = None,
+    int8: Annotated[bool | None, typer.Option(
+        "--int8/--no-int8", help="Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", min=1, help="Windows per forward pass. Default: infer.batch_size.")] = None,
+    chunk_size: Annotated[int, typer.Option(
+        "--chunk-size", min=1, help="Documents read, sorted by length and written per chunk.")] = 512,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads for torch (default: torch's choice, one per core).")] = None,
+    score: Annotated[ScoreOpt, typer.Option(
+        "--score", help="Entity score: mean or min of its words' tag probabilities.")] = ScoreOpt.mean,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")] = False,
+) -> None:
+    """Tag French texts with a model: one JSONL line of entities (exact character offsets) per input line.
 
-    Example: nerkd infer --config configs/quickstart.yaml
+    Input is plain text (one document per line) or JSONL with "text" and an optional "id". Output
+    lines are {"id"?, "text", "entities": [{"start", "end", "label", "text", "score"}]}, in input
+    order, one per input line (empty lines give "entities": []). Long texts are windowed, never
+    truncated. Logs, progress and the summary go to stderr; stdout carries only JSONL.
+
+    Example: nerkd infer --model artifacts/final < data/texts.txt > entities.jsonl
     """
-    raise NerkdError("nerkd infer is not built yet (issue #5)")
+    import torch
+
+    from nerkd.infer import Engine, read_docs
+    from nerkd.ui import err
+
+    settings, project = resolve(config, set_)
+    ref = model or project.default_input("infer", settings.paths.artifacts)
+    if ref is None:
+        raise NerkdError(f"no model to run: give --model FOLDER (no distill, prune or finetune output found "
+                         f"under {project.artifacts(settings.paths.artifacts)})")
+    if threads:
+        torch.set_num_threads(threads)
+    st = settings.infer
+    engine = Engine.load(
+        ref, device=(device.value if device else st.device), precision=(precision.value if precision else
+                                                                        st.precision),
+        int8=st.int8 if int8 is None else int8, batch_size=batch_size or st.batch_size,
+        max_length=settings.data.max_length, stride=settings.data.stride,
+        max_tokens=settings.data.max_tokens_per_batch, score=score.value)
+    err.print(f"infer: {ref} on {engine.device.type}, {engine.precision}{' + int8' if engine.int8 else ''}, "
+              f"labels {' '.join(engine.space.types)}, max length {engine.max_length}")
+
+    if input_ is not None:
+        if not input_.is_file():
+            raise DataError(input_, None, "file not found")
+        in_stream, in_name, total = input_.open("rb"), str(input_), input_.stat().st_size
+    else:
+        in_stream, in_name, total = sys.stdin.buffer, "<stdin>", None
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        out_stream = output.open("wb")
+    else:
+        out_stream = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out_stream.write(data)
+        out_stream.flush()
+
+    bar = _progress(no_progress)
+    task = bar.add_task("infer", total=total, info="")
+    try:
+        with bar:
+            stats = engine.run(read_docs(in_stream, in_name, fmt.value), write, chunk_size=chunk_size,
+                               on_chunk=lambda chunk, s: bar.update(
+                                   task, advance=sum(d.size for d in chunk),
+                                   info=f"{s.docs} docs, {s.docs / max(s.seconds, 1e-9):,.1f} docs/s"))
+    finally:
+        if input_ is not None:
+            in_stream.close()
+        if output is not None:
+            out_stream.close()
+    enc = engine.encoded
+    err.print(f"infer: {stats.summary()}", soft_wrap=True)
+    if enc.split_sentences:
+        err.print(f"infer: {enc.split_sentences} long texts split into overlapping windows (nothing truncated)")
+    if enc.clipped_words:
+        err.print(f"[yellow]warning:[/] {enc.clipped_words} words longer than a whole window: "
+                  f"tagged from their first {engine.max_length - 2} sub-tokens")
+
+
+def _progress(disabled: bool):
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from nerkd.ui import err
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[info]}"), console=err, transient=False,
+                    disable=disabled or os.environ.get("NERKD_NO_PROGRESS") == "1")

@@ -1,0 +1,199 @@
+"""The inference engine shared by ``nerkd infer`` and ``nerkd bench``.
+
+Text -> French words (:func:`~nerkd.data.words.split_words`, exact offsets) -> sub-word windows
+(:func:`~nerkd.data.encode.encode`: long texts are cut at word boundaries into overlapping
+windows, each word owned by exactly one window, nothing truncated) -> length-bucketed batches
+-> logits on the first sub-token of each owned word -> tags (:class:`~nerkd.decode.Decoder`: CRF
+Viterbi, or argmax constrained to valid transitions) -> entity spans with character offsets.
+Because each word gets its tag from exactly one window, an entity crossing a window border
+comes out whole.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nerkd.data.encode import EncodeStats, bucket_batches, collate, encode
+from nerkd.data.words import split_words
+from nerkd.decode import Decoder
+from nerkd.device import autocast, resolve_device, resolve_precision
+from nerkd.errors import SettingsError
+from nerkd.infer.io import Doc, chunked, result_line
+from nerkd.infer.spans import SCORES, entities_of
+
+_ROBERTA_LIKE = ("roberta", "camembert", "xlm-roberta")
+
+
+def position_limit(config) -> int | None:
+    """Sub-word tokens (specials included) the model's position embeddings allow."""
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos is None:
+        return None
+    return int(max_pos) - 2 if getattr(config, "model_type", "") in _ROBERTA_LIKE else int(max_pos)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of every ``nn.Linear`` of ``model.encoder_model`` (CPU only).
+
+    Uses ``torch.ao.quantization.quantize_dynamic`` (fbgemm/x86 int8 kernels). It still works on
+    torch 2.13 but is deprecated in favour of torchao's ``quantize_``; its deprecation warnings
+    are silenced here. Linear layers with no weights (a layer whose heads were all pruned) are
+    left in fp32.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+        spec = {name: default_dynamic_qconfig for name, mod in model.encoder_model.named_modules()
+                if isinstance(mod, nn.Linear) and mod.weight.numel() > 0}
+        model.encoder_model = quantize_dynamic(model.encoder_model, spec, dtype=torch.qint8, inplace=True)
+    return model
+
+
+@dataclass
+class RunStats:
+    docs: int = 0
+    words: int = 0
+    entities: int = 0
+    empty: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.words / self.seconds if self.seconds > 0 else 0.0
+        docs_rate = self.docs / self.seconds if self.seconds > 0 else 0.0
+        return (f"{self.docs} docs ({self.empty} empty), {self.entities} entities, {self.words} words "
+                f"in {self.seconds:.1f} s: {rate:,.0f} words/s, {docs_rate:,.1f} docs/s")
+
+
+class Engine:
+    """A loaded model ready to tag texts (see module doc)."""
+
+    def __init__(self, model, tokenizer, *, max_length: int = 128, stride: int = 32, batch_size: int = 32,
+                 max_tokens: int | None = None, device: torch.device | None = None, precision: str = "fp32",
+                 int8: bool = False, score: str = "mean"):
+        self.device = device or torch.device("cpu")
+        if int8 and self.device.type != "cpu":
+            raise SettingsError("int8 dynamic quantisation runs on CPU only: use --device cpu or drop --int8")
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise SettingsError(f"precision {precision!r}: expected fp32, bf16 or fp16")
+        if score not in SCORES:
+            raise SettingsError(f"score {score!r}: expected one of {', '.join(SCORES)}")
+        limit = position_limit(model.config)
+        self.max_length = min(max_length, limit) if limit else max_length
+        self.stride = min(stride, max(0, self.max_length - 3))
+        self.batch_size, self.max_tokens, self.precision, self.score = batch_size, max_tokens, precision, score
+        self.int8 = int8
+        self.space = model.labels
+        self.decoder = Decoder(self.space, model.crf)
+        # IO without CRF: every transition is valid, constrained decoding == argmax (vectorised fast path)
+        self.free = model.crf is None and bool(self.decoder.trans.all() and self.decoder.start.all()
+                                               and self.decoder.end.all())
+        model.eval()
+        self.num_parameters = sum(p.numel() for p in model.parameters())  # before int8 packs the weights
+        if int8:
+            model = quantize_int8(model)
+        self.model = model.to(self.device)
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.encoded = EncodeStats()
+
+    @classmethod
+    def load(cls, ref: str | Path, *, device: str = "auto", precision: str = "auto", int8: bool = False,
+             revision: str | None = None, trust_remote_code: bool = False, **kwargs) -> Engine:
+        """Load a model folder (or hub id) and its tokenizer; ``device``/``precision`` are settings values."""
+        from nerkd.models.ner import NerModel, load_tokenizer
+
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+        model = NerModel.load(ref, revision=revision, trust_remote_code=trust_remote_code, what="model")
+        tokenizer = load_tokenizer(ref, revision=revision, trust_remote_code=trust_remote_code, what="model")
+        return cls(model, tokenizer, device=dev, precision=prec, int8=int8, **kwargs)
+
+    # -- word level ----------------------------------------------------------------------
+    def word_scores(self, word_lists: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """Logits ``[W_i, L]`` (float32, CPU) of each word of each word list."""
+        n_labels = len(self.space)
+        keep = [i for i, words in enumerate(word_lists) if len(words)]
+        counts = [len(word_lists[i]) for i in keep]
+        base = torch.tensor([0, *counts], dtype=torch.long).cumsum(0)
+        total = int(base[-1])
+        flat = torch.zeros(total, n_labels)
+        filled = torch.zeros(total, dtype=torch.bool)
+        if keep:
+            windows = encode(self.tokenizer, [word_lists[i] for i in keep], None, self.max_length, self.stride,
+                             self.encoded)
+            with torch.inference_mode():
+                for idx in bucket_batches([len(w) for w in windows], self.batch_size, self.max_tokens):
+                    batch = collate([windows[i] for i in idx], self.pad_id)
+                    with autocast(self.device, self.precision):
+                        logits = self.model(batch["input_ids"].to(self.device),
+                                            batch["attention_mask"].to(self.device)).logits
+                    rows, cols = torch.nonzero(batch["word_index"] >= 0, as_tuple=True)
+                    pos = base[batch["sent"][rows]] + batch["word_index"][rows, cols]
+                    flat[pos] = logits[rows.to(self.device), cols.to(self.device)].float().cpu()
+                    filled[pos] = True
+        if not bool(filled.all()):
+            raise RuntimeError(f"{int((~filled).sum())} words got no prediction (window bug)")
+        out = [torch.zeros(0, n_labels) for _ in word_lists]
+        for k, i in enumerate(keep):
+            out[i] = flat[base[k]: base[k + 1]]
+        return out
+
+    def tag_words(self, word_lists: Sequence[Sequence[str]]) -> list[tuple[list[str], list[float]]]:
+        """``(tags, probabilities of the chosen tags)`` for each word list."""
+        out = []
+        labels = self.space.labels
+        for scores in self.word_scores(word_lists):
+            if scores.shape[0] == 0:
+                out.append(([], []))
+                continue
+            probs = torch.softmax(scores, -1)
+            ids = probs.argmax(-1).tolist() if self.free else self.decoder(scores)
+            chosen = probs[torch.arange(len(ids)), torch.tensor(ids, dtype=torch.long)].tolist()
+            out.append(([labels[i] for i in ids], chosen))
+        return out
+
+    # -- text level ----------------------------------------------------------------------
+    def predict(self, texts: Sequence[str]) -> list[list[dict]]:
+        """Entities (character offsets into each text) for each text."""
+        return self._predict(texts)[0]
+
+    def _predict(self, texts: Sequence[str]) -> tuple[list[list[dict]], int]:
+        words = [split_words(t) for t in texts]
+        tagged = self.tag_words([[w for w, _, _ in ws] for ws in words])
+        ents = [entities_of(t, ws, tags, probs, self.score)
+                for t, ws, (tags, probs) in zip(texts, words, tagged, strict=True)]
+        return ents, sum(len(ws) for ws in words)
+
+    def run(self, docs: Iterable[Doc], write: Callable[[bytes], None], *, chunk_size: int = 512,
+            on_chunk: Callable[[list[Doc], RunStats], None] | None = None) -> RunStats:
+        """Tag a stream of documents chunk by chunk, writing one line per document in input order.
+
+        ``write`` gets whole chunks of lines; a read error (bad UTF-8, bad JSONL) is raised after
+        every document before it has been written.
+        """
+        import time
+
+        stats = RunStats()
+        start = time.perf_counter()
+        try:
+            for chunk in chunked(iter(docs), chunk_size):
+                texts = [d.text for d in chunk]
+                results, n_words = self._predict(texts)
+                write(b"".join(result_line(d, ents) for d, ents in zip(chunk, results, strict=True)))
+                stats.docs += len(chunk)
+                stats.empty += sum(1 for t in texts if not t.strip())
+                stats.entities += sum(len(e) for e in results)
+                stats.words += n_words
+                stats.seconds = time.perf_counter() - start
+                if on_chunk is not None:
+                    on_chunk(chunk, stats)
+        finally:
+            stats.seconds = time.perf_counter() - start
+        return stats

@@ -1,0 +1,139 @@
+"""Read ``nerkd bench`` JSON files and match their entries to the evaluated models.
+
+An entry matches a model by path (resolved against the project root, the current folder and
+the bench file's folder), else by name. An entry is an int8 variant when the bench ran in int8
+(``"precision": "int8"``) or its name says ``int8``; it then becomes its own row, scored with
+dynamic int8 quantisation of the matched model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from nerkd.errors import DataError
+
+FIGURES = ("parameters", "disk_bytes", "latency_ms_p50", "latency_ms_p95", "words_per_s", "peak_mem_mb",
+           "speedup_latency", "speedup_throughput")
+
+
+@dataclass
+class BenchFile:
+    path: str
+    machine: dict
+    date: str
+    precision: str
+    sentences: int | None
+    words: int | None
+    entries: list[dict]
+
+
+@dataclass
+class BenchMatch:
+    primary: dict[str, dict] = field(default_factory=dict)       # model name -> entry (+ "bench_file")
+    int8: list[tuple[str, dict]] = field(default_factory=list)   # (model name, entry)
+    unmatched: list[dict] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+
+
+def read_bench(path: str | Path) -> BenchFile:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "bench file not found (run `nerkd bench --json` first)")
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise DataError(path, None, f"invalid JSON ({str(e).split(':')[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise DataError(path, None, 'not a nerkd bench file: expected an object with a "models" list')
+    entries = []
+    for i, entry in enumerate(data["models"]):
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise DataError(path, None, f"models[{i}]: expected an object with a name")
+        for key in FIGURES:
+            value = entry.get(key)
+            if value is not None and not isinstance(value, (int, float)):
+                raise DataError(path, None, f"models[{i}].{key}: expected a number, got {value!r}")
+        entries.append(dict(entry))
+    machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+    return BenchFile(str(path), machine, str(data.get("date", "")), str(data.get("precision", "")),
+                     data.get("sentences"), data.get("words"), entries)
+
+
+def is_int8(entry: dict, bench: BenchFile) -> bool:
+    return bench.precision.lower() == "int8" or "int8" in str(entry.get("name", "")).lower()
+
+
+def _resolved(path: str | Path) -> Path | None:
+    try:
+        return Path(path).expanduser().resolve()
+    except OSError:
+        return None
+
+
+def _candidates(raw: str, bases: list[Path]) -> set[Path]:
+    p = Path(raw).expanduser()
+    if p.is_absolute():
+        return {q for q in [_resolved(p)] if q}
+    return {q for b in bases if (q := _resolved(b / p))}
+
+
+def _base_name(name: str) -> str:
+    """``"final int8"``, ``"final-int8"``, ``"final (int8)"`` -> ``"final"``."""
+    out = name.lower().replace("(int8)", "").replace("int8", "").strip(" -_()[]")
+    return out or name.lower()
+
+
+def match_bench(models: list[tuple[str, str, tuple[str, ...]]], benches: list[BenchFile],
+                bases: list[Path]) -> BenchMatch:
+    """Match bench entries to ``models`` = [(name, path, other names)] (first non-int8 entry per model wins).
+
+    Other names are e.g. the stage (``distill``), the name ``nerkd bench`` gives a default model.
+    """
+    result = BenchMatch()
+    by_path, by_name = {}, {}
+    for name, path, aliases in models:
+        r = _resolved(path)
+        if r is not None:
+            by_path.setdefault(r, name)
+        for alias in (name, *aliases):
+            by_name.setdefault(alias.lower(), name)
+    for bench in benches:
+        bench_bases = [*bases, Path(bench.path).resolve().parent]
+        for entry in bench.entries:
+            entry = {**entry, "bench_file": bench.path, "bench_precision": bench.precision}
+            found = None
+            if entry.get("path"):
+                hits = [by_path[c] for c in _candidates(str(entry["path"]), bench_bases) if c in by_path]
+                found = hits[0] if hits else None
+            int8 = is_int8(entry, bench)
+            if found is None:
+                key = str(entry["name"]).lower()
+                found = by_name.get(_base_name(key) if int8 else key)
+            if found is None:
+                result.unmatched.append(entry)
+            elif int8:
+                if any(m == found for m, _ in result.int8):
+                    result.duplicates.append(entry)
+                else:
+                    result.int8.append((found, entry))
+            elif found in result.primary:
+                result.duplicates.append(entry)
+            else:
+                result.primary[found] = entry
+    return result
+
+
+def machines(benches: list[BenchFile]) -> list[str]:
+    out = []
+    for b in benches:
+        m = b.machine
+        desc = ", ".join(str(m[k]) for k in ("cpu", "device") if m.get(k))
+        if m.get("threads"):
+            desc += f", {m['threads']} threads"
+        if m.get("torch"):
+            desc += f", torch {m['torch']}"
+        out.append(desc or "unknown machine")
+    return out

@@ -1,0 +1,188 @@
+"""Score saved models on one labelled file, in the data's own label space.
+
+A model may tag in another scheme (camembert-ner is IO, domain data is usually BIO) or know
+types the data does not have (MISC). Predictions are therefore re-expressed on the data side
+before scoring: entity spans are read from the model's tags, renamed with ``labels.rename``,
+spans of a type absent from the gold label set are dropped (and counted per type: they are not
+counted as false positives), and the rest are written back in the data's scheme. Gold types the
+model cannot tag simply get recall 0.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from nerkd.data.dataset import Split, label_space_for, read_split
+from nerkd.data.encode import EncodeStats, encode
+from nerkd.data.schemes import entity_types, spans_of, tags_from_spans
+from nerkd.errors import DataError
+from nerkd.metrics import evaluate
+
+CHUNK = 256  # sentences per prediction call (progress granularity)
+
+
+@dataclass
+class GoldData:
+    path: str
+    split: Split
+    types: list[str]          # gold label set (data.label2id if set, plus the types seen)
+    scheme: str               # the data's scheme (predictions are converted to it)
+
+    @property
+    def sentences(self) -> int:
+        return len(self.split.sentences)
+
+    @property
+    def words(self) -> int:
+        return sum(len(s.tokens) for s in self.split.sentences)
+
+    @property
+    def gold_tags(self) -> list[list[str]]:
+        return self.split.gold_tags
+
+    def support(self) -> dict[str, int]:
+        counts: Counter = Counter()
+        for tags in self.gold_tags:
+            counts.update(t for t, _, _ in spans_of(tags))
+        return {t: counts.get(t, 0) for t in self.types}
+
+
+@dataclass
+class ModelScore:
+    name: str
+    path: str
+    variant: str = "fp32"                 # fp32 | int8 (dynamic quantisation, CPU)
+    labels: list[str] = field(default_factory=list)
+    scheme: str = ""
+    scores: dict = field(default_factory=dict)          # metrics.evaluate() result
+    dropped: dict[str, int] = field(default_factory=dict)  # predicted spans of types absent from gold
+    renamed: dict[str, str] = field(default_factory=dict)
+    missing_types: list[str] = field(default_factory=list)  # gold types the model cannot tag
+    parameters: int = 0
+    disk_bytes: int | None = None
+    heads: list[int] = field(default_factory=list)
+    pruned: bool = False                  # fewer heads than the config says (pruned layout)
+    encoded: str = ""
+    predictions: list[list[str]] = field(default_factory=list, repr=False)
+
+
+def load_gold(path: str | Path, data_settings) -> GoldData:
+    split = read_split("report", path, data_settings)
+    if not split.sentences:
+        raise DataError(path, None, "no sentence to evaluate on")
+    space = label_space_for([split], data_settings)
+    types = sorted(set(space.types) | set(entity_types(split.read.tags)))
+    return GoldData(str(path), split, types, space.scheme)
+
+
+def align_tags(tags: Sequence[str], gold_types: set[str] | Sequence[str], scheme: str,
+               rename: Mapping[str, str] | None = None) -> tuple[list[str], Counter]:
+    """Model tags -> tags in ``scheme`` over ``gold_types``; returns ``(tags, dropped spans per type)``.
+
+    A model type not in the gold set is renamed with ``rename`` (``labels.rename``) when that lands
+    on a gold type, else its spans are dropped and counted.
+    """
+    gold_types = set(gold_types)
+    rename = rename or {}
+    kept, dropped = [], Counter()
+    for etype, start, end in spans_of(tags):
+        target = etype if etype in gold_types else rename.get(etype, etype)
+        if target in gold_types:
+            kept.append((target, start, end))
+        else:
+            dropped[etype] += 1
+    return tags_from_spans(len(tags), kept, scheme), dropped
+
+
+def weights_bytes(folder: str | Path) -> int | None:
+    """Size of the weight files (``*.safetensors``) of a saved model folder; None if not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def _windows_settings(model, data_settings) -> tuple[int, int]:
+    max_length = data_settings.max_length
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        max_length = min(max_length, int(positions) - 2)
+    stride = min(data_settings.stride, max(0, max_length - 3))
+    return max_length, stride
+
+
+def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str = "fp32",
+                advance: Callable[[int], None] | None = None) -> ModelScore:
+    """Load ``path``, predict every gold sentence, align to the data's labels and score."""
+    import torch
+
+    from nerkd.decode import predict_tags
+    from nerkd.device import resolve_device, resolve_precision
+    from nerkd.models.ner import NerModel, load_tokenizer
+
+    model = NerModel.load(path, what=name)
+    tokenizer = load_tokenizer(path, what=name)
+    result = ModelScore(name=name, path=str(path), variant=variant, labels=list(model.labels.labels),
+                        scheme=model.labels.scheme, parameters=model.num_parameters(),
+                        disk_bytes=weights_bytes(path), heads=list(model.heads),
+                        pruned=model.is_pruned)
+    if variant == "int8":
+        from nerkd.infer import quantize_int8  # the same int8 as `nerkd infer --int8` and `nerkd bench`
+
+        device, precision = torch.device("cpu"), "fp32"
+        model = quantize_int8(model.cpu())
+    else:
+        device = resolve_device(settings.infer.device)
+        precision = resolve_precision(settings.infer.precision, device)
+        model.to(device)
+    max_length, stride = _windows_settings(model, settings.data)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stats = EncodeStats()
+    words = [s.tokens for s in gold.split.sentences]
+    preds: list[list[str]] = []
+    for base in range(0, len(words), CHUNK):
+        chunk = words[base : base + CHUNK]
+        windows = encode(tokenizer, chunk, None, max_length, stride, stats)
+        preds += predict_tags(model, windows, [len(w) for w in chunk], pad_id=pad_id,
+                              batch_size=settings.infer.batch_size, device=device, precision=precision)
+        if advance is not None:
+            advance(len(chunk))
+    result.encoded = stats.summary()
+    rename = dict(settings.labels.rename)
+    dropped: Counter = Counter()
+    aligned = []
+    for tags in preds:
+        tags2, d = align_tags(tags, gold.types, gold.scheme, rename)
+        aligned.append(tags2)
+        dropped.update(d)
+    model_types = set(model.labels.types)
+    result.renamed = {k: v for k, v in rename.items() if k in model_types and k not in gold.types and v in gold.types}
+    reachable = {result.renamed.get(t, t) for t in model_types}
+    result.missing_types = [t for t in gold.types if t not in reachable]
+    result.dropped = dict(sorted(dropped.items()))
+    result.predictions = aligned
+    result.scores = evaluate(gold.gold_tags, aligned)
+    del model
+    return result
+
+
+def read_run_file(folder: str | Path, name: str) -> dict | None:
+    """An optional JSON object of a run folder (``train_summary.json``...); None if absent.
+
+    Raises ValueError (with the reason) when the file is there but unreadable.
+    """
+    path = Path(folder) / name
+    if not path.is_file():
+        return None
+    try:
+        data = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({str(e).split(':')[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data

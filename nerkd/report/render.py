@@ -1,0 +1,281 @@
+"""The report as tables, then as Markdown, self-contained HTML, JSON and rich tables for the terminal."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from nerkd.io import atomic_write_text, write_json
+from nerkd.report.build import Report
+
+Table = tuple[list[str], list[list[str]]]
+DASH = "-"
+
+LEGEND = [
+    "Scores are entity-level (seqeval, CoNLL-style): an entity counts only when its type and both borders "
+    "are right. P = precision, R = recall, F1 in %; `all` is the micro average over every entity.",
+    "Predictions are expressed in the data's label set before scoring: types the data does not have "
+    "(e.g. MISC of camembert-ner) are dropped, not counted as errors (see Notes).",
+    "Size ratios and speed-ups are relative to the first model (usually the teacher); higher is better.",
+    "Pareto plot: a model is on the front (red) when no other model is both faster and more accurate.",
+]
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+def pct(x: float | None) -> str:
+    return DASH if x is None else f"{100 * x:.1f}"
+
+
+def count(n: float | None) -> str:
+    if n is None:
+        return DASH
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f} k"
+    return str(int(n))
+
+
+def size(n: float | None) -> str:
+    return DASH if n is None else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def ratio(x: float | None) -> str:
+    return DASH if x is None else f"{x:.2f}x"
+
+
+def num(x: float | None, fmt: str = ".1f") -> str:
+    return DASH if x is None else format(x, fmt)
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+def entity_table(report: Report) -> Table:
+    types = report.data.types
+    headers = ["model"] + [f"{t} {m}" for t in [*types, "all"] for m in ("P", "R", "F1")]
+    rows = []
+    for row in report.rows:
+        s = row.score.scores
+        cells = [row.name]
+        for t in types:
+            r = s["per_type"].get(t)
+            cells += [pct(r["precision"]), pct(r["recall"]), pct(r["f1"])] if r else [DASH] * 3
+        cells += [pct(s["precision"]), pct(s["recall"]), pct(s["f1"])]
+        rows.append(cells)
+    return headers, rows
+
+
+def size_speed_table(report: Report) -> Table:
+    bench = report.has_bench
+    headers = ["model", "parameters", "x fewer params", "weights on disk", "x smaller on disk"]
+    if bench:
+        headers += ["latency p50 (ms)", "latency p95 (ms)", "words/s", "speed-up (latency)",
+                    "speed-up (throughput)", "peak mem (MB)"]
+    rows = []
+    for row in report.rows:
+        c, b = row.compression, row.bench or {}
+        cells = [row.name, count(c["parameters"]), ratio(c["params_ratio"]), size(c["disk_bytes"]),
+                 ratio(c["disk_ratio"])]
+        if bench:
+            cells += [num(b.get("latency_ms_p50")), num(b.get("latency_ms_p95")), num(b.get("words_per_s"), ",.0f"),
+                      ratio(c["speedup_latency"]), ratio(c["speedup_throughput"]), num(b.get("peak_mem_mb"))]
+        rows.append(cells)
+    return headers, rows
+
+
+def training_table(report: Report) -> Table | None:
+    rows = []
+    for row in report.rows:
+        t = row.train_summary
+        if t:
+            stopped = t.get("stopped_early")
+            rows.append([row.name, pct(t.get("best_f1")), str(t.get("best_epoch", DASH)),
+                         str(t.get("epochs_run", DASH)), DASH if stopped is None else ("yes" if stopped else "no")])
+    return (["model", "best dev F1", "best epoch", "epochs run", "stopped early"], rows) if rows else None
+
+
+def heads_table(report: Report) -> Table | None:
+    rows = []
+    for row in report.rows:
+        hi = row.head_importance
+        if row.score.variant != "fp32" or (hi is None and not row.score.pruned):
+            continue
+        pruned = len((hi or {}).get("pruned") or [])
+        rows.append([row.name, " ".join(str(h) for h in row.score.heads), str(pruned) if hi else DASH,
+                     count((hi or {}).get("params_before")), count((hi or {}).get("params_after"))])
+    return (["model", "heads per layer", "pruned heads", "params before", "params after"], rows) if rows else None
+
+
+def data_line(report: Report) -> str:
+    d = report.data
+    support = ", ".join(f"{t} {n}" for t, n in d.support().items())
+    return (f"{d.path}: {d.sentences} sentences, {d.words} words, scheme {d.scheme}; "
+            f"gold entities: {support}. Scored on {report.device} ({report.precision}).")
+
+
+# -- Markdown -------------------------------------------------------------------------------
+
+def _md_table(table: Table) -> str:
+    headers, rows = table
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in
+                                                              range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: Report) -> str:
+    parts = ["# nerkd report", "", f"Created {report.created}.", "", f"Data: {data_line(report)}", "",
+             "## Entity scores (P / R / F1, %)", "", _md_table(entity_table(report)), "",
+             "## Size and speed", "", _md_table(size_speed_table(report)), ""]
+    if not report.has_bench:
+        parts += ["Bench figures missing: run `nerkd bench` for latency and throughput.", ""]
+    for title, table in (("Training runs (dev set)", training_table(report)), ("Pruning", heads_table(report))):
+        if table:
+            parts += [f"## {title}", "", _md_table(table), ""]
+    parts += ["## Plots", ""]
+    if report.plots_skipped:
+        parts += [f"Plots skipped: {report.plots_skipped}.", ""]
+    for title, path in report.plots.items():
+        parts += [f"![{title}]({Path(path).name})", "", f"*{title}*", ""]
+    if report.notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    parts += ["## How to read this report", ""] + [f"- {line}" for line in LEGEND]
+    return "\n".join(parts) + "\n"
+
+
+# -- HTML -----------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+color:#222;padding:0 1rem;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9rem;margin:.5rem 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:.3rem .55rem;text-align:right;white-space:nowrap}
+th{background:#f3f4f6}td:first-child,th:first-child{text-align:left;font-weight:600}
+tr:nth-child(even) td{background:#fafafa}.meta{color:#555}
+figure{margin:1rem 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
+li{margin:.2rem 0}code{background:#f3f4f6;padding:0 .2rem}
+"""
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(table: Table) -> str:
+    headers, rows = table
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _code(text: str) -> str:
+    """Escape, then turn `backticks` into <code>."""
+    pieces = _e(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
+def html_page(report: Report) -> str:
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             "<title>nerkd report</title>", f"<style>{CSS}</style></head><body>",
+             "<h1>nerkd report</h1>", f'<p class="meta">Created {_e(report.created)}.<br>Data: '
+             f"{_e(data_line(report))}</p>",
+             "<h2>Entity scores (P / R / F1, %)</h2>", _html_table(entity_table(report)),
+             "<h2>Size and speed</h2>", _html_table(size_speed_table(report))]
+    if not report.has_bench:
+        parts.append(f"<p>{_code('Bench figures missing: run `nerkd bench` for latency and throughput.')}</p>")
+    for title, table in (("Training runs (dev set)", training_table(report)), ("Pruning", heads_table(report))):
+        if table:
+            parts += [f"<h2>{_e(title)}</h2>", _html_table(table)]
+    parts.append("<h2>Plots</h2>")
+    if report.plots_skipped:
+        parts.append(f"<p>Plots skipped: {_code(report.plots_skipped)}.</p>")
+    for title, path in report.plots.items():
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        parts.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{_code(title)}</figcaption></figure>")
+    if report.notes:
+        parts += ["<h2>Notes</h2><ul>"] + [f"<li>{_code(n)}</li>" for n in report.notes] + ["</ul>"]
+    parts += ["<h2>How to read this report</h2><ul>"] + [f"<li>{_code(x)}</li>" for x in LEGEND] + ["</ul>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# -- JSON -----------------------------------------------------------------------------------
+
+def as_json(report: Report) -> dict:
+    d = report.data
+    models = []
+    for row in report.rows:
+        s = row.score
+        models.append({
+            "name": s.name, "path": s.path, "stage": row.stage, "variant": s.variant, "labels": s.labels,
+            "scheme": s.scheme, "heads": s.heads, "parameters": s.parameters, "disk_bytes": row.compression.get(
+                "disk_bytes"), "scores": s.scores, "dropped_spans": s.dropped, "renamed": s.renamed,
+            "missing_types": s.missing_types, "windows": s.encoded, "compression": row.compression,
+            "bench": row.bench, "train_summary": row.train_summary, "head_importance": row.head_importance,
+        })
+    return {
+        "created": report.created,
+        "data": {"path": d.path, "sentences": d.sentences, "words": d.words, "types": d.types,
+                 "scheme": d.scheme, "support": d.support()},
+        "device": report.device, "precision": report.precision, "models": models,
+        "benches": [{"path": b.path, "machine": b.machine, "date": b.date, "precision": b.precision,
+                     "sentences": b.sentences, "words": b.words} for b in report.benches],
+        "bench_unmatched": report.bench_unmatched, "notes": report.notes,
+        "plots": {title: Path(p).name for title, p in report.plots.items()},
+        "plots_skipped": report.plots_skipped,
+    }
+
+
+def write_report(report: Report) -> dict[str, Path]:
+    out = report.output
+    return {
+        "md": atomic_write_text(out / "report.md", markdown(report)),
+        "html": atomic_write_text(out / "report.html", html_page(report)),
+        "json": write_json(out / "report.json", as_json(report)),
+    }
+
+
+# -- terminal -------------------------------------------------------------------------------
+
+def compact_entity_table(report: Report) -> Table:
+    """The entity table for a terminal: one ``P/R/F1`` cell per type."""
+    headers, rows = entity_table(report)
+    n = (len(headers) - 1) // 3
+    names = [headers[1 + 3 * i].rsplit(" ", 1)[0] for i in range(n)]
+    return (["model"] + [f"{t} P/R/F1" for t in names],
+            [[r[0]] + ["/".join(r[1 + 3 * i : 4 + 3 * i]) for i in range(n)] for r in rows])
+
+
+def terminal_size_speed(report: Report) -> list[tuple[str, Table]]:
+    """The size and speed table cut in two, with short headers, for an 80-column terminal."""
+    headers, rows = size_speed_table(report)
+    out = [("size (ratios vs the first model)", (["model", "params", "x", "weights", "x"], [r[:5] for r in rows]))]
+    if len(headers) > 5:
+        out.append(("speed (nerkd bench; speed-ups vs the first model)",
+                    (["model", "p50 ms", "p95 ms", "words/s", "x latency", "x throughput", "mem MB"],
+                     [[r[0], *r[5:]] for r in rows])))
+    return out
+
+
+def rich_tables(report: Report) -> list:
+    from rich.table import Table as RichTable
+
+    out = []
+    named = [("entity scores (%)", compact_entity_table(report)), *terminal_size_speed(report),
+             ("training runs (dev)", training_table(report)), ("pruning", heads_table(report))]
+    for title, table in named:
+        if table is None:
+            continue
+        headers, rows = table
+        t = RichTable(title=title, title_justify="left")
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
+        for r in rows:
+            t.add_row(*r)
+        out.append(t)
+    return out

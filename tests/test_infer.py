@@ -1,0 +1,272 @@
+"""``nerkd infer``: offsets, windows, streaming order, int8, CRF, bad input, CLI."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import orjson
+import pytest
+import torch
+
+from nerkd.cli.app import app
+from nerkd.data.encode import encode
+from nerkd.data.words import split_words
+from nerkd.infer import Engine, read_docs
+from nerkd.models.ner import NerOutput
+
+SENTENCE = ("Le 3 mars , Mme Lefèvre et Jean-Pierre Dupont quittent le CHU de Lyon pour l'EHPAD "
+            "Les Opalines à Saint-Étienne avec le SSIAD .")
+FORCED = {"Lefèvre": ["B-PER"], "Jean-Pierre": ["B-PER"], "Dupont": ["I-PER"], "CHU": ["B-ORG"],
+          "Lyon": ["B-LOC"], "EHPAD": ["B-ORG"], "Les": ["B-ORG"], "Opalines": ["I-ORG"],
+          "Saint-Étienne": ["B-LOC"], "SSIAD": ["B-ORG"]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is as fast and far less sensitive to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def load(folder, **kw) -> Engine:
+    kw.setdefault("device", "cpu")
+    kw.setdefault("precision", "fp32")
+    return Engine.load(folder, **kw)
+
+
+def force(engine: Engine, word_labels: dict[str, list[str]]) -> None:
+    """Replace the forward pass by a table lookup: each listed word becomes one added token that
+    gets its label (IO models use the I- form), every other token gets O. Context-free on purpose."""
+    from tokenizers import AddedToken
+
+    tok = engine.tokenizer
+    tok.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in word_labels])
+    space = engine.space
+    l2i = space.label2id
+    table = torch.zeros(len(tok), len(space))
+    table[:, l2i["O"]] = 5.0
+    for word, (label,) in word_labels.items():
+        ids = tok(word, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, (word, ids)
+        if label not in l2i:
+            label = "I-" + label.split("-", 1)[1]
+        table[ids[0]] = 0.0
+        table[ids[0], l2i[label]] = 10.0
+
+    def forward(input_ids, attention_mask, output_hidden_states=False):
+        return NerOutput(table[input_ids], None)
+
+    engine.model.forward = forward
+
+
+def check_offsets(text: str, ents: list[dict]) -> None:
+    for e in ents:
+        assert text[e["start"]:e["end"]] == e["text"]
+        assert 0.0 <= e["score"] <= 1.0
+        assert "-" not in e["label"]
+
+
+def test_offsets_accents_emojis(tiny_bio):
+    engine = load(tiny_bio)
+    force(engine, FORCED)
+    text = "Mme Lefèvre 🙂 à Saint-Étienne, l'EHPAD 🙂🙂 Les Opalines."
+    (ents,) = engine.predict([text])
+    check_offsets(text, ents)
+    got = [(e["label"], e["text"], e["start"]) for e in ents]
+    assert got == [("PER", "Lefèvre", 4), ("LOC", "Saint-Étienne", 16), ("ORG", "EHPAD", 33),
+                   ("ORG", "Les Opalines", 42)]
+    assert all(e["score"] > 0.9 for e in ents)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_io_teacher", "tiny_bio"])
+def test_long_text_windows_lose_nothing(fixture, request):
+    folder = request.getfixturevalue(fixture)
+    ref = load(folder, max_length=128)
+    force(ref, FORCED)
+    (short,) = ref.predict([SENTENCE])
+    assert len(short) >= 6 and ref.encoded.split_sentences == 0
+    engine = load(folder, max_length=32, stride=8)
+    force(engine, FORCED)
+    reps = 12
+    long_text = " ".join([SENTENCE] * reps)
+    (long,) = engine.predict([long_text])
+    assert engine.encoded.split_sentences == 1
+    assert engine.encoded.windows >= 10
+    assert len(engine.tokenizer(long_text)["input_ids"]) > 10 * 32
+    check_offsets(long_text, long)
+    step = len(SENTENCE) + 1
+    expected = [(e["label"], e["start"] + k * step, e["end"] + k * step) for k in range(reps) for e in short]
+    assert [(e["label"], e["start"], e["end"]) for e in long] == expected
+    # some multi-word entities sit across a window border (their words owned by different windows)
+    words = split_words(long_text)
+    windows = encode(engine.tokenizer, [[w for w, _, _ in words]], None, 32, 8)
+    owner = {i: k for k, win in enumerate(windows) for i in win.word_index if i >= 0}
+    first = {s: i for i, (_, s, _) in enumerate(words)}
+    last = {e: i for i, (_, _, e) in enumerate(words)}
+    assert any(owner[first[e["start"]]] != owner[last[e["end"]]] for e in long)
+
+
+def test_entity_across_window_borders_comes_out_whole(tiny_bio):
+    engine = load(tiny_bio, max_length=32, stride=8)
+    l2i = engine.space.label2id
+    bias = engine.model.encoder_model.classifier.bias
+    with torch.no_grad():
+        bias.zero_()
+        bias[l2i["I-PER"]] = 30.0
+        bias[l2i["B-PER"]] = 20.0
+    text = " ".join(["Monsieur Dupont à Saint-Étienne ."] * 60)
+    (ents,) = engine.predict([text])
+    assert engine.encoded.windows >= 10
+    words = split_words(text)
+    assert ents == [{"start": 0, "end": len(text), "label": "PER", "text": text, "score": ents[0]["score"]}]
+    assert len(words) > 10 * 32 // 2
+
+
+def test_order_preserved_with_batching(tiny_bio):
+    engine = load(tiny_bio, batch_size=2)
+    force(engine, FORCED)
+    texts = [SENTENCE, "", "Lyon", SENTENCE + " " + SENTENCE, "   ", "Mme Lefèvre", "pas d'entité ici",
+             "Saint-Étienne " * 30, "CHU"]
+    out = io.BytesIO()
+    docs = read_docs(io.BytesIO("\n".join(texts).encode() + b"\n"), "mem", "text")
+    stats = engine.run(docs, out.write, chunk_size=3)
+    lines = [orjson.loads(x) for x in out.getvalue().splitlines()]
+    assert [x["text"] for x in lines] == texts
+    assert [x["entities"] for x in lines] == [engine.predict([t])[0] for t in texts]
+    assert stats.docs == len(texts) and stats.empty == 2
+    assert lines[1]["entities"] == [] and lines[4]["entities"] == []
+
+
+def test_int8_on_cpu(tiny_bio):
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    from nerkd.models.ner import NerModel, load_tokenizer
+
+    fp32, int8 = load(tiny_bio), load(tiny_bio, int8=True)
+    assert any(isinstance(m, QLinear) for m in int8.model.modules())
+    assert not any(isinstance(m, QLinear) for m in fp32.model.modules())
+    assert int8.num_parameters == fp32.num_parameters
+    texts = [SENTENCE, "Mme Lefèvre 🙂 à Saint-Étienne", ""]
+    got = int8.predict(texts)
+    for text, ents in zip(texts, got, strict=True):
+        check_offsets(text, ents)
+    assert got[2] == []
+    # a classifier bias that dominates: int8 and fp32 must then agree exactly on the spans
+    engines = []
+    for q in (False, True):
+        model = NerModel.load(tiny_bio)
+        with torch.no_grad():
+            model.encoder_model.classifier.bias[model.labels.label2id["B-LOC"]] = 40.0
+        engines.append(Engine(model, load_tokenizer(tiny_bio), int8=q))
+    a, b = (e.predict(texts) for e in engines)
+    strip = [[(e["start"], e["end"], e["label"]) for e in ents] for ents in a]
+    assert strip == [[(e["start"], e["end"], e["label"]) for e in ents] for ents in b]
+    assert len(strip[0]) == len(split_words(SENTENCE))
+
+
+def test_int8_rejected_on_cuda(tiny_bio):
+    from nerkd.errors import SettingsError
+    from nerkd.models.ner import NerModel, load_tokenizer
+
+    with pytest.raises(SettingsError, match="CPU only"):
+        Engine(NerModel.load(tiny_bio), load_tokenizer(tiny_bio), device=torch.device("cuda"), int8=True)
+
+
+def test_crf_decoding_path(tiny_crf):
+    engine = load(tiny_crf)
+    assert engine.decoder.crf is engine.model.crf and not engine.free
+    l2i = engine.space.label2id
+    crf = engine.model.crf
+    with torch.no_grad():
+        crf.start_transitions.fill_(-50.0)
+        crf.start_transitions[l2i["B-ORG"]] = 50.0
+        crf.transitions.fill_(-50.0)
+        crf.transitions[l2i["B-ORG"], l2i["I-ORG"]] = 50.0
+        crf.transitions[l2i["I-ORG"], l2i["I-ORG"]] = 50.0
+    text = "Le CCAS de Roubaix appelle Madame Pham ."
+    (ents,) = engine.predict([text])
+    assert [(e["label"], e["text"]) for e in ents] == [("ORG", text)]
+
+
+def test_constrained_decoding_never_starts_with_inside(tiny_bio):
+    engine = load(tiny_bio)
+    force(engine, {"Dupont": ["I-PER"], "Lyon": ["I-LOC"]})
+    (tagged,) = engine.tag_words([["le", "Dupont", "de", "Lyon"]])
+    tags = tagged[0]
+    for prev, cur in zip(["O", *tags], tags, strict=False):
+        if cur.startswith("I-"):
+            assert prev != "O" and prev[2:] == cur[2:]
+
+
+# -- CLI ---------------------------------------------------------------------------------
+def invoke(runner, args, **kw):
+    return runner.invoke(app, ["infer", *args], **kw)
+
+
+def test_cli_text_stdin_stdout(runner, in_tmp, tiny_bio):
+    data = "Mme Lefèvre à Saint-Étienne\n\nLe SSIAD de Lyon\n"
+    res = invoke(runner, ["--model", str(tiny_bio)], input=data.encode())
+    assert res.exit_code == 0, res.stderr
+    lines = [orjson.loads(x) for x in res.stdout.splitlines()]
+    assert [x["text"] for x in lines] == ["Mme Lefèvre à Saint-Étienne", "", "Le SSIAD de Lyon"]
+    assert lines[1] == {"text": "", "entities": []}
+    for x in lines:
+        check_offsets(x["text"], x["entities"])
+    assert "3 docs" in res.stderr and "words/s" in res.stderr
+
+
+def test_cli_jsonl_ids_round_trip(runner, in_tmp, tiny_bio):
+    rows = [{"id": "a-1", "text": "Mme Lefèvre"}, {"id": 7, "text": "à Lyon"}, {"text": "sans id"}]
+    src = in_tmp / "in.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    res = invoke(runner, ["--model", str(tiny_bio), "-i", str(src), "-o", "out/res.jsonl"])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == ""
+    lines = [orjson.loads(x) for x in (in_tmp / "out/res.jsonl").read_bytes().splitlines()]
+    assert [x.get("id", None) for x in lines] == ["a-1", 7, None]
+    assert "id" not in lines[2] and [x["text"] for x in lines] == [r["text"] for r in rows]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"ligne un\nligne deux\n\xff\xfe pas utf8\nligne quatre\n", "not valid UTF-8"),
+    (b'{"id": 1, "text": "un"}\n{"id": 2, "text": "deux"}\n{"id": 3, text}\n{"id": 4, "text": "x"}\n',
+     "invalid JSON"),
+    (b'{"id": 1, "text": "un"}\n{"id": 2, "text": "deux"}\n{"id": 3}\n', 'missing "text"'),
+])
+def test_cli_bad_input_line_3(runner, in_tmp, tiny_bio, bad, message):
+    src = in_tmp / "bad.txt"
+    src.write_bytes(bad)
+    res = invoke(runner, ["--model", str(tiny_bio), "-i", str(src), "-o", "out.jsonl"])
+    assert res.exit_code == 1
+    errors = [x for x in res.stderr.splitlines() if "error" in x]
+    assert len(errors) == 1 and f"{src}:3:" in errors[0] and message in errors[0]
+    assert "Traceback" not in res.stderr
+    written = [orjson.loads(x) for x in (in_tmp / "out.jsonl").read_bytes().splitlines()]
+    assert [x["text"] for x in written] == ["ligne un", "ligne deux"] if b"ligne" in bad else ["un", "deux"]
+    res = invoke(runner, ["--model", str(tiny_bio)], input=bad)
+    assert res.exit_code == 1 and "<stdin>:3:" in res.stderr
+    assert len(res.stdout.splitlines()) == 2
+
+
+def test_cli_default_model_and_help(runner, in_tmp, tiny_bio):
+    res = invoke(runner, [], input=b"Lyon\n")
+    assert res.exit_code == 1 and "no model" in res.stderr
+    shutil.copytree(tiny_bio, in_tmp / "artifacts" / "final")
+    res = invoke(runner, ["--int8", "--no-progress"], input="Mme Lefèvre\n".encode())
+    assert res.exit_code == 0, res.stderr
+    assert "artifacts/final" in res.stderr and "int8" in res.stderr
+    assert orjson.loads(res.stdout)["text"] == "Mme Lefèvre"
+    res = invoke(runner, ["--help"])
+    assert "Example: nerkd infer" in res.stdout
+
+
+def test_cli_long_text_is_windowed(runner, in_tmp, tiny_bio):
+    text = " ".join(["Madame Pham quitte l'EHPAD de Saint-Étienne ."] * 80)
+    res = invoke(runner, ["--model", str(tiny_bio), "--set", "data.max_length=32", "--set", "data.stride=8"],
+                 input=(text + "\n").encode())
+    assert res.exit_code == 0, res.stderr
+    assert orjson.loads(res.stdout)["text"] == text
+    assert "1 long texts split" in res.stderr
