@@ -92,7 +92,7 @@ def head_heatmap(scores: Sequence[Sequence[float]], pruned: Sequence[Sequence[in
     grid = [[float("nan")] * n_heads for _ in range(n_layers)]
     for i, row in enumerate(scores):
         for j, v in enumerate(row):
-            grid[i][j] = float(v)
+            grid[i][j] = float("nan") if v is None else float(v)  # None: removed by an earlier prune
     fig = _figure(max(5.0, 0.45 * n_heads + 2.2), max(2.6, 0.38 * n_layers + 1.4))
     ax = fig.add_subplot()
     im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
