@@ -237,7 +237,7 @@ def _write_run_files(settings, output: Path, record: dict) -> None:
 
 def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, resume: bool = False):
     """Distil ``teacher_ref`` into a student saved in ``output``; returns the loop's ``TrainResult``."""
-    from nerkd.data.dataset import encode_split, label_space_for, load_splits, tag_ids
+    from nerkd.data.dataset import encode_split, label_space_for, load_splits
     from nerkd.models.ner import load_tokenizer
     from nerkd.models.student import build_student
     from nerkd.train.loop import DevSet, train
@@ -281,11 +281,7 @@ def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, 
             sp = encode_split(splits[name], tokenizer, space, settings.data)
             skipped = f", {sp.read.skipped_empty} empty sentences skipped" if sp.read.skipped_empty else ""
             say(f"{name} ({sp.path}): {sp.encoded.summary()}{skipped}")
-    dev = None
-    if "dev" in splits:
-        sp = splits["dev"]
-        gold = [[space.labels[i] for i in ids] for ids in tag_ids(sp, space)]
-        dev = DevSet(sp.windows, gold, [len(s.tokens) for s in sp.sentences])
+    dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
 
     result = train(objective, tokenizer, splits["train"].windows, dev, settings, output, resume=resume,
                    stage="distill")

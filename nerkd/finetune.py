@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from nerkd.data.dataset import encode_split, label_space_for, load_splits, tag_ids
+from nerkd.data.dataset import encode_split, label_space_for, load_splits
 from nerkd.data.labels import LabelSpace
 from nerkd.errors import ModelLoadError, SettingsError
 from nerkd.models.ner import NerModel, load_tokenizer
@@ -187,11 +187,7 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
     for name, split in splits.items():
         encode_split(split, tokenizer, space, settings.data)
         _say(f"{name} ({split.path}): {split.encoded.summary()}")
-    dev = None
-    if "dev" in splits:
-        sp = splits["dev"]
-        gold = [[space.labels[i] for i in ids] for ids in tag_ids(sp, space)]
-        dev = DevSet(sp.windows, gold, [len(s.tokens) for s in sp.sentences])
+    dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
 
     if ddp.detect().is_main:
         from nerkd.io import write_json

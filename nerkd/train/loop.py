@@ -42,9 +42,14 @@ class DevSet:
     n_words: list[int]
 
     @classmethod
-    def from_split(cls, split) -> DevSet:
-        """From an encoded :class:`nerkd.data.dataset.Split`."""
-        return cls(split.windows, split.gold_tags, [len(s.tokens) for s in split.sentences])
+    def from_split(cls, split, space=None) -> DevSet:
+        """From an encoded :class:`nerkd.data.dataset.Split` (gold tags in ``space``'s scheme if given)."""
+        gold = split.gold_tags
+        if space is not None:
+            from nerkd.data.dataset import tag_ids
+
+            gold = [[space.labels[i] for i in ids] for ids in tag_ids(split, space)]
+        return cls(split.windows, gold, [len(s.tokens) for s in split.sentences])
 
 
 @dataclass
