@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from nerkd.cli.app import app
 from tests.conftest import DATA, REPO
+from tests.test_data import BAD_INPUTS
 
 COMMANDS = ("validate", "distill", "prune", "finetune", "infer", "bench", "report")
 
@@ -83,3 +86,20 @@ def test_debug_keeps_traceback(runner, in_tmp, monkeypatch):
     res = runner.invoke(app, ["validate", "--config", "c.yaml"])
     assert res.exit_code != 0 and res.exception is not None
     assert type(res.exception).__name__ == "SettingsError"
+
+
+@pytest.mark.parametrize(("name", "content", "line", "message"), BAD_INPUTS + [("empty.jsonl", "", None, "empty file")])
+def test_bad_data_is_one_line_exit_1(runner, in_tmp, tiny_io_teacher, name, content, line, message):
+    """Every bad input of the data layer ends a command with one line naming file:line, exit 1."""
+    p = in_tmp / name
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    out = in_tmp / "student"
+    res = runner.invoke(app, ["distill", "--set", f"teacher.model={tiny_io_teacher}", "--set", f"data.train={p}",
+                              "--set", "student.num_layers=2", "--set", "distill.layer_map.teacher=[2,4]",
+                              "--set", "distill.layer_map.student=[1,2]", "--output", str(out)])
+    assert res.exit_code == 1
+    where = f"{p}:{line}: " if line is not None else f"{p}: "
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert lines[-1].startswith(f"error: {where}") and message in lines[-1], res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()          # nothing written for a run that could not start

@@ -44,21 +44,21 @@ def _write(tmp_path, name, content: bytes | str):
 GOOD = '{"tokens": ["a", "b"], "tags": ["O", "B-PER"]}\n'
 
 
-@pytest.mark.parametrize(
-    ("name", "content", "line", "message"),
-    [
-        ("bad.jsonl", GOOD + "{not json\n", 2, "invalid JSON"),
-        ("len.jsonl", GOOD + '{"tokens": ["a"], "tags": ["O", "O"]}\n', 2, "1 tokens but 2 tags"),
-        ("tag.jsonl", GOOD + GOOD + '{"tokens": ["a"], "tags": ["X-PER"]}\n', 3, "unknown tag"),
-        ("utf.jsonl", GOOD.encode() + b'{"tokens": ["\xff"], "tags": ["O"]}\n', 2, "invalid UTF-8"),
-        ("range.jsonl", '{"text": "abc", "entities": [{"start": 1, "end": 9, "label": "PER"}]}\n', 1,
-         "out of range"),
-        ("overlap.jsonl", '{"text": "Jean Dupont", "entities": [{"start": 0, "end": 11, "label": "PER"},'
-         ' {"start": 5, "end": 11, "label": "PER"}]}\n', 1, "overlap"),
-        ("cols.conll", "a\tO\nb\tc\td\te\n", 2, "expected 2 (token, tag) or 3"),
-        ("tag.conll", "a\tO\nb\tPER\n", 2, "unknown tag"),
-    ],
-)
+BAD_INPUTS = [
+    ("bad.jsonl", GOOD + "{not json\n", 2, "invalid JSON"),
+    ("len.jsonl", GOOD + '{"tokens": ["a"], "tags": ["O", "O"]}\n', 2, "1 tokens but 2 tags"),
+    ("tag.jsonl", GOOD + GOOD + '{"tokens": ["a"], "tags": ["X-PER"]}\n', 3, "unknown tag"),
+    ("utf.jsonl", GOOD.encode() + b'{"tokens": ["\xff"], "tags": ["O"]}\n', 2, "invalid UTF-8"),
+    ("range.jsonl", '{"text": "abc", "entities": [{"start": 1, "end": 9, "label": "PER"}]}\n', 1,
+     "out of range"),
+    ("overlap.jsonl", '{"text": "Jean Dupont", "entities": [{"start": 0, "end": 11, "label": "PER"},'
+     ' {"start": 5, "end": 11, "label": "PER"}]}\n', 1, "overlap"),
+    ("cols.conll", "a\tO\nb\tc\td\te\n", 2, "expected 2 (token, tag) or 3"),
+    ("tag.conll", "a\tO\nb\tPER\n", 2, "unknown tag"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "line", "message"), BAD_INPUTS)
 def test_bad_input_names_file_and_line(tmp_path, name, content, line, message):
     p = _write(tmp_path, name, content)
     with pytest.raises(DataError) as e:
