@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nerkd.cli.common import ConfigOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
-from nerkd.ui import out
+from nerkd.ui import err, out
 from nerkd.validate import ValidateReport, run_validate
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
@@ -24,6 +25,9 @@ def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     report = run_validate(settings, str(cfg) if cfg else None)
     render(report)
     if not report.ready:
+        for check in report.checks:
+            if check.status == "fail":
+                err.print(f"[bold red]error:[/] {escape(check.detail)}", soft_wrap=True)
         raise typer.Exit(1)
 
 
