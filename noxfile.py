@@ -36,8 +36,8 @@ def quickstart(session: nox.Session) -> None:
     _install(session, "plots")
     env = {"HF_HUB_OFFLINE": "1"}
     cfg = ["--config", "configs/quickstart.yaml"]
-    session.run("nerkd", "finetune", "--base", "scratch", "--epochs", "10", "--lr", "2e-3", "--output", "artifacts/teacher",
-                *cfg, env=env)
+    teacher = ["--base", "scratch", "--epochs", "10", "--lr", "2e-3", "--output", "artifacts/teacher"]
+    session.run("nerkd", "finetune", *teacher, *cfg, env=env)
     session.run("nerkd", "validate", *cfg, env=env)
     session.run("nerkd", "distill", *cfg, env=env)
     session.run("nerkd", "prune", "--rate", "0.25", env=env)
