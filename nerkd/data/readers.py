@@ -75,7 +75,8 @@ def _check_tag(path: Path, no: int, tag: object) -> str:
     return tag
 
 
-def _json(path: Path, no: int, line: str) -> dict:
+def json_object(path: Path | str, no: int, line: str) -> dict:
+    """Parse one JSONL line that must hold an object; DataError naming file and line otherwise."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as e:
@@ -89,7 +90,7 @@ def read_jsonl(path: Path, stats: ReadStats) -> Iterator[Sentence]:
     for no, line in _lines(path):
         if not line.strip():
             continue
-        obj = _json(path, no, line)
+        obj = json_object(path, no, line)
         tokens, tags = obj.get("tokens"), obj.get("tags")
         if not isinstance(tokens, list) or not isinstance(tags, list):
             raise DataError(path, no, 'expected "tokens" and "tags" lists')
@@ -149,7 +150,7 @@ def read_spans(path: Path, stats: ReadStats) -> Iterator[Sentence]:
     for no, line in _lines(path):
         if not line.strip():
             continue
-        obj = _json(path, no, line)
+        obj = json_object(path, no, line)
         text, ents = obj.get("text"), obj.get("entities", obj.get("label", []))
         if not isinstance(text, str):
             raise DataError(path, no, 'expected a "text" string')
@@ -190,7 +191,7 @@ def detect_format(path: Path) -> str:
     if suffix in (".jsonl", ".json", ".ndjson"):
         for no, line in _lines(path):
             if line.strip():
-                obj = _json(path, no, line)
+                obj = json_object(path, no, line)
                 return "spans" if "text" in obj else "jsonl"
         return "jsonl"
     return "conll"

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from nerkd.data.readers import json_object
 from nerkd.errors import DataError
 
 FORMATS = ("auto", "text", "jsonl")
@@ -43,12 +44,7 @@ def _decode(raw: bytes, name: str, no: int) -> str:
 def _jsonl_doc(text: str, name: str, no: int, size: int) -> Doc:
     if not text.strip():
         return Doc(no, "", size=size)
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        raise DataError(name, no, f"invalid JSON ({e.args[0].split(':')[0]})") from None
-    if not isinstance(obj, dict):
-        raise DataError(name, no, f'expected an object {{"id": ..., "text": "..."}}, got {type(obj).__name__}')
+    obj = json_object(name, no, text)
     if not isinstance(obj.get("text"), str):
         raise DataError(name, no, 'missing "text" string')
     return Doc(no, obj["text"], obj.get("id", NO_ID), size)
