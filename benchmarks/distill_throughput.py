@@ -36,6 +36,7 @@ from nerkd.models.ner import NerModel
 from nerkd.models.scratch import tiny_config
 from nerkd.models.student import default_layers, student_from_teacher
 from nerkd.settings import DistillSettings
+from nerkd.train.optim import optimizer_step
 
 PRESETS = {  # teacher layers, hidden, heads, intermediate, vocab -> student layers
     "base": dict(layers=12, hidden=768, heads=12, inter=3072, vocab=32005, student=10),
@@ -169,15 +170,7 @@ def run_mode(mode: str, objective: DistillObjective, batches: list[tuple[dict, i
         with autocast(device, precision):
             total, _ = objective.loss(batch, 1)
         (scaler.scale(total) if scaler is not None else total).backward()
-        if scaler is not None:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=device.type == "cuda")
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer_step(opt, scaler, params, 1.0)   # the loop's own step
 
     model.train()
     compile_s = None

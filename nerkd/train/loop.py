@@ -32,7 +32,14 @@ from nerkd.io import write_json
 from nerkd.train import checkpoint, ddp
 from nerkd.train.logs import Accumulator, MetricsLog, NullBar, scores_table
 from nerkd.train.objective import Objective
-from nerkd.train.optim import build_optimizer, build_scheduler, grad_scaler, pad_multiple, precision_plan
+from nerkd.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    grad_scaler,
+    optimizer_step,
+    pad_multiple,
+    precision_plan,
+)
 
 
 @dataclass
@@ -222,16 +229,7 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
                     continue
                 # optimiser step
                 ddp.sync_grads(outside, env)
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if t.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(params, t.clip_grad)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(optimizer, scaler, params, t.clip_grad)
                 scheduler.step()
                 step += 1
                 bar.update(task, advance=1)

@@ -69,3 +69,17 @@ def pad_multiple(device: torch.device, compiled: bool) -> int | None:
     if compiled:
         return 16
     return 8 if device.type == "cuda" else None
+
+
+def optimizer_step(optimizer, scaler, params, clip_grad: float) -> None:
+    """Unscale (fp16 only), clip, step, update the scaler and zero the gradients."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
