@@ -6,7 +6,6 @@ import shutil
 
 import orjson
 import pytest
-import torch
 
 from nerkd.bench import _quantile, add_speedups, bench_texts, disk_bytes, name_models, run_bench
 from nerkd.cli.app import app
@@ -20,13 +19,7 @@ MODEL_KEYS = {"name", "path", "parameters", "disk_bytes", "latency_ms_p50", "lat
               "peak_mem_mb", "speedup_latency", "speedup_throughput"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is as fast and far less sensitive to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def check_contract(doc: dict, names: list[str], sentences: int) -> None:

@@ -22,13 +22,7 @@ FORCED = {"Lefèvre": ["B-PER"], "Jean-Pierre": ["B-PER"], "Dupont": ["I-PER"], 
           "Saint-Étienne": ["B-LOC"], "SSIAD": ["B-ORG"]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is as fast and far less sensitive to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(folder, **kw) -> Engine:
