@@ -161,3 +161,39 @@ def test_spans_split_words_inside_entity_boundaries(tmp_path):
     sents, _ = read_sentences(p)
     assert sents[0].tokens == ["Chez", "Dupont", "Martin", "."]
     assert sents[0].tags == ["O", "B-PER", "O", "O"]
+
+
+def _wordpiece_tokenizer(texts):
+    """A BERT-style WordPiece tokenizer (lower-casing, accent-stripping normaliser, punctuation
+    pre-splitting): a second tokenizer family for the piece cache."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]",
+                                                                                             "[CLS]", "[SEP]"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]")
+
+
+@pytest.mark.parametrize("family", ["unigram", "wordpiece"])
+def test_piece_cache_equals_the_tokenizer(tiny_bio, family):
+    from nerkd.data.encode import PieceCache
+    from nerkd.models.ner import load_tokenizer
+
+    sents, _ = read_sentences(DATA / "dev.jsonl")
+    words = [s.tokens for s in sents]
+    words += [["l'", "EHPAD", "\x00", "😀", "Saint-Étienne", "ÉTÉ", "a"], ["\x00"], ["12,5", "%", "a", "a"]]
+    tok = load_tokenizer(tiny_bio) if family == "unigram" else _wordpiece_tokenizer([" ".join(w) for w in words])
+    cache = PieceCache(tok, max_entries=50)
+    for _ in range(2):  # cold, then (partly) cached
+        got = cache.pieces(words)
+        for ws, pieces in zip(words, got, strict=True):
+            enc = tok(ws, is_split_into_words=True, add_special_tokens=False)
+            want: list[list[int]] = [[] for _ in ws]
+            for t, k in zip(enc["input_ids"], enc.word_ids(), strict=True):
+                want[k].append(t)
+            assert pieces == [p or [tok.unk_token_id] for p in want], ws
+    assert 0 < len(cache.map) <= 50 + len({(w, i == 0) for ws in words for i, w in enumerate(ws)})

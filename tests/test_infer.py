@@ -264,3 +264,41 @@ def test_cli_long_text_is_windowed(runner, in_tmp, tiny_bio):
     assert res.exit_code == 0, res.stderr
     assert orjson.loads(res.stdout)["text"] == text
     assert "1 long texts split" in res.stderr
+
+
+@pytest.mark.parametrize("score", ["mean", "min"])
+def test_io_entities_equal_entities_of(score):
+    from nerkd.infer.spans import entities_of, io_entities
+
+    labels = ["O", "I-LOC", "I-PER", "I-MISC", "I-ORG"]
+    gen = torch.Generator().manual_seed(0)
+    texts = [SENTENCE, "", "Lyon", "Mme Lefèvre à Saint-Étienne", SENTENCE + " " + SENTENCE, "   "]
+    words = [split_words(t) for t in texts]
+    counts = [len(w) for w in words]
+    for _ in range(20):
+        ids = torch.randint(0, len(labels), (sum(counts),), generator=gen)
+        ids[torch.rand(len(ids), generator=gen) < 0.5] = 0
+        probs = torch.rand(len(ids), generator=gen)
+        got = io_entities(texts, words, counts, ids, probs, labels, score)
+        at, want = 0, []
+        for t, ws, n in zip(texts, words, counts, strict=True):
+            want.append(entities_of(t, ws, [labels[i] for i in ids[at: at + n].tolist()],
+                                    probs[at: at + n].tolist(), score))
+            at += n
+        assert got == want
+
+
+def test_overlap_pipeline_keeps_order_and_writes_before_an_error(tiny_io_teacher):
+    """The CUDA path (chunk k+1 queued before chunk k is decoded), run on CPU: same output, same
+    order, and a bad line still comes after every earlier line was written."""
+    from nerkd.errors import DataError
+
+    plain = load(tiny_io_teacher, batch_size=2)
+    piped = load(tiny_io_teacher, batch_size=2, overlap=True, chunk_size=2)
+    texts = [SENTENCE, "", "Lyon", "Mme Lefèvre", "pas d'entité ici", "Saint-Étienne " * 30, "CHU"]
+    assert piped.predict(texts) == plain.predict(texts) == [plain.predict([t])[0] for t in texts]
+    out = io.BytesIO()
+    bad = ("\n".join(texts[:5]) + "\n").encode() + b"\xff\n" + b"apres\n"
+    with pytest.raises(DataError, match="mem:6"):
+        piped.run(read_docs(io.BytesIO(bad), "mem", "text"), out.write, chunk_size=2)
+    assert [orjson.loads(x)["text"] for x in out.getvalue().splitlines()] == texts[:5]

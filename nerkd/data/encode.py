@@ -82,33 +82,70 @@ def plan_windows(word_lengths: Sequence[int], budget: int, stride: int) -> list[
     return windows
 
 
+class PieceCache:
+    """Sub-word ids of words, cached: ``tokenizer(words, is_split_into_words=True)`` tokenises
+    each word on its own, so a word's pieces depend only on the word (and, for some
+    tokenizers, on being the first word). Misses are tokenised together, each non-first word
+    after an anchor word whose pieces are dropped, so the ids are exactly the tokenizer's. A
+    word the tokenizer maps to nothing (e.g. a lone control character) gets the unknown token.
+    The cache is emptied when it reaches ``max_entries`` (memory stays bounded on any stream).
+    """
+
+    ANCHOR = "a"
+
+    def __init__(self, tokenizer, max_entries: int = 500_000):
+        self.tokenizer = tokenizer
+        self.max_entries = max_entries
+        self.unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
+        self.map: dict[tuple[str, bool], list[int]] = {}
+
+    def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """Pieces of every word of every sentence."""
+        table = self.map
+        missing = {(w, i == 0) for words in sentences for i, w in enumerate(words)} - table.keys()
+        if missing:
+            if len(table) + len(missing) > self.max_entries:
+                table.clear()
+            firsts = [w for w, first in missing if first]
+            others = [w for w, first in missing if not first]
+            # first words one per sequence; the others many per sequence, after the anchor
+            seqs = [([w], [(w, True)]) for w in firsts]
+            seqs += [([self.ANCHOR, *others[k: k + 256]], [None] + [(w, False) for w in others[k: k + 256]])
+                     for k in range(0, len(others), 256)]
+            enc = self.tokenizer([words for words, _ in seqs], is_split_into_words=True, add_special_tokens=False)
+            for j, (_, keys) in enumerate(seqs):
+                found: list[list[int]] = [[] for _ in keys]
+                for t, k in zip(enc["input_ids"][j], enc.word_ids(j), strict=True):
+                    if k is not None:
+                        found[k].append(t)
+                for key, ids in zip(keys, found, strict=True):
+                    if key is not None:
+                        table[key] = ids or [self.unk]
+        return [[table[(w, i == 0)] for i, w in enumerate(words)] for words in sentences]
+
+
 def encode(tokenizer, sentences: Sequence[Sequence[str]], tag_ids: Sequence[Sequence[int]] | None,
            max_length: int, stride: int, stats: EncodeStats | None = None,
-           chunk: int = 2048) -> list[Window]:
+           chunk: int = 2048, cache: PieceCache | None = None) -> list[Window]:
     """Encode word lists into windows (see module doc). ``tag_ids`` None: labels are 0 placeholders."""
     stats = stats if stats is not None else EncodeStats()
+    cache = cache if cache is not None else PieceCache(tokenizer)
     prefix, suffix = special_ids(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
     out: list[Window] = []
     for base in range(0, len(sentences), chunk):
-        batch = [list(s) for s in sentences[base : base + chunk]]
-        enc = tokenizer(batch, is_split_into_words=True, add_special_tokens=False)
-        for j, words in enumerate(batch):
+        batch = sentences[base : base + chunk]
+        for j, pieces in enumerate(cache.pieces(batch)):
             sid = base + j
-            ids = enc["input_ids"][j]
-            wids = enc.word_ids(j)
-            pieces: list[list[int]] = [[] for _ in words]
-            for tok_id, w in zip(ids, wids, strict=True):
-                if w is not None:
-                    pieces[w].append(tok_id)
-            for w, p in enumerate(pieces):
-                if not p:  # a word the tokenizer maps to nothing (e.g. a lone control char)
-                    pieces[w] = [tokenizer.unk_token_id]
             tags = tag_ids[sid] if tag_ids is not None else None
-            plan = plan_windows([len(p) for p in pieces], budget, stride)
             stats.sentences += 1
+            lengths = [len(p) for p in pieces]
+            if sum(lengths) <= budget:  # the common case: one window owning every word
+                plan = [(0, len(pieces), 0, len(pieces))]
+            else:
+                plan = plan_windows(lengths, budget, stride)
+                stats.split_sentences += len(plan) > 1
             stats.windows += len(plan)
-            stats.split_sentences += len(plan) > 1
             for s, e, own_s, own_e in plan:
                 input_ids, word_index, labels = list(prefix), [-1] * len(prefix), [IGNORE] * len(prefix)
                 for w in range(s, e):
@@ -117,10 +154,12 @@ def encode(tokenizer, sentences: Sequence[Sequence[str]], tag_ids: Sequence[Sequ
                         stats.clipped_words += 1
                         p = p[:budget]
                     owned = own_s <= w < own_e
-                    input_ids.extend(p)
-                    word_index.extend([w if owned else -1] + [-1] * (len(p) - 1))
-                    lab = (tags[w] if tags is not None else 0) if owned else IGNORE
-                    labels.extend([lab] + [IGNORE] * (len(p) - 1))
+                    input_ids += p
+                    word_index.append(w if owned else -1)
+                    labels.append((tags[w] if tags is not None else 0) if owned else IGNORE)
+                    if len(p) > 1:
+                        word_index += [-1] * (len(p) - 1)
+                        labels += [IGNORE] * (len(p) - 1)
                 input_ids += suffix
                 word_index += [-1] * len(suffix)
                 labels += [IGNORE] * len(suffix)
@@ -133,17 +172,13 @@ def collate(windows: Sequence[Window], pad_id: int, pad_to: int | None = None) -
     width = max(len(w) for w in windows)
     if pad_to:
         width = -(-width // pad_to) * pad_to
-    n = len(windows)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    labels = torch.full((n, width), IGNORE, dtype=torch.long)
-    word_index = torch.full((n, width), -1, dtype=torch.long)
-    for i, w in enumerate(windows):
-        k = len(w)
-        input_ids[i, :k] = torch.tensor(w.input_ids)
-        attention[i, :k] = 1
-        labels[i, :k] = torch.tensor(w.labels)
-        word_index[i, :k] = torch.tensor(w.word_index)
+    pads = [width - len(w) for w in windows]
+    input_ids = torch.tensor([w.input_ids + [pad_id] * k for w, k in zip(windows, pads, strict=True)],
+                             dtype=torch.long)
+    attention = torch.tensor([[1] * len(w) + [0] * k for w, k in zip(windows, pads, strict=True)], dtype=torch.long)
+    labels = torch.tensor([w.labels + [IGNORE] * k for w, k in zip(windows, pads, strict=True)], dtype=torch.long)
+    word_index = torch.tensor([w.word_index + [-1] * k for w, k in zip(windows, pads, strict=True)],
+                              dtype=torch.long)
     sent = torch.tensor([w.sent for w in windows], dtype=torch.long)
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
             "word_index": word_index, "sent": sent}
