@@ -86,6 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--skip-pipeline-batch1", action="store_true", help="the slowest row; skip it")
+    p.add_argument("--big-batch", type=int, default=0,
+                   help="also time nerkd (fp32, and bf16 on GPU) with this batch size (0: no such row)")
     p.add_argument("--train-steps", type=int, default=300,
                    help="also train a small model this many steps for a meaningful agreement (0: skip)")
     p.add_argument("--seed", type=int, default=0)
@@ -148,7 +150,7 @@ def run_interleaved(systems: list[dict], texts: list[str], words: list[int], blo
     rotating order) so that a busy machine slows them all alike. Per system: batch-1 latency of each
     sentence (if ``b1``), then the block as one batch. Returns rows and the batched outputs."""
     for sy in systems:  # warm-up
-        for t in texts[:3]:
+        for t in texts[:3] if sy["one"] else []:
             sy["one"](t)
         sy["batch"](texts[:block])
     lat = {sy["name"]: [] for sy in systems}
@@ -179,9 +181,29 @@ def run_interleaved(systems: list[dict], texts: list[str], words: list[int], blo
     return rows, outs
 
 
-def nerkd_system(folder: Path, args, *, int8: bool = False, precision: str = "fp32"):
-    engine = Engine.load(folder, device=args.device, precision=precision, int8=int8, batch_size=args.batch_size,
-                         max_length=512, stride=128)
+def plain_forward_system(model: NerModel, tokenizer, texts: list[str], args, device):
+    """The bound: the model's plain forward on the pipeline's raw-text ids (tokenised before the
+    clock starts), length-sorted batches of ``--batch-size``; no tokenisation, no decoding."""
+    ids = {t: tokenizer(t, truncation=True, max_length=512)["input_ids"] for t in texts}
+    pad = tokenizer.pad_token_id
+
+    @torch.inference_mode()
+    def run(ts):
+        order = sorted(range(len(ts)), key=lambda i: len(ids[ts[i]]))
+        for k in range(0, len(order), args.batch_size):
+            rows = [ids[ts[i]] for i in order[k: k + args.batch_size]]
+            width = max(len(r) for r in rows)
+            x = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+            m = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+            model(x, m).logits.argmax(-1).cpu()
+        return [[] for _ in ts]
+
+    return run
+
+
+def nerkd_system(folder: Path, args, *, int8: bool = False, precision: str = "fp32", batch_size: int = 0):
+    engine = Engine.load(folder, device=args.device, precision=precision, int8=int8,
+                         batch_size=batch_size or args.batch_size, max_length=512, stride=128)
 
     def run_all(texts):
         return [[(e["start"], e["end"], e["label"]) for e in ents] for ents in engine.predict(texts)]
@@ -343,15 +365,23 @@ def main(argv=None) -> dict:
                     aggregation_strategy="simple", device=device)
     systems = [{"name": "pipeline (simple)", "one": pipe, "b1": not args.skip_pipeline_batch1,
                 "batch": lambda ts: [pipeline_spans(o) for o in pipe(ts, batch_size=args.batch_size)]}]
+    plain_run = plain_forward_system(model, tokenizer, texts, args, device)
+    systems.append({"name": "plain forward fp32 (raw-text ids; no tokenising, no decoding)", "one": None,
+                    "b1": False, "batch": plain_run})
     specs = [("nerkd fp32", base, False, "fp32"), ("nerkd bf16 (CPU autocast)", base, False, "bf16"),
              ("nerkd int8", base, True, "fp32"), ("nerkd student fp32", student, False, "fp32"),
              ("nerkd student int8", student, True, "fp32")]
     if args.device == "cuda":
         specs = [("nerkd fp32", base, False, "fp32"), ("nerkd bf16", base, False, "bf16"),
                  ("nerkd student fp32", student, False, "fp32"), ("nerkd student bf16", student, False, "bf16")]
-    for name, folder, int8, prec in specs:
-        _, one, run_all = nerkd_system(folder, args, int8=int8, precision=prec)
-        systems.append({"name": name, "one": one, "batch": run_all, "b1": True})
+    specs = [(*x, 0) for x in specs]
+    if args.big_batch:
+        specs.append((f"nerkd fp32, batch {args.big_batch}", base, False, "fp32", args.big_batch))
+        if args.device == "cuda":
+            specs.append((f"nerkd bf16, batch {args.big_batch}", base, False, "bf16", args.big_batch))
+    for name, folder, int8, prec, bs in specs:
+        _, one, run_all = nerkd_system(folder, args, int8=int8, precision=prec, batch_size=bs)
+        systems.append({"name": name, "one": one, "batch": run_all, "b1": not bs})
     rows, outs = run_interleaved(systems, texts, [len(split_words(t)) for t in texts], args.block)
     outs["pipeline"] = outs["pipeline (simple)"]
     info["load_avg_end"] = os.getloadavg()
@@ -408,6 +438,9 @@ def agreement_suite(model, tokenizer, texts, pipe_out, nerkd_out, device, pipe, 
     piped = [strip_spans(t, o) for t, o in zip(texts, pipe_out, strict=True)]
     pipe_spans = [p for p, _, _ in piped]
     raw_word = word_level_on_raw_tokens(model, tokenizer, texts, device)
+    first_pipe = pipeline_first(pipe)
+    first_spans = [strip_spans(t, pipeline_spans(o))[0]
+                   for t, o in zip(texts, first_pipe(texts, batch_size=batch_size), strict=True)]
     spaced = [" ".join(w for w, _, _ in split_words(t)) for t in texts]
     spaced = [spaced[i] for i in same_input(tokenizer, spaced)]   # (elisions re-split differently: left out)
     spaced_pipe = [strip_spans(t, [pipeline_spans_one(e) for e in o])[0]
@@ -417,6 +450,7 @@ def agreement_suite(model, tokenizer, texts, pipe_out, nerkd_out, device, pipe, 
             "control_sentences_with_same_input_ids": f"{len(spaced)}/{len(texts)}"}
     return {
         "nerkd vs pipeline (simple)": compare(texts, pipe_spans, nerkd_out),
+        "nerkd vs pipeline (first: one label per pipeline word)": compare(texts, first_spans, nerkd_out),
         "  cause 1 only: word-level labels on pipeline tokens vs pipeline": compare(texts, pipe_spans, raw_word),
         "  cause 2 only: nerkd vs word-level labels on pipeline tokens": compare(texts, raw_word, nerkd_out),
         "  control: nerkd vs pipeline on words joined by spaces (same sub-word ids)":
@@ -424,6 +458,14 @@ def agreement_suite(model, tokenizer, texts, pipe_out, nerkd_out, device, pipe, 
         "nerkd vs independent word-level reference (checks the engine)":
             compare(texts, word_level_reference(model, tokenizer, texts, device), nerkd_out),
     }, info
+
+
+def pipeline_first(pipe):
+    """The same model and tokenizer as ``pipe``, with ``aggregation_strategy="first"``."""
+    from transformers import pipeline
+
+    return pipeline("token-classification", model=pipe.model, tokenizer=pipe.tokenizer,
+                    aggregation_strategy="first", device=pipe.device)
 
 
 def train_small_model(args, tokenizer, sents, folder: Path) -> float:
@@ -475,17 +517,18 @@ def report(rows: list[dict], agreement: dict, info: dict) -> None:
     pbat = rows[0]
     pb = pbat if pbat.get("b1_words_per_s") else None
     print("\n| system | batch-1 words/s | batch-1 ms/sentence (mean / p50) | batched words/s | batched ms/sentence "
-          "| batch-1 x pipeline | batched x pipeline |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| batch-1 x pipeline batch-1 | batched x pipeline batch-1 | batched x pipeline batched |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         b1 = r.get("b1_words_per_s")
         p50 = r.get("b1_ms_p50")
         lat = f"{r['b1_ms_mean']:.1f} / {p50:.1f}" if p50 else (f"{r['b1_ms_mean']:.1f}" if b1 else "-")
         x1 = f"{b1 / pb['b1_words_per_s']:.2f}" if (b1 and pb) else "-"
+        xb1 = f"{r['batched_words_per_s'] / pb['b1_words_per_s']:.2f}" if pb else "-"
         xb = r["batched_words_per_s"] / pbat["batched_words_per_s"]
         b1s = f"{b1:,.0f}" if b1 else "-"
         print(f"| {r['system']} | {b1s} | {lat} | {r['batched_words_per_s']:,.0f} | "
-              f"{r['batched_ms_per_sentence']:.1f} | {x1} | {xb:.2f} |")
+              f"{r['batched_ms_per_sentence']:.1f} | {x1} | {xb1} | {xb:.2f} |")
     print("\n| comparison | reference spans | spans | exact matches | agreement (F1) | % of reference | % of spans |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, a in agreement.items():

@@ -168,6 +168,8 @@ class FinetuneSettings(Section):
 
 class InferSettings(Section):
     batch_size: int = Field(32, ge=1)
+    max_tokens: int | None = Field(None, ge=0, description="padded sub-words per batch; default 512 on CPU "
+                                   "(cache-friendly, measured fastest), no cap on GPU; 0: no cap")
     device: Device = "auto"
     precision: Precision = "auto"
     int8: bool = False

@@ -302,3 +302,22 @@ def test_overlap_pipeline_keeps_order_and_writes_before_an_error(tiny_io_teacher
     with pytest.raises(DataError, match="mem:6"):
         piped.run(read_docs(io.BytesIO(bad), "mem", "text"), out.write, chunk_size=2)
     assert [orjson.loads(x)["text"] for x in out.getvalue().splitlines()] == texts[:5]
+
+
+def test_cpu_batches_are_capped_by_padded_tokens(tiny_io_teacher, monkeypatch):
+    from nerkd.infer import engine as engine_mod
+
+    assert load(tiny_io_teacher).max_tokens == engine_mod.CPU_MAX_TOKENS
+    assert load(tiny_io_teacher, max_tokens=0).max_tokens is None
+    engine = load(tiny_io_teacher, batch_size=64, max_tokens=40)
+    shapes = []
+    forward = engine.model.forward
+
+    def spy(input_ids, attention_mask, output_hidden_states=False):
+        shapes.append(tuple(input_ids.shape))
+        return forward(input_ids, attention_mask)
+
+    monkeypatch.setattr(engine.model, "forward", spy)
+    texts = [SENTENCE[: 10 * k] for k in range(1, 12)]
+    assert engine.predict(texts) == load(tiny_io_teacher, max_tokens=0).predict(texts)
+    assert len(shapes) > 1 and all(r * w <= 40 or r == 1 for r, w in shapes)

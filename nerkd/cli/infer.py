@@ -93,7 +93,7 @@ def infer(
                                                                         st.precision),
         int8=st.int8 if int8 is None else int8, batch_size=batch_size or st.batch_size,
         max_length=settings.data.max_length, stride=settings.data.stride,
-        max_tokens=settings.data.max_tokens_per_batch, score=score.value)
+        max_tokens=settings.infer.max_tokens, score=score.value)
     err.print(f"infer: {ref} on {engine.device.type}, {engine.precision}{' + int8' if engine.int8 else ''}, "
               f"labels {' '.join(engine.space.types)}, max length {engine.max_length}")
 

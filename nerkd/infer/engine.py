@@ -28,6 +28,7 @@ from nerkd.infer.io import Doc, chunked, result_line
 from nerkd.infer.spans import SCORES, entities_of, io_entities
 
 _ROBERTA_LIKE = ("roberta", "camembert", "xlm-roberta")
+CPU_MAX_TOKENS = 512   # padded sub-words per batch on CPU: activations stay in cache (BENCHMARKS.md)
 
 
 def position_limit(config) -> int | None:
@@ -92,7 +93,10 @@ class Engine:
         limit = position_limit(model.config)
         self.max_length = min(max_length, limit) if limit else max_length
         self.stride = min(stride, max(0, self.max_length - 3))
-        self.batch_size, self.max_tokens, self.precision, self.score = batch_size, max_tokens, precision, score
+        if max_tokens is None:  # default: capped on CPU only
+            max_tokens = CPU_MAX_TOKENS if self.device.type == "cpu" else 0
+        self.batch_size, self.precision, self.score = batch_size, precision, score
+        self.max_tokens = max_tokens or None
         self.chunk_size = chunk_size
         self.overlap = self.device.type == "cuda" if overlap is None else overlap
         self.int8 = int8

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Every GPU figure of BENCHMARKS.md in one call (a lent GPU is short: prepare, run once, read).
+#
+#   1. infer vs pipeline on CUDA (issue #5): random CamemBERT-base-shaped IO model, 2,000 real
+#      WikiNEuRal-fr sentences, pipeline batch 64 vs nerkd fp32 / bf16 (batch 64, and 256);
+#   2. distillation step throughput (issue #3): base preset, bf16, plain / bucketed / compiled.
+#
+# Usage, on a machine with a CUDA GPU, from the repository root:
+#
+#   WHEELS=.whl DATA=../shared/data/wikineural-fr/val.conllu bash benchmarks/gpu_checks.sh
+#
+# WHEELS (optional): a folder of wheels installed first into /tmp/site (for a machine that
+# cannot reach PyPI). Results go to $OUT (default ./gpu_out): infer_cuda.json, *.txt.
+set -u
+OUT=${OUT:-gpu_out}
+DATA=${DATA:-../shared/data/wikineural-fr/val.conllu}
+SENTENCES=${SENTENCES:-2000}
+INFER_TIMEOUT=${INFER_TIMEOUT:-300}
+DISTILL_TIMEOUT=${DISTILL_TIMEOUT:-200}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=true
+if [ -n "${WHEELS:-}" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$WHEELS"/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers, os; print('torch', torch.__version__, 'transformers', transformers.__version__,
+'cuda', torch.version.cuda, torch.cuda.get_device_name(), 'cpu cores', os.cpu_count())" | tee -a "$OUT/gpu.txt"
+date -u | tee -a "$OUT/gpu.txt"
+
+echo "== 1. infer vs pipeline (cuda) =="
+timeout "$INFER_TIMEOUT" python3 benchmarks/infer_vs_pipeline.py --data "$DATA" --sentences "$SENTENCES" \
+    --device cuda --batch-size 64 --big-batch 256 --block "$SENTENCES" --train-steps 0 \
+    --json "$OUT/infer_cuda.json" >"$OUT/infer_cuda.txt" 2>"$OUT/infer_cuda.err"
+echo "exit $?"
+grep -E '^\| |^machine|^data' "$OUT/infer_cuda.txt" | head -30
+tail -3 "$OUT/infer_cuda.err"
+
+echo "== 2. distillation step throughput (cuda, bf16) =="
+timeout "$DISTILL_TIMEOUT" python3 benchmarks/distill_throughput.py --preset base --device cuda --precision bf16 \
+    --steps 20 --compile 2>"$OUT/distill_cuda.err" | tee "$OUT/distill_cuda.txt" | cut -c1-200
+echo "exit $?"
+tail -3 "$OUT/distill_cuda.err"
