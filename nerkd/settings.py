@@ -167,7 +167,7 @@ class FinetuneSettings(Section):
 
 
 class InferSettings(Section):
-    batch_size: int = Field(32, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="texts per batch; default 32 on CPU, 256 on GPU")
     max_tokens: int | None = Field(None, ge=0, description="padded sub-words per batch; default 512 on CPU "
                                    "(cache-friendly, measured fastest), no cap on GPU; 0: no cap")
     device: Device = "auto"
@@ -178,7 +178,7 @@ class InferSettings(Section):
 class BenchSettings(Section):
     sentences: int = Field(200, ge=1)
     warmup: int = Field(10, ge=0)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="texts per batch; default 32 on CPU, 256 on GPU")
     device: Device = "cpu"
     precision: Literal["fp32", "bf16", "int8"] = "fp32"
 

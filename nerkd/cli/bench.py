@@ -67,7 +67,7 @@ def bench(
     if len(texts) < n:
         err.print(f"bench: only {len(texts)} sentences available (asked for {n})")
     err.print(f"bench: {len(models)} models, {len(texts)} sentences, {dev}, {prec}, warm-up {bs.warmup}, "
-              f"batch {bs.batch_size}")
+              f"batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
     from nerkd.ui import progress
 
     with progress() as bar:

@@ -28,6 +28,7 @@ from nerkd.infer.io import Doc, chunked, result_line
 from nerkd.infer.spans import SCORES, entities_of, io_entities
 
 _ROBERTA_LIKE = ("roberta", "camembert", "xlm-roberta")
+BATCH_SIZE = {"cpu": 32, "cuda": 256}   # default texts per batch (BENCHMARKS.md)
 CPU_MAX_TOKENS = 512   # padded sub-words per batch on CPU: activations stay in cache (BENCHMARKS.md)
 
 
@@ -80,7 +81,7 @@ class Engine:
     chunk *k* (one pinned device-to-host copy per chunk, no synchronisation per batch).
     """
 
-    def __init__(self, model, tokenizer, *, max_length: int = 128, stride: int = 32, batch_size: int = 32,
+    def __init__(self, model, tokenizer, *, max_length: int = 128, stride: int = 32, batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | None = None, precision: str = "fp32",
                  int8: bool = False, score: str = "mean", chunk_size: int = 512, overlap: bool | None = None):
         self.device = device or torch.device("cpu")
@@ -95,7 +96,8 @@ class Engine:
         self.stride = min(stride, max(0, self.max_length - 3))
         if max_tokens is None:  # default: capped on CPU only
             max_tokens = CPU_MAX_TOKENS if self.device.type == "cpu" else 0
-        self.batch_size, self.precision, self.score = batch_size, precision, score
+        self.batch_size = batch_size or BATCH_SIZE.get(self.device.type, 32)
+        self.precision, self.score = precision, score
         self.max_tokens = max_tokens or None
         self.chunk_size = chunk_size
         self.overlap = self.device.type == "cuda" if overlap is None else overlap

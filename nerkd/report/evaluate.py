@@ -21,6 +21,7 @@ from nerkd.data.dataset import Split, label_space_for, read_split
 from nerkd.data.encode import EncodeStats, encode
 from nerkd.data.schemes import entity_types, spans_of, tags_from_spans
 from nerkd.errors import DataError
+from nerkd.infer.engine import BATCH_SIZE
 from nerkd.metrics import evaluate
 
 CHUNK = 256  # sentences per prediction call (progress granularity)
@@ -149,7 +150,8 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
         chunk = words[base : base + CHUNK]
         windows = encode(tokenizer, chunk, None, max_length, stride, stats)
         preds += predict_tags(model, windows, [len(w) for w in chunk], pad_id=pad_id,
-                              batch_size=settings.infer.batch_size, device=device, precision=precision)
+                              batch_size=settings.infer.batch_size or BATCH_SIZE.get(device.type, 32), device=device,
+                              precision=precision)
         if advance is not None:
             advance(len(chunk))
     result.encoded = stats.summary()
