@@ -58,8 +58,9 @@ def infer(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", min=1, help="Windows per forward pass. Default: infer.batch_size.")] = None,
-    chunk_size: Annotated[int, typer.Option(
-        "--chunk-size", min=1, help="Documents read, sorted by length and written per chunk.")] = 512,
+    chunk_size: Annotated[int | None, typer.Option(
+        "--chunk-size", min=1,
+        help="Documents read, sorted by length and written per chunk (default 512 on CPU, 2048 on GPU).")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="CPU threads for torch (default: torch's choice, one per core).")] = None,
     score: Annotated[ScoreOpt, typer.Option(

@@ -29,6 +29,7 @@ from nerkd.infer.spans import SCORES, entities_of, io_entities
 
 _ROBERTA_LIKE = ("roberta", "camembert", "xlm-roberta")
 BATCH_SIZE = {"cpu": 32, "cuda": 256}   # default texts per batch (BENCHMARKS.md)
+CHUNK_SIZE = {"cpu": 512, "cuda": 2048}  # default texts read, tagged and written together
 CPU_MAX_TOKENS = 512   # padded sub-words per batch on CPU: activations stay in cache (BENCHMARKS.md)
 
 
@@ -83,7 +84,8 @@ class Engine:
 
     def __init__(self, model, tokenizer, *, max_length: int = 128, stride: int = 32, batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | None = None, precision: str = "fp32",
-                 int8: bool = False, score: str = "mean", chunk_size: int = 512, overlap: bool | None = None):
+                 int8: bool = False, score: str = "mean", chunk_size: int | None = None,
+                 overlap: bool | None = None):
         self.device = device or torch.device("cpu")
         if int8 and self.device.type != "cpu":
             raise SettingsError("int8 dynamic quantisation runs on CPU only: use --device cpu or drop --int8")
@@ -99,7 +101,7 @@ class Engine:
         self.batch_size = batch_size or BATCH_SIZE.get(self.device.type, 32)
         self.precision, self.score = precision, score
         self.max_tokens = max_tokens or None
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or CHUNK_SIZE.get(self.device.type, 512)
         self.overlap = self.device.type == "cuda" if overlap is None else overlap
         self.int8 = int8
         self.space = model.labels
