@@ -9,8 +9,14 @@
 #
 #   WHEELS=.whl DATA=../shared/data/wikineural-fr/val.conllu bash benchmarks/gpu_checks.sh
 #
-# WHEELS (optional): a folder of wheels installed first into /tmp/site (for a machine that
-# cannot reach PyPI). Results go to $OUT (default ./gpu_out): infer_cuda.json, *.txt.
+# WHEELS (optional): a folder of wheels installed first into /tmp/site, for a GPU machine that
+# cannot reach PyPI but has torch: nerkd's other needs, downloaded beside it with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl pydantic==2.13.4 pydantic_core==2.46.4 \
+#       pydantic-settings==2.14.1 python-dotenv==1.2.2 annotated-types==0.7.0 typing-inspection==0.4.2 \
+#       orjson==3.13.0 pytorch-crf==0.7.2 transformers==5.24.0 tokenizers==0.23.3 typer==0.29.2 rich==15.0.0
+#   pip wheel --no-deps -w .whl seqeval==1.2.2
+# Results go to $OUT (default ./gpu_out): infer_cuda.json, *.txt.
 set -u
 OUT=${OUT:-gpu_out}
 DATA=${DATA:-../shared/data/wikineural-fr/val.conllu}
