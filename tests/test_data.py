@@ -197,3 +197,11 @@ def test_piece_cache_equals_the_tokenizer(tiny_bio, family):
                 want[k].append(t)
             assert pieces == [p or [tok.unk_token_id] for p in want], ws
     assert 0 < len(cache.map) <= 50 + len({(w, i == 0) for ws in words for i, w in enumerate(ws)})
+    small = PieceCache(tok, max_entries=30)   # one sentence at a time: the cache fills, empties, refills
+    for ws in words * 2:
+        enc = tok(ws, is_split_into_words=True, add_special_tokens=False)
+        want = [[] for _ in ws]
+        for t, k in zip(enc["input_ids"], enc.word_ids(), strict=True):
+            want[k].append(t)
+        assert small.pieces([ws]) == [[p or [tok.unk_token_id] for p in want]]
+        assert len(small.map) <= max(30, len(ws))

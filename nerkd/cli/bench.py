@@ -31,7 +31,8 @@ def bench(
                               "Default: the teacher, then the distill, prune and finetune outputs.")] = None,
     device: Annotated[BenchDevice | None, typer.Option("--device", help="Default: bench.device.")] = None,
     precision: Annotated[BenchPrecision | None, typer.Option(
-        "--precision", help="fp32, bf16 (autocast) or int8 (dynamic, CPU). Default: bench.precision.")] = None,
+        "--precision", help="fp32, bf16 (weights cast on GPU, autocast on CPU) or int8 (dynamic, CPU). "
+                        "Default: bench.precision.")] = None,
     json_path: Annotated[Path | None, typer.Option(
         "--json", dir_okay=False, help="Where to write the results (default: <artifacts>/bench.json).")] = None,
     input_: Annotated[Path | None, typer.Option(

@@ -52,7 +52,8 @@ def infer(
     ] = InputFormat.auto,
     device: Annotated[DeviceOpt | None, typer.Option("--device", help="Default: infer.device.")] = None,
     precision: Annotated[PrecisionOpt | None, typer.Option(
-        "--precision", help="Default: infer.precision (auto: bf16 autocast on GPU, fp32 on CPU).")] = None,
+        "--precision",
+        help="Default: infer.precision (auto: bf16 weights on GPU, fp32 on CPU; bf16 on CPU is autocast).")] = None,
     int8: Annotated[bool | None, typer.Option(
         "--int8/--no-int8", help="Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8.")
     ] = None,

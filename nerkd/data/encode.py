@@ -102,10 +102,12 @@ class PieceCache:
     def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         """Pieces of every word of every sentence."""
         table = self.map
-        missing = {(w, i == 0) for words in sentences for i, w in enumerate(words)} - table.keys()
+        wanted = {(w, i == 0) for words in sentences for i, w in enumerate(words)}
+        missing = wanted - table.keys()
         if missing:
             if len(table) + len(missing) > self.max_entries:
-                table.clear()
+                table.clear()          # then every word of this call is tokenised again
+                missing = wanted
             firsts = [w for w, first in missing if first]
             others = [w for w, first in missing if not first]
             # first words one per sequence; the others many per sequence, after the anchor
