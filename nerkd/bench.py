@@ -171,7 +171,8 @@ def bench_model(name: str, ref: str, texts: Sequence[str], settings: Settings, *
         engine = Engine.load(ref, device=device, precision="fp32" if precision == "int8" else precision,
                              int8=precision == "int8", batch_size=bs.batch_size,
                              max_length=settings.data.max_length, stride=settings.data.stride,
-                             max_tokens=settings.infer.max_tokens, **load_kwargs)
+                             max_tokens=settings.infer.max_tokens, tokenize=settings.infer.tokenize,
+                             **load_kwargs)
         for i in range(bs.warmup):
             engine.predict([texts[i % len(texts)]])
         latencies = []

@@ -32,6 +32,11 @@ class PrecisionOpt(str, Enum):
     fp16 = "fp16"
 
 
+class TokenizeOpt(str, Enum):
+    words = "words"
+    text = "text"
+
+
 class ScoreOpt(str, Enum):
     mean = "mean"
     min = "min"
@@ -64,6 +69,10 @@ def infer(
         help="Documents read, sorted by length and written per chunk (default 512 on CPU, 2048 on GPU).")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="CPU threads for torch (default: torch's choice, one per core).")] = None,
+    tokenize: Annotated[TokenizeOpt | None, typer.Option(
+        "--tokenize",
+        help="Sub-words per French word, as in training (words), or of the raw text, as the transformers "
+             "pipeline does (text: fewer sub-words, faster). Default: infer.tokenize.")] = None,
     score: Annotated[ScoreOpt, typer.Option(
         "--score", help="Entity score: mean or min of its words' tag probabilities.")] = ScoreOpt.mean,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")] = False,
@@ -95,9 +104,11 @@ def infer(
                                                                         st.precision),
         int8=st.int8 if int8 is None else int8, batch_size=batch_size or st.batch_size,
         max_length=settings.data.max_length, stride=settings.data.stride,
-        max_tokens=settings.infer.max_tokens, score=score.value)
+        max_tokens=settings.infer.max_tokens, score=score.value,
+        tokenize=tokenize.value if tokenize else st.tokenize)
     err.print(f"infer: {ref} on {engine.device.type}, {engine.precision}{' + int8' if engine.int8 else ''}, "
-              f"labels {' '.join(engine.space.types)}, max length {engine.max_length}")
+              f"labels {' '.join(engine.space.types)}, max length {engine.max_length}, sub-words of the "
+              f"{'raw text' if engine.tokenize == 'text' else 'words'}")
 
     if input_ is not None:
         if not input_.is_file():
@@ -135,6 +146,9 @@ def infer(
     if enc.clipped_words:
         err.print(f"[yellow]warning:[/] {enc.clipped_words} words longer than a whole window: "
                   f"tagged from their first {engine.max_length - 2} sub-tokens")
+    if enc.long_chunks:
+        err.print(f"infer: {enc.long_chunks} chunks of text without spaces longer than a whole window "
+                  f"were tokenised word by word")
 
 
 def _progress(disabled: bool):

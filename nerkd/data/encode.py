@@ -25,6 +25,7 @@ class Window:
     input_ids: list[int]
     word_index: list[int]      # per position: word index if first sub-token of an owned word, else -1
     labels: list[int]          # per position: tag id on owned first sub-tokens, else -100
+    slots: tuple[list[int], list[int]] | None = None  # raw-text windows: (positions, word indices) owned
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -36,10 +37,12 @@ class EncodeStats:
     windows: int = 0
     split_sentences: int = 0
     clipped_words: int = 0     # words longer than a whole window: only their first sub-tokens kept
+    long_chunks: int = 0       # raw-text chunks longer than a whole window, tokenised word by word
 
     def summary(self) -> str:
+        extra = f", {self.long_chunks} over-long chunks tokenised word by word" if self.long_chunks else ""
         return (f"{self.sentences} sentences -> {self.windows} windows "
-                f"({self.split_sentences} long sentences split, {self.clipped_words} over-long words clipped)")
+                f"({self.split_sentences} long sentences split, {self.clipped_words} over-long words clipped{extra})")
 
 
 def special_ids(tokenizer) -> tuple[list[int], list[int]]:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nerkd.data.encode import EncodeStats, PieceCache, bucket_batches, collate, encode
+from nerkd.data.textpieces import TextPieceCache, encode_text
 from nerkd.data.words import split_words
 from nerkd.decode import Decoder
 from nerkd.device import DTYPES, autocast, resolve_device, resolve_precision
@@ -30,6 +31,7 @@ from nerkd.infer.spans import SCORES, entities_of, io_entities
 _ROBERTA_LIKE = ("roberta", "camembert", "xlm-roberta")
 BATCH_SIZE = {"cpu": 32, "cuda": 256}   # default texts per batch (BENCHMARKS.md)
 CHUNK_SIZE = {"cpu": 512, "cuda": 2048}  # default texts read, tagged and written together
+TOKENIZE = ("words", "text")  # sub-words per French word (as in training), or of the raw text
 CPU_MAX_TOKENS = 512   # padded sub-words per batch on CPU: activations stay in cache (BENCHMARKS.md)
 
 
@@ -85,12 +87,14 @@ class Engine:
     def __init__(self, model, tokenizer, *, max_length: int = 128, stride: int = 32, batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | None = None, precision: str = "fp32",
                  int8: bool = False, score: str = "mean", chunk_size: int | None = None,
-                 overlap: bool | None = None):
+                 overlap: bool | None = None, tokenize: str = "words"):
         self.device = device or torch.device("cpu")
         if int8 and self.device.type != "cpu":
             raise SettingsError("int8 dynamic quantisation runs on CPU only: use --device cpu or drop --int8")
         if precision not in ("fp32", "bf16", "fp16"):
             raise SettingsError(f"precision {precision!r}: expected fp32, bf16 or fp16")
+        if tokenize not in TOKENIZE:
+            raise SettingsError(f"tokenize {tokenize!r}: expected one of {', '.join(TOKENIZE)}")
         if score not in SCORES:
             raise SettingsError(f"score {score!r}: expected one of {', '.join(SCORES)}")
         limit = position_limit(model.config)
@@ -121,6 +125,8 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.encoded = EncodeStats()
         self.pieces = PieceCache(tokenizer)
+        self.tokenize = tokenize
+        self.text_pieces = TextPieceCache(tokenizer) if tokenize == "text" else None
 
     @classmethod
     def load(cls, ref: str | Path, *, device: str = "auto", precision: str = "auto", int8: bool = False,
@@ -135,9 +141,12 @@ class Engine:
         return cls(model, tokenizer, device=dev, precision=prec, int8=int8, **kwargs)
 
     # -- word level ----------------------------------------------------------------------
-    def _launch_scores(self, word_lists: Sequence[Sequence[str]]) -> _Scores:
-        """Encode ``word_lists`` and queue the model on them; the logits of every word land in
-        one flat ``[sum W_i, L]`` tensor (copied to the CPU without waiting, on CUDA)."""
+    def _launch_scores(self, word_lists: Sequence[Sequence[str]],
+                       texts: tuple[Sequence[str], Sequence[Sequence[tuple[str, int, int]]]] | None = None
+                       ) -> _Scores:
+        """Encode ``word_lists`` (or, with ``texts`` = ``(texts, their split_words)`` and
+        ``tokenize: text``, the raw texts) and queue the model on them; the logits of every word land
+        in one flat ``[sum W_i, L]`` tensor (copied to the CPU without waiting, on CUDA)."""
         counts = [len(words) for words in word_lists]
         total = sum(counts)
         flat = torch.zeros(total, len(self.space), device=self.device)
@@ -145,14 +154,22 @@ class Engine:
         keep = [i for i, n in enumerate(counts) if n]
         if keep:
             base = torch.tensor([0, *counts], dtype=torch.long).cumsum(0)
-            windows = encode(self.tokenizer, [word_lists[i] for i in keep], None, self.max_length, self.stride,
-                             self.encoded, cache=self.pieces)
+            if texts is not None and self.text_pieces is not None:
+                windows = encode_text(self.text_pieces, self.pieces, [texts[0][i] for i in keep],
+                                      [texts[1][i] for i in keep], self.max_length, self.stride, self.encoded)
+            else:
+                windows = encode(self.tokenizer, [word_lists[i] for i in keep], None, self.max_length, self.stride,
+                                 self.encoded, cache=self.pieces)
             keep_t = torch.tensor(keep, dtype=torch.long)
             with torch.inference_mode():
                 for idx in bucket_batches([len(w) for w in windows], self.batch_size, self.max_tokens):
-                    batch = collate([windows[i] for i in idx], self.pad_id)
-                    rows, cols = torch.nonzero(batch["word_index"] >= 0, as_tuple=True)
-                    pos = base[keep_t[batch["sent"][rows]]] + batch["word_index"][rows, cols]
+                    chosen = [windows[i] for i in idx]
+                    batch = collate(chosen, self.pad_id)
+                    if chosen[0].slots is None:
+                        rows, cols = torch.nonzero(batch["word_index"] >= 0, as_tuple=True)
+                        pos = base[keep_t[batch["sent"][rows]]] + batch["word_index"][rows, cols]
+                    else:
+                        rows, cols, pos = _slot_index(chosen, base, keep)
                     filled[pos] = True
                     with autocast(self.device, "fp32" if self.cast else self.precision):
                         logits = self.model(batch["input_ids"].to(self.device, non_blocking=True),
@@ -211,7 +228,7 @@ class Engine:
     # -- text level ----------------------------------------------------------------------
     def _launch(self, texts: Sequence[str]) -> _Chunk:
         words = [split_words(t) for t in texts]
-        return _Chunk(texts, words, self._launch_scores([[w for w, _, _ in ws] for ws in words]))
+        return _Chunk(texts, words, self._launch_scores([[w for w, _, _ in ws] for ws in words], (texts, words)))
 
     def _finish(self, chunk: _Chunk) -> tuple[list[list[dict]], int]:
         scores = chunk.scores
@@ -289,6 +306,21 @@ class Engine:
         finally:
             stats.seconds = time.perf_counter() - start
         return stats
+
+
+def _slot_index(windows, base: torch.Tensor, keep: list[int]) -> tuple[torch.Tensor, ...]:
+    """``(rows, columns, flat word positions)`` of the words owned by raw-text ``windows``."""
+    rows: list[int] = []
+    cols: list[int] = []
+    pos: list[int] = []
+    for r, w in enumerate(windows):
+        positions, words = w.slots
+        rows += [r] * len(positions)
+        cols += positions
+        start = int(base[keep[w.sent]])
+        pos += [start + k for k in words]
+    return (torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long),
+            torch.tensor(pos, dtype=torch.long))
 
 
 @dataclass
