@@ -4,13 +4,17 @@
 On N real French sentences (WikiNEuRal-fr validation split, detokenised), this times:
 
 * the pipeline (``aggregation_strategy="simple"``) at batch 1 and batched;
-* nerkd's inference engine (the one behind ``nerkd infer``) on the same model, fp32;
+* nerkd's inference engine (the one behind ``nerkd infer``) on the same model, fp32, with its
+  default word-by-word sub-words and with ``--tokenize text`` (the raw text's sub-words, as the
+  pipeline); ``--rows fp32`` keeps only these rows, the pipeline and the plain forward;
 * nerkd with ``--int8`` on the same model, and on a smaller "compressed student" (fewer layers,
   some heads pruned), fp32 and int8.
 
 It reports words/s (words = ``nerkd.data.words.split_words`` words, the same count for every
 system), ms/sentence, ratios measured in the same run, and the agreement of the entity spans
-between nerkd and the pipeline, with every difference put in a category.
+between nerkd and the pipeline, with every difference put in a category. With ``--train-steps``
+(random model only) a small IO tagger is also trained on the other sentences (word lists, as nerkd
+trains) and each system's span F1 against the gold spans is reported, ``--tokenize text`` included.
 
 Without ``--model`` the model is a CamemBERT-base-shaped token classifier (12 layers, hidden 768,
 12 heads, fp32) with random weights and a Unigram tokenizer trained on the WikiNEuRal sentences
@@ -86,6 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--skip-pipeline-batch1", action="store_true", help="the slowest row; skip it")
+    p.add_argument("--rows", choices=["all", "fp32"], default="all",
+                   help="fp32: only the pipeline, the plain forward and nerkd fp32 (words / --tokenize text), "
+                        "nerkd batched only")
     p.add_argument("--big-batch", type=int, default=0,
                    help="also time nerkd (fp32, and bf16 on GPU) with this batch size (0: no such row)")
     p.add_argument("--train-steps", type=int, default=300,
@@ -201,9 +208,10 @@ def plain_forward_system(model: NerModel, tokenizer, texts: list[str], args, dev
     return run
 
 
-def nerkd_system(folder: Path, args, *, int8: bool = False, precision: str = "fp32", batch_size: int = 0):
+def nerkd_system(folder: Path, args, *, int8: bool = False, precision: str = "fp32", batch_size: int = 0,
+                 tokenize: str = "words"):
     engine = Engine.load(folder, device=args.device, precision=precision, int8=int8,
-                         batch_size=batch_size or args.batch_size, max_length=512, stride=128)
+                         batch_size=batch_size or args.batch_size, max_length=512, stride=128, tokenize=tokenize)
 
     def run_all(texts):
         return [[(e["start"], e["end"], e["label"]) for e in ents] for ents in engine.predict(texts)]
@@ -227,6 +235,33 @@ def word_level_on_raw_tokens(model: NerModel, tokenizer, texts: list[str], devic
         for _, ws, we in words:
             k = next((i for i, (a, b) in enumerate(offsets) if b > a and b > ws and a < we), None)
             tags.append(labels[ids[k]] if k is not None else "O")
+        out.append([(words[a][1], words[b - 1][2], typ) for typ, a, b in spans_of(tags)])
+    return out
+
+
+@torch.inference_mode()
+def raw_text_reference(model: NerModel, tokenizer, texts: list[str], device) -> list[list[tuple]]:
+    """Independent re-implementation of ``--tokenize text``: the raw text's sub-words (one forward
+    per sentence, no windows); a word that starts a whitespace chunk reads the chunk's first
+    sub-word, a glued word the first non-empty sub-word overlapping it; argmax."""
+    labels = model.labels.labels
+    out = []
+    for t in texts:
+        enc = tokenizer(t, return_offsets_mapping=True, truncation=True, return_tensors="pt")
+        ids = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).logits[0].argmax(-1).tolist()
+        offsets = enc["offset_mapping"][0].tolist()
+        real = [i for i, w in enumerate(enc.word_ids(0)) if w is not None]
+        words = split_words(t)
+        tags, prev = [], None
+        for _, ws, we in words:
+            if ws != prev:
+                after = prev if prev is not None else -1
+                k = next((i for i in real if offsets[i][1] > after), None)
+            else:
+                k = next((i for i in real if offsets[i][1] > offsets[i][0] and offsets[i][1] > ws
+                          and offsets[i][0] < we), None)
+            tags.append(labels[ids[k]] if k is not None else "O")
+            prev = we
         out.append([(words[a][1], words[b - 1][2], typ) for typ, a, b in spans_of(tags)])
     return out
 
@@ -374,14 +409,20 @@ def main(argv=None) -> dict:
     if args.device == "cuda":
         specs = [("nerkd fp32", base, False, "fp32"), ("nerkd bf16", base, False, "bf16"),
                  ("nerkd student fp32", student, False, "fp32"), ("nerkd student bf16", student, False, "bf16")]
-    specs = [(*x, 0) for x in specs]
+    specs = [(*x, 0, "words") for x in specs]
+    text_spec = ("nerkd fp32 --tokenize text", base, False, "fp32", 0, "text")
+    specs.insert(1, text_spec)
+    if args.device == "cuda":
+        specs.insert(3, ("nerkd bf16 --tokenize text", base, False, "bf16", 0, "text"))
+    if args.rows == "fp32":
+        specs = [specs[0], text_spec]
     if args.big_batch:
-        specs.append((f"nerkd fp32, batch {args.big_batch}", base, False, "fp32", args.big_batch))
+        specs.append((f"nerkd fp32, batch {args.big_batch}", base, False, "fp32", args.big_batch, "words"))
         if args.device == "cuda":
-            specs.append((f"nerkd bf16, batch {args.big_batch}", base, False, "bf16", args.big_batch))
-    for name, folder, int8, prec, bs in specs:
-        _, one, run_all = nerkd_system(folder, args, int8=int8, precision=prec, batch_size=bs)
-        systems.append({"name": name, "one": one, "batch": run_all, "b1": not bs})
+            specs.append((f"nerkd bf16, batch {args.big_batch}", base, False, "bf16", args.big_batch, "words"))
+    for name, folder, int8, prec, bs, tokenize in specs:
+        _, one, run_all = nerkd_system(folder, args, int8=int8, precision=prec, batch_size=bs, tokenize=tokenize)
+        systems.append({"name": name, "one": one, "batch": run_all, "b1": not bs and args.rows == "all"})
     rows, outs = run_interleaved(systems, texts, [len(split_words(t)) for t in texts], args.block)
     outs["pipeline"] = outs["pipeline (simple)"]
     info["load_avg_end"] = os.getloadavg()
@@ -391,6 +432,9 @@ def main(argv=None) -> dict:
     agreement, offsets = agreement_suite(model, tokenizer, texts, outs["pipeline"], outs["nerkd fp32"], device,
                                          pipe, run_base, args.batch_size)
     info["pipeline_offsets"] = offsets
+    text_out = outs["nerkd fp32 --tokenize text"]
+    agreement.update(text_agreement(model, tokenizer, texts, outs["pipeline"], outs["nerkd fp32"], text_out,
+                                    device, pipe, args.batch_size))
     for a, b in (("nerkd int8", "nerkd fp32"), ("nerkd bf16 (CPU autocast)", "nerkd fp32"),
                  ("nerkd student int8", "nerkd student fp32"),
                  ("nerkd bf16", "nerkd fp32"), ("nerkd student bf16", "nerkd student fp32")):
@@ -408,8 +452,10 @@ def main(argv=None) -> dict:
         p_out = [pipeline_spans(o) for o in spipe(texts, batch_size=args.batch_size)]
         _, _, run_all = nerkd_system(small, args)
         n_out = run_all(texts)
+        t_out = nerkd_system(small, args, tokenize="text")[2](texts)
         more, info["trained_small"]["offsets"] = agreement_suite(smodel, stok, texts, p_out, n_out, device,
                                                                  spipe, run_all, args.batch_size)
+        more.update(text_agreement(smodel, stok, texts, p_out, n_out, t_out, device, spipe, args.batch_size))
         if args.device == "cpu":
             _, _, run_q = nerkd_system(small, args, int8=True)
             more["nerkd int8 vs nerkd fp32"] = compare(texts, n_out, run_q(texts))
@@ -418,7 +464,7 @@ def main(argv=None) -> dict:
         stripped = [strip_spans(t, o)[0] for t, o in zip(texts, p_out, strict=True)]
         more.update({f"{k} vs gold (span F1)": compare(texts, gold, v) for k, v in
                      (("pipeline (simple)", stripped), ("word-level labels on pipeline tokens", raw_word),
-                      ("nerkd", n_out))})
+                      ("nerkd", n_out), ("nerkd --tokenize text", t_out))})
         agreement.update({f"[trained small] {k}": v for k, v in more.items()})
     report(rows, agreement, info)
     result = {"info": info, "rows": rows, "agreement": agreement}
@@ -458,6 +504,22 @@ def agreement_suite(model, tokenizer, texts, pipe_out, nerkd_out, device, pipe, 
         "nerkd vs independent word-level reference (checks the engine)":
             compare(texts, word_level_reference(model, tokenizer, texts, device), nerkd_out),
     }, info
+
+
+def text_agreement(model, tokenizer, texts, pipe_out, words_out, text_out, device, pipe,
+                   batch_size: int) -> dict:
+    """``--tokenize text`` against the pipeline, against nerkd's default, and against an
+    independent re-implementation (which checks the engine)."""
+    pipe_spans = [strip_spans(t, o)[0] for t, o in zip(texts, pipe_out, strict=True)]
+    first_spans = [strip_spans(t, pipeline_spans(o))[0]
+                   for t, o in zip(texts, pipeline_first(pipe)(texts, batch_size=batch_size), strict=True)]
+    return {
+        "nerkd --tokenize text vs pipeline (simple)": compare(texts, pipe_spans, text_out),
+        "nerkd --tokenize text vs pipeline (first)": compare(texts, first_spans, text_out),
+        "nerkd --tokenize text vs nerkd (words)": compare(texts, words_out, text_out),
+        "nerkd --tokenize text vs independent raw-text reference (checks the engine)":
+            compare(texts, raw_text_reference(model, tokenizer, texts, device), text_out),
+    }
 
 
 def pipeline_first(pipe):

@@ -71,8 +71,9 @@ def infer(
         "--threads", min=1, help="CPU threads for torch (default: torch's choice, one per core).")] = None,
     tokenize: Annotated[TokenizeOpt | None, typer.Option(
         "--tokenize",
-        help="Sub-words per French word, as in training (words), or of the raw text, as the transformers "
-             "pipeline does (text: fewer sub-words, faster). Default: infer.tokenize.")] = None,
+        help="Sub-words per French word, as nerkd trains models (words), or of the raw text, as the "
+             "transformers pipeline does (text: fewer sub-words and faster with SentencePiece, but only for models "
+             "fine-tuned on raw text; it costs accuracy on word-trained ones). Default: infer.tokenize.")] = None,
     score: Annotated[ScoreOpt, typer.Option(
         "--score", help="Entity score: mean or min of its words' tag probabilities.")] = ScoreOpt.mean,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")] = False,
