@@ -165,3 +165,28 @@ def test_cli_tokenize_text_flag_and_setting(runner, in_tmp, tiny_io_teacher):
         assert [x["entities"] for x in lines] == want
     res = runner.invoke(app, ["infer", "--model", str(tiny_io_teacher), "--set", "infer.tokenize=chars"], input=data)
     assert res.exit_code == 1 and "infer.tokenize" in res.stderr
+
+
+@pytest.mark.parametrize("cache_class", [PieceCache, TextPieceCache])
+def test_caches_do_not_warn_about_long_sequences(tiny_bio, cache_class, monkeypatch):
+    """The caches tokenise hundreds of words per call; transformers must not warn that the
+    sequence is longer than the model's maximum (it is never fed to the model as is)."""
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    calls = []
+    real = PreTrainedTokenizerBase._eventual_warn_about_too_long_sequence
+
+    def spy(self, ids, max_length, verbose):
+        calls.append(verbose and len(ids) > self.model_max_length)
+        return real(self, ids, max_length, verbose)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "_eventual_warn_about_too_long_sequence", spy)
+    tok = load_tokenizer(tiny_bio)
+    text = " ".join(f"mot{i}x" for i in range(600))
+    if cache_class is PieceCache:
+        PieceCache(tok).pieces([["a", *text.split()]])
+    else:
+        TextPieceCache(tok).pieces([(w, False) for w in text.split()])
+    assert calls and not any(calls)
+    tok(text)   # the check can fail: a plain call would warn
+    assert calls[-1]

@@ -117,7 +117,8 @@ class PieceCache:
             seqs = [([w], [(w, True)]) for w in firsts]
             seqs += [([self.ANCHOR, *others[k: k + 256]], [None] + [(w, False) for w in others[k: k + 256]])
                      for k in range(0, len(others), 256)]
-            enc = self.tokenizer([words for words, _ in seqs], is_split_into_words=True, add_special_tokens=False)
+            enc = self.tokenizer([words for words, _ in seqs], is_split_into_words=True, add_special_tokens=False,
+                                 verbose=False)   # long sequences of cached words: no "too long" warning
             for j, (_, keys) in enumerate(seqs):
                 found: list[list[int]] = [[] for _ in keys]
                 for t, k in zip(enc["input_ids"][j], enc.word_ids(j), strict=True):

@@ -72,7 +72,8 @@ class TextPieceCache:
                 starts.append(at)
                 at += len(chunk) + 1
             seqs.append((" ".join([self.ANCHOR, *(c for c, _ in part)]), starts, [None, *part]))
-        enc = self.tokenizer([s for s, _, _ in seqs], add_special_tokens=False, return_offsets_mapping=True)
+        enc = self.tokenizer([s for s, _, _ in seqs], add_special_tokens=False, return_offsets_mapping=True,
+                             verbose=False)   # long sequences of cached chunks: no "too long" warning
         for j, (_, starts, owners) in enumerate(seqs):
             ends = [s + len(c[0]) if c else s + len(self.ANCHOR) for s, c in zip(starts, owners, strict=True)]
             ids: list[list[int]] = [[] for _ in owners]
