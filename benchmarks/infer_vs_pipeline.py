@@ -533,24 +533,31 @@ def pipeline_first(pipe):
 def train_small_model(args, tokenizer, sents, folder: Path) -> float:
     """A small IO tagger (2 layers, hidden 128) trained for ``--train-steps`` on the sentences NOT
     benchmarked (word-split input, like camembert-ner's fine-tuning): labels that mean something."""
-    import torch.nn.functional as F
-
-    from nerkd.data.encode import bucket_batches, collate, encode
+    from nerkd.data.encode import encode
     from nerkd.data.schemes import convert
-    from nerkd.models.scratch import tiny_config
 
-    torch.manual_seed(args.seed)
     keep = [s for i, s in enumerate(sents) if not args.offset <= i < args.offset + args.sentences]
     l2i = {lab: i for i, lab in enumerate(IO_LABELS)}
     tags = [[l2i[t] for t in convert(s.tags, "IO")] for s in keep]
     windows = encode(tokenizer, [s.tokens for s in keep], tags, 128, 32)
+    return train_windows(windows, tokenizer, args.train_steps, args.seed, folder)
+
+
+def train_windows(windows, tokenizer, steps: int, seed: int, folder: Path) -> float:
+    """Train a small IO tagger (2 layers, hidden 128, from scratch) on labelled ``windows``; save it."""
+    import torch.nn.functional as F
+
+    from nerkd.data.encode import bucket_batches, collate
+    from nerkd.models.scratch import tiny_config
+
+    torch.manual_seed(seed)
     config = tiny_config(len(tokenizer), IO_LABELS, layers=2, hidden=128, heads=4, max_positions=512,
                          pad_token_id=tokenizer.pad_token_id)
     model = NerModel.from_config(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    batches = bucket_batches([len(w) for w in windows], 32, shuffle=True, seed=args.seed)
+    batches = bucket_batches([len(w) for w in windows], 32, shuffle=True, seed=seed)
     start, losses = time.perf_counter(), []
-    for step in range(args.train_steps):
+    for step in range(steps):
         b = collate([windows[i] for i in batches[step % len(batches)]], tokenizer.pad_token_id)
         logits = model(b["input_ids"], b["attention_mask"]).logits
         loss = F.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100)
@@ -558,7 +565,7 @@ def train_small_model(args, tokenizer, sents, folder: Path) -> float:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    print(f"  trained small model: {args.train_steps} steps in {time.perf_counter() - start:.0f} s, "
+    print(f"  trained small model: {steps} steps in {time.perf_counter() - start:.0f} s, "
           f"loss {statistics.fmean(losses[:20]):.3f} -> {statistics.fmean(losses[-20:]):.3f}", file=sys.stderr)
     model.eval().save(folder, tokenizer=tokenizer)
     return statistics.fmean(losses[-20:])
