@@ -91,8 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--skip-pipeline-batch1", action="store_true", help="the slowest row; skip it")
     p.add_argument("--rows", choices=["all", "fp32"], default="all",
-                   help="fp32: only the pipeline, the plain forward and nerkd fp32 (words / --tokenize text), "
-                        "nerkd batched only")
+                   help="fp32: only the pipeline, the plain forward and nerkd fp32 (default, --tokenize text, "
+                        "--compile), nerkd batched only")
+    p.add_argument("--skip-agreement", action="store_true", help="timings only, no agreement analysis")
     p.add_argument("--big-batch", type=int, default=0,
                    help="also time nerkd (fp32, and bf16 on GPU) with this batch size (0: no such row)")
     p.add_argument("--train-steps", type=int, default=300,
@@ -156,10 +157,13 @@ def run_interleaved(systems: list[dict], texts: list[str], words: list[int], blo
     """Time every system on the same blocks of ``block`` sentences, taking turns block by block (in a
     rotating order) so that a busy machine slows them all alike. Per system: batch-1 latency of each
     sentence (if ``b1``), then the block as one batch. Returns rows and the batched outputs."""
-    for sy in systems:  # warm-up
+    warm = {}
+    for sy in systems:  # warm-up (a compiled system compiles here: its time is reported)
+        t0 = time.perf_counter()
         for t in texts[:3] if sy["one"] else []:
             sy["one"](t)
         sy["batch"](texts[:block])
+        warm[sy["name"]] = time.perf_counter() - t0
     lat = {sy["name"]: [] for sy in systems}
     sec = dict.fromkeys(lat, 0.0)
     outs = {name: [] for name in lat}
@@ -179,7 +183,7 @@ def run_interleaved(systems: list[dict], texts: list[str], words: list[int], blo
     total = sum(words)
     rows = []
     for sy in systems:
-        name, row = sy["name"], {"system": sy["name"]}
+        name, row = sy["name"], {"system": sy["name"], "warmup_s": round(warm[sy["name"]], 1)}
         if lat[name]:
             row.update(b1_words_per_s=total / (sum(lat[name]) / 1000), b1_ms_mean=statistics.fmean(lat[name]),
                        b1_ms_p50=statistics.median(lat[name]))
@@ -209,9 +213,10 @@ def plain_forward_system(model: NerModel, tokenizer, texts: list[str], args, dev
 
 
 def nerkd_system(folder: Path, args, *, int8: bool = False, precision: str = "fp32", batch_size: int = 0,
-                 tokenize: str = "words"):
+                 tokenize: str = "words", compile: bool = False):
     engine = Engine.load(folder, device=args.device, precision=precision, int8=int8,
-                         batch_size=batch_size or args.batch_size, max_length=512, stride=128, tokenize=tokenize)
+                         batch_size=batch_size or args.batch_size, max_length=512, stride=128, tokenize=tokenize,
+                         compile=compile)
 
     def run_all(texts):
         return [[(e["start"], e["end"], e["label"]) for e in ents] for ents in engine.predict(texts)]
@@ -415,23 +420,29 @@ def main(argv=None) -> dict:
     if args.device == "cuda":
         specs.insert(3, ("nerkd bf16 --tokenize text", base, False, "bf16", 0, "text"))
     if args.rows == "fp32":
-        specs = [specs[0], text_spec]
+        specs = [specs[0], text_spec, ("nerkd fp32 --compile", base, False, "fp32", 0, "words")]
     if args.big_batch:
         specs.append((f"nerkd fp32, batch {args.big_batch}", base, False, "fp32", args.big_batch, "words"))
         if args.device == "cuda":
             specs.append((f"nerkd bf16, batch {args.big_batch}", base, False, "bf16", args.big_batch, "words"))
     for name, folder, int8, prec, bs, tokenize in specs:
-        _, one, run_all = nerkd_system(folder, args, int8=int8, precision=prec, batch_size=bs, tokenize=tokenize)
+        _, one, run_all = nerkd_system(folder, args, int8=int8, precision=prec, batch_size=bs, tokenize=tokenize,
+                                       compile="--compile" in name)
         systems.append({"name": name, "one": one, "batch": run_all, "b1": not bs and args.rows == "all"})
     rows, outs = run_interleaved(systems, texts, [len(split_words(t)) for t in texts], args.block)
     outs["pipeline"] = outs["pipeline (simple)"]
     info["load_avg_end"] = os.getloadavg()
 
+    same = {f"{a} vs nerkd fp32": compare(texts, outs["nerkd fp32"], outs[a])
+            for a in ("nerkd fp32 --compile",) if a in outs}
+    if args.skip_agreement:
+        return finish(rows, same, info, work, args)
     # agreement
     _, _, run_base = nerkd_system(base, args)
     agreement, offsets = agreement_suite(model, tokenizer, texts, outs["pipeline"], outs["nerkd fp32"], device,
                                          pipe, run_base, args.batch_size)
     info["pipeline_offsets"] = offsets
+    agreement.update(same)
     text_out = outs["nerkd fp32 --tokenize text"]
     agreement.update(text_agreement(model, tokenizer, texts, outs["pipeline"], outs["nerkd fp32"], text_out,
                                     device, pipe, args.batch_size))
@@ -466,6 +477,10 @@ def main(argv=None) -> dict:
                      (("pipeline (simple)", stripped), ("word-level labels on pipeline tokens", raw_word),
                       ("nerkd", n_out), ("nerkd --tokenize text", t_out))})
         agreement.update({f"[trained small] {k}": v for k, v in more.items()})
+    return finish(rows, agreement, info, work, args)
+
+
+def finish(rows: list[dict], agreement: dict, info: dict, work: Path, args) -> dict:
     report(rows, agreement, info)
     result = {"info": info, "rows": rows, "agreement": agreement}
     if not args.keep:
@@ -580,14 +595,14 @@ def report(rows: list[dict], agreement: dict, info: dict) -> None:
     if "tokenizer" in info:
         print(f"tokenizer: {info['tokenizer']}")
     print(f"sub-word tokens fed to the model: {info['sub_tokens']}")
-    print(f"pipeline offsets: {info['pipeline_offsets']}")
+    print(f"pipeline offsets: {info.get('pipeline_offsets', 'not computed')}")
     if "trained_small" in info:
         print(f"trained small model (agreement only): {info['trained_small']}")
     pbat = rows[0]
     pb = pbat if pbat.get("b1_words_per_s") else None
     print("\n| system | batch-1 words/s | batch-1 ms/sentence (mean / p50) | batched words/s | batched ms/sentence "
-          "| batch-1 x pipeline batch-1 | batched x pipeline batch-1 | batched x pipeline batched |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| batch-1 x pipeline batch-1 | batched x pipeline batch-1 | batched x pipeline batched | warm-up s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         b1 = r.get("b1_words_per_s")
         p50 = r.get("b1_ms_p50")
@@ -597,7 +612,7 @@ def report(rows: list[dict], agreement: dict, info: dict) -> None:
         xb = r["batched_words_per_s"] / pbat["batched_words_per_s"]
         b1s = f"{b1:,.0f}" if b1 else "-"
         print(f"| {r['system']} | {b1s} | {lat} | {r['batched_words_per_s']:,.0f} | "
-              f"{r['batched_ms_per_sentence']:.1f} | {x1} | {xb1} | {xb:.2f} |")
+              f"{r['batched_ms_per_sentence']:.1f} | {x1} | {xb1} | {xb:.2f} | {r['warmup_s']} |")
     print("\n| comparison | reference spans | spans | exact matches | agreement (F1) | % of reference | % of spans |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, a in agreement.items():

@@ -333,3 +333,20 @@ def test_cpu_batches_are_capped_by_padded_tokens(tiny_io_teacher, monkeypatch):
     texts = [SENTENCE[: 10 * k] for k in range(1, 12)]
     assert engine.predict(texts) == load(tiny_io_teacher, max_tokens=0).predict(texts)
     assert len(shapes) > 1 and all(r * w <= 40 or r == 1 for r, w in shapes)
+
+
+def test_compiled_engine_matches_eager(tiny_io_teacher):
+    """``--compile`` (torch.compile, weights frozen on CPU) gives the eager engine's logits and
+    entities, over batches of several shapes; ``--compile --int8`` is refused."""
+    from nerkd.errors import SettingsError
+
+    texts = [SENTENCE, "Mme Lefèvre à Lyon .", "", "Le SSIAD " * 20, "x"] * 3
+    words = [[w for w, _, _ in split_words(t)] for t in texts]
+    eager = load(tiny_io_teacher, batch_size=4)
+    compiled = load(tiny_io_teacher, batch_size=4, compile=True)
+    assert compiled.compiled and not eager.compiled
+    for a, b in zip(eager.word_scores(words), compiled.word_scores(words), strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert compiled.predict(texts) == eager.predict(texts)
+    with pytest.raises(SettingsError, match="compile"):
+        load(tiny_io_teacher, compile=True, int8=True)

@@ -69,6 +69,10 @@ def infer(
         help="Documents read, sorted by length and written per chunk (default 512 on CPU, 2048 on GPU).")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="CPU threads for torch (default: torch's choice, one per core).")] = None,
+    compile_: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the encoder: faster once compiled (the first batches wait ~30 s for CamemBERT-base "
+             "on 2 CPU cores), so for big inputs. Default: infer.compile.")] = None,
     tokenize: Annotated[TokenizeOpt | None, typer.Option(
         "--tokenize",
         help="Sub-words per French word, as nerkd trains models (words), or of the raw text, as the "
@@ -106,10 +110,10 @@ def infer(
         int8=st.int8 if int8 is None else int8, batch_size=batch_size or st.batch_size,
         max_length=settings.data.max_length, stride=settings.data.stride,
         max_tokens=settings.infer.max_tokens, score=score.value,
-        tokenize=tokenize.value if tokenize else st.tokenize)
+        tokenize=tokenize.value if tokenize else st.tokenize, compile=st.compile if compile_ is None else compile_)
     err.print(f"infer: {ref} on {engine.device.type}, {engine.precision}{' + int8' if engine.int8 else ''}, "
               f"labels {' '.join(engine.space.types)}, max length {engine.max_length}, sub-words of the "
-              f"{'raw text' if engine.tokenize == 'text' else 'words'}")
+              f"{'raw text' if engine.tokenize == 'text' else 'words'}{', compiled' if engine.compiled else ''}")
 
     if input_ is not None:
         if not input_.is_file():
