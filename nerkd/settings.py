@@ -174,7 +174,7 @@ class InferSettings(Section):
     precision: Precision = "auto"
     int8: bool = False
     compile: bool = Field(False, description="torch.compile the encoder (CPU: weights frozen into the graph): "
-                                             "faster once compiled (~30 s for CamemBERT-base on 2 cores); big inputs")
+                                             "faster once compiled (~45 s for CamemBERT-base on 2 cores); big inputs")
     tokenize: Literal["words", "text"] = Field(
         "words", description="sub-words per French word, as nerkd trains models (words), or of the raw text, as "
                              "the transformers pipeline does (text: ~12% fewer sub-words with SentencePiece, for "

@@ -71,7 +71,7 @@ def infer(
         "--threads", min=1, help="CPU threads for torch (default: torch's choice, one per core).")] = None,
     compile_: Annotated[bool | None, typer.Option(
         "--compile/--no-compile",
-        help="torch.compile the encoder: faster once compiled (the first batches wait ~30 s for CamemBERT-base "
+        help="torch.compile the encoder: faster once compiled (the first batches wait ~45 s for CamemBERT-base "
              "on 2 CPU cores), so for big inputs. Default: infer.compile.")] = None,
     tokenize: Annotated[TokenizeOpt | None, typer.Option(
         "--tokenize",

@@ -168,7 +168,6 @@ def encode_text(cache: TextPieceCache, words_cache: PieceCache, texts: Sequence[
                     positions += [len(ids) + r for r in units[u][1]]
                 ids += units[u][0]
             ids += suffix
-            win = Window(sid, ids, [-1] * len(ids), [IGNORE] * len(ids))
-            win.slots = (positions, list(range(first_word[own_s], first_word[own_e])))
-            out.append(win)
+            out.append(Window(sid, ids, [-1] * len(ids), [IGNORE] * len(ids),
+                              slots=(positions, list(range(first_word[own_s], first_word[own_e])))))
     return out

@@ -65,11 +65,11 @@ def compile_encoder(model: nn.Module, device: torch.device) -> None:
     """``torch.compile`` the encoder for inference, shapes dynamic (batches vary in rows and width).
 
     On CPU, inductor's *freezing* is switched on: weights become constants, so GEMMs use
-    pre-packed oneDNN weights (about 15-20% faster for CamemBERT-base on the 2-core machine of
-    BENCHMARKS.md). The setting is process-wide, but inductor applies it only to graphs compiled
+    pre-packed oneDNN weights (CamemBERT-base on the 2-core machine of BENCHMARKS.md: the encoder
+    1.26x faster, ``nerkd infer`` 1.18x). The setting is process-wide, but inductor applies it only to graphs compiled
     with gradients off, so a training compile in the same process is unaffected (passing it as
-    ``torch.compile(options=...)`` was measured to have no effect). The first batches pay the compilation
-    (about 30 s for CamemBERT-base on 2 cores); worth it for large inputs only.
+    ``torch.compile(options=...)`` was measured to have no effect). The first batches pay the
+    compilation (about 45 s for CamemBERT-base on 2 cores); worth it for large inputs only.
     """
     if device.type == "cpu":
         import torch._inductor.config as inductor_config
