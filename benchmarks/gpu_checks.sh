@@ -9,8 +9,8 @@
 #
 #   WHEELS=.whl DATA=../shared/data/wikineural-fr/val.conllu bash benchmarks/gpu_checks.sh
 #
-# WHEELS (optional): a folder of wheels installed first into /tmp/site, for a GPU machine that
-# cannot reach PyPI but has torch: nerkd's other needs, downloaded beside it with
+# WHEELS (optional): a folder of wheels installed first into $SITE (default: a new temporary folder),
+# for a GPU machine that cannot reach PyPI but has torch: nerkd's other needs, downloaded beside it with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl pydantic==2.13.4 pydantic_core==2.46.4 \
 #       pydantic-settings==2.14.1 python-dotenv==1.2.2 annotated-types==0.7.0 typing-inspection==0.4.2 \
@@ -26,9 +26,10 @@ DISTILL_TIMEOUT=${DISTILL_TIMEOUT:-200}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=true
 if [ -n "${WHEELS:-}" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    SITE=${SITE:-$(mktemp -d)}
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
         "$WHEELS"/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
+    export PYTHONPATH=$SITE:$PWD
 else
     export PYTHONPATH=$PWD
 fi

@@ -10,7 +10,7 @@ articles are outside entities; an organisation's full name is ORG, place include
 "MDPH du Rhône"); streets are LOC with their type ("rue Victor-Hugo"), not the house number;
 benefits (AAH, PCH, APA) and a bare "EHPAD" are not entities.
 
-Run:  cd /work/main && python data/make_sample.py
+Run, from the repository root:  python data/make_sample.py
 """
 
 from __future__ import annotations
