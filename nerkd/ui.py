@@ -1,10 +1,15 @@
-"""Terminal output: logs and progress on stderr, result tables on stdout (pipes stay clean)."""
+"""Terminal output: logs and progress on stderr, result tables on stdout (pipes stay clean).
+
+On a terminal, output fits its width. Off one (a file, a pipe, a test runner), nothing is cut or
+wrapped: tables are printed whole and log lines stay one line each, whatever COLUMNS says (rich
+would otherwise fall back to 80 columns, or to the width of whichever stream is a terminal).
+"""
 
 from __future__ import annotations
 
 import os
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,16 +19,37 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+UNLIMITED = 1_000_000  # columns off a terminal: wider than any table or log line
+
+
+class _Console(Console):
+    """A rich console that is as wide as its terminal, and unlimited when it writes to no terminal.
+
+    Decided at each print, so a console made at import time follows later redirections.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        if self._width is None and not self.is_terminal and not self.is_jupyter:
+            return ConsoleDimensions(UNLIMITED, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+err = _Console(stderr=True, highlight=False)
+out = _Console(highlight=False)
 
 
 def log(message: str) -> None:
-    err.print(message)
+    err.print(message, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}")
+    err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
 def progress(*extra_columns, transient: bool = False) -> Progress:

@@ -103,3 +103,52 @@ def test_bad_data_is_one_line_exit_1(runner, in_tmp, tiny_io_teacher, name, cont
     assert lines[-1].startswith(f"error: {where}") and message in lines[-1], res.output
     assert "Traceback" not in res.output
     assert not out.exists()          # nothing written for a run that could not start
+
+
+_WIDE_OUTPUT = """
+from rich.table import Table
+from nerkd.ui import log, out, warn
+table = Table(title="scores")
+table.add_column("model")
+table.add_column("f1", justify="right")
+table.add_row("teacher_" + "x" * 150, "0.876543")
+out.print(table)
+log("word " * 60 + "END")
+warn("note " * 60 + "END")
+"""
+
+
+def _narrow_tty():
+    """A pseudo-terminal 40 columns wide (rich takes its width from whichever std stream is a terminal)."""
+    try:
+        import fcntl
+        import pty
+        import struct
+        import termios
+    except ImportError:  # not POSIX
+        return None, None
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
+    return master, slave
+
+
+def test_output_off_a_terminal_is_never_cut_or_wrapped(tmp_path):
+    """stdout and stderr to files, COLUMNS unset (and stdin a narrow terminal): whole tables, one-line logs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    master, slave = _narrow_tty()
+    try:
+        with (tmp_path / "out.txt").open("wb") as o, (tmp_path / "err.txt").open("wb") as e:
+            subprocess.run([sys.executable, "-c", _WIDE_OUTPUT], stdout=o, stderr=e, env=env, check=True,
+                           stdin=slave if slave is not None else subprocess.DEVNULL, cwd=REPO, timeout=60)
+    finally:
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)
+    out = (tmp_path / "out.txt").read_text(encoding="utf-8")
+    err = (tmp_path / "err.txt").read_text(encoding="utf-8").splitlines()
+    assert "teacher_" + "x" * 150 in out and "0.876543" in out and "…" not in out, out
+    assert err == [("word " * 60 + "END").strip(), "warning: " + ("note " * 60 + "END").strip()], err
