@@ -152,3 +152,12 @@ def test_output_off_a_terminal_is_never_cut_or_wrapped(tmp_path):
     err = (tmp_path / "err.txt").read_text(encoding="utf-8").splitlines()
     assert "teacher_" + "x" * 150 in out and "0.876543" in out and "…" not in out, out
     assert err == [("word " * 60 + "END").strip(), "warning: " + ("note " * 60 + "END").strip()], err
+
+
+def test_infer_output_says_where_it_wrote(runner, in_tmp, tiny_bio):
+    (in_tmp / "in.txt").write_text("Mme Lefèvre à Lyon\n\nLe SSIAD de Lyon\n", encoding="utf-8")
+    res = runner.invoke(app, ["infer", "--model", str(tiny_bio), "-i", "in.txt", "-o", "out/entities.jsonl"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == ""
+    assert "infer: wrote 3 lines to out/entities.jsonl" in res.stderr.splitlines()
+    assert len((in_tmp / "out/entities.jsonl").read_bytes().splitlines()) == 3

@@ -146,6 +146,8 @@ def infer(
             out_stream.close()
     enc = engine.encoded
     err.print(f"infer: {stats.summary()}", soft_wrap=True)
+    if output is not None:
+        err.print(f"infer: wrote {stats.docs} lines to {output}", soft_wrap=True)
     if enc.split_sentences:
         err.print(f"infer: {enc.split_sentences} long texts split into overlapping windows (nothing truncated)")
     if enc.clipped_words:
