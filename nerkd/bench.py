@@ -3,21 +3,30 @@
 Every model runs through :class:`nerkd.infer.Engine`, the engine of ``nerkd infer``, so the
 timings include word splitting, tokenisation, the forward pass and decoding.
 
-* latency: one sentence at a time (batch 1), after ``bench.warmup`` warm-up calls; p50 / p95;
-* throughput: all sentences, length-bucketed batches of ``bench.batch_size``; words/s, where
-  words are :func:`~nerkd.data.words.split_words` words;
+* timing in interleaved blocks: the sentences are cut into ``bench.blocks`` blocks and the
+  models take turns (block 1 of every model, then block 2 of every model, ...), so that noise
+  from the machine hits every model alike; figures are medians over blocks, with their min and
+  max (the spread) and the per-block values;
+* latency: one sentence at a time (batch 1), after ``bench.warmup`` warm-up calls; p50 is the
+  median of the blocks' medians, p95 over every sentence;
+* throughput: one pass over all sentences per block, length-bucketed batches of
+  ``bench.batch_size``; words/s, where words are :func:`~nerkd.data.words.split_words` words;
 * peak memory: on CPU the RSS high-water mark (``VmHWM``, reset per model through
-  ``/proc/self/clear_refs``) minus the RSS before loading the model; on CUDA
-  ``torch.cuda.max_memory_allocated``;
+  ``/proc/self/clear_refs``) minus the RSS before loading the model, over its loading, warm-up
+  and one batched pass; on CUDA ``torch.cuda.max_memory_allocated``;
 * size on disk: bytes of the model folder's weight files (the fp32 files, also for int8, which
-  is quantised at load time).
+  is quantised at load time);
+* load: the 1-minute load average before and during the timing; above the core count (besides
+  the bench's own threads) the result carries a warning.
 
-Speed-ups are against the first model, measured in the same run.
+Speed-ups are against the first model, measured in the same run (ratios of the medians).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import os
 import platform
 import statistics
 import time
@@ -161,41 +170,116 @@ def machine_info(device: torch.device) -> dict:
     return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__, "device": dev}
 
 
-def bench_model(name: str, ref: str, texts: Sequence[str], settings: Settings, *, device: str, precision: str,
-                tick: Callable[[int], None] | None = None, **load_kwargs) -> dict:
-    """Measure one model (see module doc); ``tick(n)`` is called as sentences are done."""
-    bs = settings.bench
-    words = [len(split_words(t)) for t in texts]
-    dev = torch.device("cuda") if device == "cuda" else torch.device("cpu")
+def bench_ticks(sentences: int, blocks: int) -> int:
+    """Progress units ``run_bench`` reports per model: warm-up pass, latency and throughput blocks."""
+    return (2 + min(blocks, sentences)) * sentences
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class LoadWatch:
+    """The 1-minute load average, sampled before and while timing.
+
+    A sample taken while this bench runs counts its own ``own_threads`` threads too, so they are
+    subtracted from it (an upper bound: the average lags). When what is left exceeds the core
+    count, other processes competed for the CPU and the timings are not to be trusted.
+    """
+
+    def __init__(self, own_threads: int, cores: int | None = None):
+        self.own = max(1, own_threads)
+        self.cores = cores or cpu_cores()
+        self.samples: list[float] = []
+        self.others: list[float] = []
+
+    def sample(self, busy: bool) -> None:
+        try:
+            load = float(os.getloadavg()[0])
+        except (AttributeError, OSError):  # no load average on this OS
+            return
+        self.samples.append(round(load, 2))
+        self.others.append(round(max(0.0, load - self.own) if busy else load, 2))
+
+    def warning(self) -> str | None:
+        if not self.others or max(self.others) <= self.cores:
+            return None
+        return (f"machine under load while timing: load average up to {max(self.others):.1f} besides this bench's "
+                f"{self.own} thread{'s' if self.own != 1 else ''}, on {self.cores} cores; timings and speed-ups are "
+                "unreliable: rerun on a quiet machine")
+
+    def as_dict(self) -> dict:
+        return {"cores": self.cores, "bench_threads": self.own, "load_avg_1min": self.samples,
+                "others_max": max(self.others) if self.others else None}
+
+
+class _Timed:
+    """One loaded model and what was measured on it."""
+
+    def __init__(self, name: str, ref: str, engine, peak_mb: float):
+        self.name, self.ref, self.engine, self.peak_mb = name, ref, engine, peak_mb
+        self.params = int(engine.num_parameters)
+        self.latencies: list[list[float]] = []   # per block, ms per sentence
+        self.words_per_s: list[float] = []        # per block
+
+    def result(self) -> dict:
+        block_p50 = [_quantile(b, 0.5) for b in self.latencies]
+        every = [x for b in self.latencies for x in b]
+        wps = self.words_per_s
+        return {"name": self.name, "path": str(self.ref), "parameters": self.params,
+                "disk_bytes": disk_bytes(self.ref),
+                "latency_ms_p50": round(statistics.median(block_p50), 3),
+                "latency_ms_p95": round(_quantile(every, 0.95), 3),
+                "latency_ms_p50_min": round(min(block_p50), 3), "latency_ms_p50_max": round(max(block_p50), 3),
+                "words_per_s": round(statistics.median(wps), 1),
+                "words_per_s_min": round(min(wps), 1), "words_per_s_max": round(max(wps), 1),
+                "latency_ms_p50_blocks": [round(x, 3) for x in block_p50],
+                "words_per_s_blocks": [round(x, 1) for x in wps],
+                "peak_mem_mb": round(self.peak_mb, 1), "speedup_latency": 1.0, "speedup_throughput": 1.0}
+
+
+def load_engine(ref: str, settings: Settings, *, device: str, precision: str, **load_kwargs) -> Engine:
+    """The infer engine for ``ref`` as ``nerkd bench`` runs it."""
+    return Engine.load(ref, device=device, precision="fp32" if precision == "int8" else precision,
+                       int8=precision == "int8", batch_size=settings.bench.batch_size,
+                       max_length=settings.data.max_length, stride=settings.data.stride,
+                       max_tokens=settings.infer.max_tokens, tokenize=settings.infer.tokenize, **load_kwargs)
+
+
+def _load_and_warm(name: str, ref: str, texts: Sequence[str], warmup: int, dev: torch.device,
+                   load: Callable[..., object], **load_kwargs) -> _Timed:
+    """Load, warm up and run one untimed batched pass: the model's peak memory."""
     with PeakMemory(dev) as mem:
-        engine = Engine.load(ref, device=device, precision="fp32" if precision == "int8" else precision,
-                             int8=precision == "int8", batch_size=bs.batch_size,
-                             max_length=settings.data.max_length, stride=settings.data.stride,
-                             max_tokens=settings.infer.max_tokens, tokenize=settings.infer.tokenize,
-                             **load_kwargs)
-        for i in range(bs.warmup):
+        engine = load(ref, **load_kwargs)
+        for i in range(warmup):
             engine.predict([texts[i % len(texts)]])
-        latencies = []
-        for t in texts:
-            start = time.perf_counter()
-            engine.predict([t])
-            latencies.append((time.perf_counter() - start) * 1000)
-            if tick:
-                tick(1)
-        start = time.perf_counter()
-        engine.predict(texts)
-        seconds = time.perf_counter() - start
-        if tick:
-            tick(len(texts))
+        engine.predict(list(texts))
         peak = mem.peak_mb()
-    params = engine.num_parameters
-    del engine
-    gc.collect()
-    return {"name": name, "path": str(ref), "parameters": int(params), "disk_bytes": disk_bytes(ref),
-            "latency_ms_p50": round(_quantile(latencies, 0.5), 3),
-            "latency_ms_p95": round(_quantile(latencies, 0.95), 3),
-            "words_per_s": round(sum(words) / seconds, 1) if seconds > 0 else 0.0,
-            "peak_mem_mb": round(peak, 1), "speedup_latency": 1.0, "speedup_throughput": 1.0}
+    return _Timed(name, ref, engine, peak)
+
+
+def _time_block(m: _Timed, block: Sequence[str], texts: Sequence[str], words: int, clock: Callable[[], float],
+                tick: Callable[[int], None] | None) -> None:
+    """Batch-1 latency of each sentence of ``block``, then words/s of one batched pass over ``texts``."""
+    m.engine.predict([block[0]])  # untimed: the previous block ran another model
+    latencies = []
+    for t in block:
+        start = clock()
+        m.engine.predict([t])
+        latencies.append((clock() - start) * 1000)
+        if tick:
+            tick(1)
+    m.latencies.append(latencies)
+    start = clock()
+    m.engine.predict(list(texts))
+    seconds = clock() - start
+    m.words_per_s.append(words / seconds if seconds > 0 else 0.0)
+    if tick:
+        tick(len(texts))
 
 
 def _prime(ref: str) -> None:
@@ -232,39 +316,68 @@ def add_speedups(models: list[dict]) -> None:
 
 def run_bench(models: Sequence[tuple[str, str]], texts: Sequence[str], settings: Settings, *, device: str,
               precision: str, tick: Callable[[int], None] | None = None,
-              on_skip: Callable[[str, str], None] | None = None) -> dict:
+              on_skip: Callable[[str, str], None] | None = None, blocks: int | None = None,
+              load: Callable[..., object] | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
     """Bench every model on ``texts``; returns the bench JSON document.
 
+    Every model is loaded (and its peak memory measured) first; then the timing runs in rounds,
+    each model taking its turn on block *k* before any model starts block *k+1*, so that a slow
+    spell of the machine hits every model alike. Block *k* is every ``blocks``-th sentence from
+    the *k*-th; each turn times batch-1 latency on the block's sentences, then one batched pass
+    over all sentences. Figures are medians over blocks, with their min/max (the spread) and the
+    per-block values. A load average above the core count while timing gives a warning in the
+    result's ``warnings`` (nothing is printed here).
+
     A model in ``on_skip``'s care (the defaults) that cannot load is skipped with a message;
-    otherwise a load error stops the run.
+    otherwise a load error stops the run. ``load(ref, **kwargs)`` (an engine with ``predict`` and
+    ``num_parameters``) and ``clock`` replace the real ones in tests.
     """
     from nerkd.errors import ModelLoadError
 
+    texts = list(texts)
     if not texts:
         raise NerkdError("bench: no sentences to run (empty input)")
     if device == "cuda" and not torch.cuda.is_available():
         raise SettingsError("bench.device is cuda but no CUDA GPU is visible")
     if precision == "int8" and device == "cuda":
         raise SettingsError("bench.precision int8 runs on CPU only")
-    _prime(models[0][1])
-    results = []
+    dev = torch.device("cuda") if device == "cuda" else torch.device("cpu")
+    watch = LoadWatch(torch.get_num_threads() if dev.type == "cpu" else 1)
+    watch.sample(busy=False)
+    if load is None:
+        _prime(models[0][1])
+        load = functools.partial(load_engine, settings=settings, device=device, precision=precision)
+    n_blocks = min(blocks or settings.bench.blocks, len(texts))
+    words = sum(len(split_words(t)) for t in texts)
+    loaded: list[_Timed] = []
     for name, ref in models:
         extra = {}
         if ref == settings.teacher.model:
             extra = {"revision": settings.teacher.revision, "trust_remote_code": settings.teacher.trust_remote_code}
         try:
-            results.append(bench_model(name, ref, texts, settings, device=device, precision=precision, tick=tick,
-                                       **extra))
+            loaded.append(_load_and_warm(name, ref, texts, settings.bench.warmup, dev, load, **extra))
         except ModelLoadError as e:
             if on_skip is None:
                 raise
             on_skip(name, str(e))
             if tick:
-                tick(2 * len(texts))
-    if not results:
+                tick(bench_ticks(len(texts), n_blocks))
+            continue
+        if tick:
+            tick(len(texts))
+    if not loaded:
         raise NerkdError("bench: no model could be loaded")
+    watch.sample(busy=True)
+    for k in range(n_blocks):
+        block = texts[k::n_blocks]
+        for m in loaded:
+            _time_block(m, block, texts, words, clock, tick)
+        watch.sample(busy=True)
+    results = [m.result() for m in loaded]
+    del loaded
+    gc.collect()
     add_speedups(results)
-    dev = torch.device("cuda") if device == "cuda" else torch.device("cpu")
+    warning = watch.warning()
     return {"machine": machine_info(dev), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "precision": precision, "sentences": len(texts), "words": sum(len(split_words(t)) for t in texts),
-            "models": results}
+            "precision": precision, "sentences": len(texts), "words": words, "blocks": n_blocks,
+            "load": watch.as_dict(), "warnings": [warning] if warning else [], "models": results}

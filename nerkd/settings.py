@@ -184,6 +184,7 @@ class InferSettings(Section):
 class BenchSettings(Section):
     sentences: int = Field(200, ge=1)
     warmup: int = Field(10, ge=0)
+    blocks: int = Field(5, ge=1, description="timing blocks, models taking turns (medians over blocks)")
     batch_size: int | None = Field(None, ge=1, description="texts per batch; default 32 on CPU, 256 on GPU")
     device: Device = "cpu"
     precision: Literal["fp32", "bf16", "int8"] = "fp32"

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
+import statistics
 
 import orjson
 import pytest
 
-from nerkd.bench import _quantile, add_speedups, bench_texts, disk_bytes, name_models, run_bench
+from nerkd.bench import _quantile, add_speedups, bench_texts, bench_ticks, disk_bytes, name_models, run_bench
 from nerkd.cli.app import app
 from nerkd.models.ner import NerModel
 from nerkd.settings import load_settings
 from tests.conftest import DATA
 
 MACHINE_KEYS = {"cpu", "threads", "torch", "device"}
-TOP_KEYS = {"machine", "date", "precision", "sentences", "words", "models"}
+TOP_KEYS = {"machine", "date", "precision", "sentences", "words", "blocks", "load", "warnings", "models"}
 MODEL_KEYS = {"name", "path", "parameters", "disk_bytes", "latency_ms_p50", "latency_ms_p95", "words_per_s",
-              "peak_mem_mb", "speedup_latency", "speedup_throughput"}
+              "peak_mem_mb", "speedup_latency", "speedup_throughput", "latency_ms_p50_min", "latency_ms_p50_max",
+              "words_per_s_min", "words_per_s_max", "latency_ms_p50_blocks", "words_per_s_blocks"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,8 +35,17 @@ def check_contract(doc: dict, names: list[str], sentences: int) -> None:
         assert isinstance(m["parameters"], int) and m["parameters"] > 0
         assert m["disk_bytes"] > 0 and m["words_per_s"] > 0 and m["peak_mem_mb"] >= 0
         assert 0 < m["latency_ms_p50"] <= m["latency_ms_p95"]
+        check_spread(m, doc["blocks"])
     first = doc["models"][0]
     assert first["speedup_latency"] == 1.0 and first["speedup_throughput"] == 1.0
+
+
+def check_spread(m: dict, blocks: int) -> None:
+    """The spread over blocks: one value per block, min <= median <= max."""
+    for key in ("latency_ms_p50", "words_per_s"):
+        assert len(m[f"{key}_blocks"]) == blocks
+        assert m[f"{key}_min"] == min(m[f"{key}_blocks"]) and m[f"{key}_max"] == max(m[f"{key}_blocks"])
+        assert m[f"{key}_min"] <= m[key] <= m[f"{key}_max"]
 
 
 def settings_for(**extra):
@@ -48,7 +61,7 @@ def test_run_bench_contract(tiny_bio, tiny_crf):
     doc = run_bench(name_models([str(tiny_bio), str(tiny_crf)]), texts, settings, device="cpu", precision="fp32",
                     tick=ticks.append)
     check_contract(doc, ["tiny_bio", "tiny_crf"], 6)
-    assert sum(ticks) == 2 * 6 * 2
+    assert sum(ticks) == bench_ticks(6, 5) * 2 and doc["blocks"] == 5
     assert doc["models"][0]["parameters"] == NerModel.load(tiny_bio).num_parameters()
     assert doc["models"][1]["disk_bytes"] == sum(p.stat().st_size for p in tiny_crf.glob("*.safetensors"))
     assert doc["precision"] == "fp32" and doc["machine"]["device"] == "cpu"
@@ -116,3 +129,138 @@ def test_cli_defaults(runner, in_tmp, tiny_bio, tiny_crf):
     res = runner.invoke(app, ["bench", "-m", str(tiny_bio)])
     assert res.exit_code == 1 and "data.test" in res.stderr
     assert "Example: nerkd bench" in runner.invoke(app, ["bench", "--help"]).stdout
+
+
+# -- interleaving, spread and load (a fake engine and clock: no timing) ------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeEngine:
+    """Costs fake seconds: ``base * characters`` for one text, half that per text in a batched pass,
+    slower with each batched pass (so the blocks differ)."""
+
+    def __init__(self, name: str, base: float, clock: FakeClock, log: list):
+        self.name, self.base, self.clock, self.log = name, base, clock, log
+        self.num_parameters = 1000
+        self.passes = 0
+
+    def predict(self, texts):
+        self.log.append((self.name, list(texts)))
+        if len(texts) == 1:
+            self.clock.now += self.base * len(texts[0])
+        else:
+            self.passes += 1
+            self.clock.now += self.base * sum(map(len, texts)) / 2 * self.passes
+        return [[] for _ in texts]
+
+
+def fake_run(texts, blocks, bases=None, **kwargs):
+    bases = bases or {"A": 1e-3, "B": 4e-3, "C": 2e-3}
+    clock, log = FakeClock(), []
+    settings = load_settings(None, ["bench.warmup=2"])
+    doc = run_bench([(n, n) for n in bases], texts, settings, device="cpu", precision="fp32", blocks=blocks,
+                    load=lambda ref, **kw: FakeEngine(ref, bases[ref], clock, log), clock=clock, **kwargs)
+    return doc, log
+
+
+TEXTS = [f"phrase numéro {i} " + "x" * (3 * i % 11) for i in range(10)]
+
+
+def test_models_take_turns_block_by_block():
+    doc, log = fake_run(TEXTS, blocks=3)
+    assert doc["blocks"] == 3
+    # loading: each model warms up (2 calls) and runs one batched pass before any timing
+    assert [n for n, _ in log[:9]] == ["A"] * 3 + ["B"] * 3 + ["C"] * 3
+    timed = log[9:]
+    turns = [name for name, _ in itertools.groupby(n for n, _ in timed)]
+    assert turns == ["A", "B", "C"] * 3  # round-robin: block k of every model before block k+1
+    # each turn: one untimed warm call, batch-1 calls on the block (every 3rd sentence), one pass over all
+    per_turn = [list(g) for _, g in itertools.groupby(timed, key=lambda x: x[0])]
+    for k, turn in enumerate(per_turn):
+        block = TEXTS[k // 3 :: 3]
+        assert [t for _, t in turn] == [[block[0]], *[[s] for s in block], TEXTS]
+
+
+def test_medians_and_spread_over_blocks():
+    doc, _ = fake_run(TEXTS, blocks=3)
+    words = sum(len(t.split()) for t in TEXTS)
+    by_name = {m["name"]: m for m in doc["models"]}
+    for name, base in (("A", 1e-3), ("B", 4e-3), ("C", 2e-3)):
+        m = by_name[name]
+        block_p50 = [1000 * base * statistics.median(len(t) for t in TEXTS[k::3]) for k in range(3)]
+        assert m["latency_ms_p50_blocks"] == pytest.approx(block_p50)
+        assert m["latency_ms_p50"] == pytest.approx(statistics.median(block_p50))
+        assert m["latency_ms_p50_min"] == pytest.approx(min(block_p50))
+        assert m["latency_ms_p50_max"] == pytest.approx(max(block_p50))
+        # batched passes 2, 3, 4 are timed (pass 1 is the untimed one while loading)
+        wps = [words / (base * sum(map(len, TEXTS)) / 2 * p) for p in (2, 3, 4)]
+        assert m["words_per_s_blocks"] == pytest.approx(wps, abs=0.06)  # rounded to 0.1
+        assert m["words_per_s"] == pytest.approx(wps[1], abs=0.06)
+        check_spread(m, 3)
+        assert m["latency_ms_p50_min"] < m["latency_ms_p50_max"] and m["words_per_s_min"] < m["words_per_s_max"]
+    assert by_name["B"]["speedup_latency"] == pytest.approx(0.25, abs=1e-3)  # A is 4x faster than B
+    assert by_name["C"]["speedup_throughput"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_blocks_capped_by_sentences_and_skipped_models_keep_ticks():
+    from nerkd.errors import ModelLoadError
+
+    clock, log, ticks, skipped = FakeClock(), [], [], []
+
+    def load(ref, **kw):
+        if ref == "gone":
+            raise ModelLoadError("model gone: no such folder")
+        return FakeEngine(ref, 1e-3, clock, log)
+
+    settings = load_settings(None, ["bench.warmup=0", "bench.blocks=7"])
+    doc = run_bench([("gone", "gone"), ("A", "A")], TEXTS[:4], settings, device="cpu", precision="fp32",
+                    load=load, clock=clock, tick=ticks.append, on_skip=lambda n, why: skipped.append(n))
+    assert doc["blocks"] == 4 and skipped == ["gone"] and [m["name"] for m in doc["models"]] == ["A"]
+    assert sum(ticks) == 2 * bench_ticks(4, 7)
+    check_spread(doc["models"][0], 4)
+
+
+@pytest.mark.parametrize("load_avg, warned", [(9.0, True), (0.3, False)])
+def test_load_warning(monkeypatch, load_avg, warned):
+    import nerkd.bench
+
+    monkeypatch.setattr(nerkd.bench, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load_avg, 0.0, 0.0))
+    doc, _ = fake_run(TEXTS, blocks=2)
+    assert doc["load"]["cores"] == 2 and doc["load"]["load_avg_1min"] == [load_avg] * 4  # before, then per round
+    assert bool(doc["warnings"]) is warned
+    if warned:
+        assert "load average" in doc["warnings"][0] and "2 cores" in doc["warnings"][0]
+
+
+def test_load_watch_discounts_the_bench_itself(monkeypatch):
+    from nerkd.bench import LoadWatch
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.0, 0.0))
+    busy = LoadWatch(own_threads=2, cores=2)
+    busy.sample(busy=True)  # 3.5 runnable, 2 of them this bench: 1.5 others on 2 cores
+    assert busy.warning() is None and busy.as_dict()["others_max"] == 1.5
+    idle = LoadWatch(own_threads=2, cores=2)
+    idle.sample(busy=False)  # before timing: all 3.5 are others
+    assert "3.5" in idle.warning()
+    monkeypatch.delattr(os, "getloadavg")
+    none = LoadWatch(own_threads=1, cores=2)
+    none.sample(busy=False)
+    assert none.warning() is None and none.as_dict()["load_avg_1min"] == []
+
+
+def test_cli_prints_and_records_the_load_warning(runner, in_tmp, tiny_bio, monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (1000.0, 0.0, 0.0))
+    res = runner.invoke(app, ["bench", "-m", str(tiny_bio), "--set", f"data.test={DATA / 'test.jsonl'}",
+                              "--set", "bench.sentences=3", "--set", "bench.warmup=0", "--set", "bench.blocks=2"])
+    assert res.exit_code == 0, res.stderr
+    assert "warning:" in res.stderr and "under load" in res.stderr and "under load" not in res.stdout
+    assert "p50 min-max" in res.stdout and "2 interleaved blocks" in res.stdout
+    doc = orjson.loads((in_tmp / "artifacts" / "bench.json").read_bytes())
+    assert len(doc["warnings"]) == 1 and "under load" in doc["warnings"][0]

@@ -42,17 +42,20 @@ def bench(
         "--sentences", "-n", min=1, help="Sentences to time. Default: bench.sentences.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
 ) -> None:
-    """Compare models on the same sentences: parameters, size on disk, batch-1 latency p50/p95,
-    batched throughput (words/s), peak memory, and speed-ups against the first model.
+    """Compare models on the same sentences: parameters, size on disk, latency, throughput, memory.
 
-    Timings go through the engine of `nerkd infer` (word splitting, tokenisation, forward and
-    decoding). Results are printed as a table and written as JSON for `nerkd report`.
+    Measures batch-1 latency p50/p95, batched throughput (words/s), peak memory, and speed-ups
+    against the first model. Timings go through the engine of nerkd infer (word splitting,
+    tokenisation, forward and decoding). Results are printed as a table and written as JSON for
+    nerkd report.
 
-    Example: nerkd bench --model artifacts/teacher --model artifacts/final --json artifacts/bench.json
+    \b
+    Example:
+      nerkd bench --model artifacts/teacher --model artifacts/final --sentences 30
     """
     import torch
 
-    from nerkd.bench import bench_texts, default_models, name_models, run_bench
+    from nerkd.bench import bench_texts, bench_ticks, default_models, name_models, run_bench
     from nerkd.io import write_json
     from nerkd.ui import err, warn
 
@@ -68,17 +71,19 @@ def bench(
     if len(texts) < n:
         err.print(f"bench: only {len(texts)} sentences available (asked for {n})")
     err.print(f"bench: {len(models)} models, {len(texts)} sentences, {dev}, {prec}, warm-up {bs.warmup}, "
-              f"batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
+              f"{min(bs.blocks, len(texts))} blocks, batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
     from nerkd.ui import progress
 
     with progress() as bar:
-        task = bar.add_task("bench", total=2 * len(texts) * len(models), info="")
+        task = bar.add_task("bench", total=bench_ticks(len(texts), bs.blocks) * len(models), info="")
         result = run_bench(models, texts, settings, device=dev, precision=prec,
                            tick=lambda k: bar.advance(task, k),
                            on_skip=None if model else lambda name, why: warn(f"skipped {name}: {why}"))
     path = json_path or project.artifacts(settings.paths.artifacts) / "bench.json"
     write_json(path, result)
     render(result)
+    for message in result.get("warnings", []):
+        warn(message)
     err.print(f"bench: results written to {path}")
 
 
@@ -90,16 +95,26 @@ def render(result: dict) -> None:
     table = Table(title=f"nerkd bench: {result['sentences']} sentences, {result['words']} words, "
                         f"{result['precision']} on {m['device']} ({threads})", title_justify="left")
     table.add_column("model", no_wrap=True)
-    for col in ("params", "disk MB", "p50 ms", "p95 ms", "words/s", "peak MB", "lat. x", "thr. x"):
+    for col in ("params", "disk MB", "p50 ms", "p50 min-max", "p95 ms", "words/s", "words/s min-max", "peak MB",
+                "lat. x", "thr. x"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in result["models"]:
         table.add_row(r["name"], f"{r['parameters'] / 1e6:.2f}M", f"{r['disk_bytes'] / 1e6:.1f}",
-                      f"{r['latency_ms_p50']:.2f}", f"{r['latency_ms_p95']:.2f}", f"{r['words_per_s']:,.0f}",
-                      f"{r['peak_mem_mb']:.0f}", f"{r['speedup_latency']:.2f}", f"{r['speedup_throughput']:.2f}")
+                      f"{r['latency_ms_p50']:.2f}", _span(r, "latency_ms_p50", ".2f"), f"{r['latency_ms_p95']:.2f}",
+                      f"{r['words_per_s']:,.0f}", _span(r, "words_per_s", ",.0f"), f"{r['peak_mem_mb']:.0f}",
+                      f"{r['speedup_latency']:.2f}", f"{r['speedup_throughput']:.2f}")
     if not out.is_terminal:  # piped: do not squeeze the table into 80 columns
         from rich.console import Console
 
-        out = Console(highlight=False, width=max(out.width, 120))
+        out = Console(highlight=False, width=max(out.width, 160))
     out.print(table)
-    out.print("lat. x: batch-1 p50 latency speed-up vs the first model; thr. x: words/s speed-up; "
-              "peak MB: memory added by the model while it ran")
+    blocks = result.get("blocks")
+    out.print(f"medians over {blocks} interleaved blocks (min-max: the spread over blocks); " if blocks else "",
+              "lat. x: batch-1 p50 latency speed-up vs the first model; thr. x: words/s speed-up; "
+              "peak MB: memory added by the model while it ran", sep="")
+
+
+def _span(row: dict, key: str, fmt: str) -> str:
+    """``min-max`` over blocks (``-`` for a bench file without them)."""
+    lo, hi = row.get(f"{key}_min"), row.get(f"{key}_max")
+    return "-" if lo is None or hi is None else f"{format(lo, fmt)}-{format(hi, fmt)}"
