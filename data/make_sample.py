@@ -11,10 +11,16 @@ articles are outside entities; an organisation's full name is ORG, place include
 benefits (AAH, PCH, APA) and a bare "EHPAD" are not entities.
 
 Run, from the repository root:  python data/make_sample.py
+
+Unlabelled notes (a transfer set for distillation) come from a second random stream, so the
+labelled files above stay byte-identical; a note equal to any labelled sentence is never kept:
+
+    python data/make_sample.py --unlabeled 5000 --output unlabeled_5000.txt   # only that file
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import re
 import sys
@@ -30,6 +36,8 @@ from nerkd.data.words import split_words  # noqa: E402
 SEED = 20261126
 OUT = ROOT / "data"
 N_TRAIN, N_DEV, N_TEST, N_TEXTS, N_SPANS, N_CONLL = 400, 80, 80, 34, 20, 20
+N_UNLABELED = 500                              # data/unlabeled.txt
+UNLABELED_SEED = f"{SEED}:unlabeled"          # its own stream: the labelled draws never move
 MIN_WORDS, MAX_WORDS = 5, 45
 LABEL2ID = {"O": 0, "B-LOC": 1, "I-LOC": 2, "B-ORG": 3, "I-ORG": 4, "B-PER": 5, "I-PER": 6}
 ENT = ("PER", "LOC", "ORG")
@@ -395,16 +403,72 @@ HAND_TEXTS = [  # raw notes for `nerkd infer` demos: emojis, elisions, hyphenate
 ]
 
 
-def main() -> None:
-    assert len(TEMPLATES) >= 60 and len(set(TEMPLATES)) == len(TEMPLATES)
-    assert len(set(FIRST_F + FIRST_M)) >= 60 and len(set(LAST)) >= 60
+def labelled_pool() -> dict[str, list]:
+    """Every labelled sentence (train, dev, test, texts, spans, conll, in this order) -> its entities."""
     rng = random.Random(SEED)
-    sizes = [N_TRAIN, N_DEV, N_TEST, N_TEXTS, N_SPANS, N_CONLL]
+    total = N_TRAIN + N_DEV + N_TEST + N_TEXTS + N_SPANS + N_CONLL
     pool: dict[str, list] = {}  # insertion-ordered: deterministic, and dedupes across all splits
-    while len(pool) < sum(sizes):
+    while len(pool) < total:
         text, ents = render(rng.choice(TEMPLATES), rng)
         if text not in pool and MIN_WORDS <= len(split_words(text)) <= MAX_WORDS:
             pool[text] = ents
+    return pool
+
+
+def words_key(text: str) -> tuple[str, ...]:
+    return tuple(w for w, _, _ in split_words(text))
+
+
+def unlabeled_notes(n: int, pool: dict[str, list]) -> list[str]:
+    """``n`` distinct notes from their own random stream, none equal to a labelled sentence.
+
+    A draw is skipped when its text, or its words (as in the tokens of train/dev/test), equal
+    those of a labelled sentence or of a hand-written note. The first ``k`` notes of a run for
+    ``n >= k`` are the notes of a run for ``k``.
+    """
+    taken = set(pool) | set(HAND_TEXTS)
+    taken_words = {words_key(t) for t in taken}
+    rng = random.Random(UNLABELED_SEED)
+    notes: dict[str, None] = {}
+    skipped = 0
+    while len(notes) < n:
+        text, _ = render(rng.choice(TEMPLATES), rng)
+        if text in notes or not MIN_WORDS <= len(split_words(text)) <= MAX_WORDS:
+            continue
+        if text in taken or words_key(text) in taken_words:
+            skipped += 1
+            continue
+        notes[text] = None
+    out = list(notes)
+    assert not (set(out) & taken) and not ({words_key(t) for t in out} & taken_words)
+    print(f"unlabelled notes: {len(out)} ({skipped} draws equal to a labelled sentence skipped)")
+    return out
+
+
+def write_unlabeled(n: int, path: Path) -> None:
+    notes = unlabeled_notes(n, labelled_pool())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(t + "\n" for t in notes), encoding="utf-8")
+    shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+    print(f"{shown}: {len(notes)} lines")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Generate the synthetic sample corpus in data/ (all made up).")
+    parser.add_argument("--unlabeled", type=int, metavar="N",
+                        help="write only N unlabelled notes (one per line), disjoint from every labelled file")
+    parser.add_argument("--output", type=Path, default=OUT / "unlabeled.txt",
+                        help="file for --unlabeled (default: data/unlabeled.txt)")
+    args = parser.parse_args()
+    assert len(TEMPLATES) >= 60 and len(set(TEMPLATES)) == len(TEMPLATES)
+    assert len(set(FIRST_F + FIRST_M)) >= 60 and len(set(LAST)) >= 60
+    if args.unlabeled is not None:
+        if args.unlabeled < 1:
+            parser.error("--unlabeled needs N >= 1")
+        write_unlabeled(args.unlabeled, args.output)
+        return
+    sizes = [N_TRAIN, N_DEV, N_TEST, N_TEXTS, N_SPANS, N_CONLL]
+    pool = labelled_pool()
     items, cuts = list(pool.items()), [sum(sizes[:k]) for k in range(len(sizes) + 1)]
     train, dev, test, texts, spans, conll = (items[a:b] for a, b in zip(cuts, cuts[1:], strict=False))
 
@@ -451,6 +515,7 @@ def main() -> None:
             f"| {c['no_ent']} | {c['ge3']} |"
         )
     print(f"texts.txt: {len(raw)} lines, spans.jsonl: {len(spans)}, sample.conll: {len(conll)} sentences")
+    write_unlabeled(N_UNLABELED, OUT / "unlabeled.txt")
 
 
 if __name__ == "__main__":
