@@ -261,6 +261,6 @@ def test_cli_prints_and_records_the_load_warning(runner, in_tmp, tiny_bio, monke
                               "--set", "bench.sentences=3", "--set", "bench.warmup=0", "--set", "bench.blocks=2"])
     assert res.exit_code == 0, res.stderr
     assert "warning:" in res.stderr and "under load" in res.stderr and "under load" not in res.stdout
-    assert "p50 min-max" in res.stdout and "2 interleaved blocks" in res.stdout
+    assert "p50 min–max" in res.stdout and "2 interleaved blocks" in res.stdout
     doc = orjson.loads((in_tmp / "artifacts" / "bench.json").read_bytes())
     assert len(doc["warnings"]) == 1 and "under load" in doc["warnings"][0]

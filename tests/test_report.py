@@ -37,13 +37,17 @@ def tiny_pruned(tiny_bio, tmp_path_factory) -> Path:
     return folder
 
 
-def bench_file(path: Path, models: dict[str, Path], int8_of: str | None = None) -> Path:
+def bench_file(path: Path, models: dict[str, Path], int8_of: str | None = None, warnings: list[str] = (),
+               blocks: int | None = 3) -> Path:
     entries = []
     for i, (name, folder) in enumerate(models.items()):
-        lat = 20.0 / (i + 1)
+        lat, wps = 20.0 / (i + 1), 100.0 * (i + 1)
         entries.append({"name": name, "path": str(folder), "parameters": 1000 * (3 - i), "disk_bytes": 4000,
-                        "latency_ms_p50": lat, "latency_ms_p95": 1.5 * lat, "words_per_s": 100.0 * (i + 1),
+                        "latency_ms_p50": lat, "latency_ms_p95": 1.5 * lat, "words_per_s": wps,
                         "peak_mem_mb": 50.0 - i, "speedup_latency": i + 1.0, "speedup_throughput": i + 1.0})
+        if blocks:
+            entries[-1].update({"latency_ms_p50_min": 0.9 * lat, "latency_ms_p50_max": 1.1 * lat,
+                                "words_per_s_min": 0.9 * wps, "words_per_s_max": 1.1 * wps})
     if int8_of:
         entries.append({"name": f"{int8_of} int8", "path": str(models[int8_of]), "parameters": 1000,
                         "disk_bytes": 1234, "latency_ms_p50": 2.0, "latency_ms_p95": 3.0, "words_per_s": 999.0,
@@ -51,9 +55,11 @@ def bench_file(path: Path, models: dict[str, Path], int8_of: str | None = None) 
     entries.append({"name": "stranger", "path": "/nowhere/at/all", "parameters": 1, "disk_bytes": 1,
                     "latency_ms_p50": 1.0, "latency_ms_p95": 1.0, "words_per_s": 1.0, "peak_mem_mb": 1.0,
                     "speedup_latency": 1.0, "speedup_throughput": 1.0})
-    path.write_bytes(orjson.dumps({"machine": {"cpu": "test cpu", "threads": 2, "torch": "2.x", "device": "cpu"},
-                                   "date": "2025-01-01T00:00:00", "precision": "fp32", "sentences": 80,
-                                   "words": 1544, "models": entries}))
+    doc = {"machine": {"cpu": "test cpu", "threads": 2, "torch": "2.x", "device": "cpu"},
+           "date": "2025-01-01T00:00:00", "precision": "fp32", "sentences": 80, "words": 1544, "models": entries}
+    if blocks:
+        doc.update({"blocks": blocks, "warnings": list(warnings)})
+    path.write_bytes(orjson.dumps(doc))
     return path
 
 
@@ -193,7 +199,8 @@ def test_report_scores_bench_and_plots(tiny_io_teacher, tiny_bio, tiny_pruned, t
     # bench merged by path: latencies in the table, speed-ups against the first model, int8 row scored
     assert by_name["student"]["bench"]["latency_ms_p50"] == 10.0
     assert by_name["student"]["compression"]["speedup_latency"] == pytest.approx(2.0)
-    assert md_row(section(md, "Size and speed"), "student")[5:8] == ["10.0", "15.0", "200"]
+    assert md_row(section(md, "Size and speed"), "student")[5:10] == ["10.0", "9.0–11.0", "15.0", "200", "180–220"]
+    assert "medians over 3 blocks" in section(md, "Size and speed") and not rep.warnings
     assert by_name["pruned int8"]["variant"] == "int8" and by_name["pruned int8"]["disk_bytes"] == 1234
     assert 0.0 <= by_name["pruned int8"]["scores"]["f1"] <= 1.0
     assert any("stranger" in n for n in data["notes"])
@@ -253,7 +260,8 @@ def test_cli_defaults_on_project(in_tmp, runner, tiny_io_teacher, tiny_bio, tiny
     shutil.copytree(tiny_pruned, in_tmp / "elsewhere" / "p")  # remembered prune output, not the default folder
     Project.discover(in_tmp).remember_output("prune", in_tmp / "elsewhere" / "p")
     bench_file(in_tmp / "artifacts" / "bench.json", {"teacher": Path("artifacts/teacher"),
-                                                       "student": Path("artifacts/student")})
+                                                       "student": Path("artifacts/student")},
+               warnings=["machine under load while timing [test]"])
 
     result = runner.invoke(app, ["report"])
     assert result.exit_code == 0, result.output
@@ -266,6 +274,29 @@ def test_cli_defaults_on_project(in_tmp, runner, tiny_io_teacher, tiny_bio, tiny
     assert names == ["teacher", "student", "pruned"]
     assert md_row(section(md, "Size and speed"), "student")[5] == "10.0"  # default bench.json merged
     assert "no bench entry for pruned" in md
+    assert "warning:" in result.stderr and "machine under load while timing [test]" in result.stderr
+
+
+def test_bench_warnings_reach_the_report(tiny_bio, tmp_path):
+    loaded = bench_file(tmp_path / "bench.json", {"student": tiny_bio},
+                        warnings=["machine under load while timing: load average up to 7.5 (...) on 2 cores"])
+    old = bench_file(tmp_path / "old.json", {"student": tiny_bio}, blocks=None)
+    rep, files = run({"student": tiny_bio}, tmp_path / "r", [loaded, old])
+    assert rep.warnings == [f"{loaded}: machine under load while timing: load average up to 7.5 (...) on 2 cores"]
+    md = files["md"].read_text(encoding="utf-8")
+    assert f"**Warning: {loaded}: machine under load" in section(md, "Size and speed")
+    assert "under load" in files["html"].read_text(encoding="utf-8")
+    data = orjson.loads(files["json"].read_bytes())
+    assert data["warnings"] == rep.warnings and data["benches"][0]["blocks"] == 3
+    assert data["benches"][1]["blocks"] is None
+    assert any("no spread over timing blocks" in n and str(old) in n for n in rep.notes)
+    assert md_row(section(md, "Size and speed"), "student")[6] == "18.0–22.0"
+    from nerkd.report.bench import read_bench
+
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(orjson.dumps({"models": [], "warnings": "loaded"}))
+    with pytest.raises(Exception, match="warnings: expected a list"):
+        read_bench(bad)
 
 
 def test_cli_errors_are_one_line(in_tmp, runner, tiny_bio):
@@ -278,3 +309,29 @@ def test_cli_errors_are_one_line(in_tmp, runner, tiny_bio):
     bad.write_text("{not json", encoding="utf-8")
     result = runner.invoke(app, ["report", "--data", str(TEST), "-m", str(tiny_bio), "--bench", str(bad)])
     assert result.exit_code == 1 and "bench.json" in result.stderr and "invalid JSON" in result.stderr
+
+
+def test_model_sharing_no_type_with_the_data_is_an_error(in_tmp, runner, tiny_bio):
+    """Before: exit 0 and an all-zero table. Now one line naming the model and both type sets."""
+    from nerkd.cli.app import app
+
+    data = in_tmp / "med.jsonl"
+    data.write_text('{"tokens": ["aspirine", "500"], "tags": ["B-DRUG", "O"]}\n'
+                    '{"tokens": ["diabète"], "tags": ["B-DISEASE"]}\n', encoding="utf-8")
+    result = runner.invoke(app, ["report", "--data", str(data), "-m", str(tiny_bio), "--output", str(in_tmp / "r")])
+    assert result.exit_code == 1, result.output
+    last = [x for x in result.stderr.splitlines() if x.strip()][-1]
+    assert last.startswith("error: report: ") and "Traceback" not in result.output
+    assert f"model {tiny_bio.name} ({tiny_bio}) shares no entity type with {data}" in last
+    assert "model types LOC, ORG, PER, data types DISEASE, DRUG" in last
+
+
+def test_gold_applies_labels_drop_and_map(tmp_path):
+    from nerkd.report.evaluate import load_gold
+    from nerkd.settings import Settings
+
+    data = tmp_path / "g.conll"
+    data.write_text("Jean B-PERSON\nà O\nParis B-LOC\nmardi B-DATE\n", encoding="utf-8")
+    s = Settings(labels={"drop": ["DATE"], "map": {"PERSON": "PER"}})
+    gold = load_gold(data, s.data, s.labels)
+    assert gold.types == ["LOC", "PER"] and gold.gold_tags == [["B-PER", "O", "B-LOC", "O"]]

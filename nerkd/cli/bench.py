@@ -95,7 +95,7 @@ def render(result: dict) -> None:
     table = Table(title=f"nerkd bench: {result['sentences']} sentences, {result['words']} words, "
                         f"{result['precision']} on {m['device']} ({threads})", title_justify="left")
     table.add_column("model", no_wrap=True)
-    for col in ("params", "disk MB", "p50 ms", "p50 min-max", "p95 ms", "words/s", "words/s min-max", "peak MB",
+    for col in ("params", "disk MB", "p50 ms", "p50 min–max", "p95 ms", "words/s", "words/s min–max", "peak MB",
                 "lat. x", "thr. x"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in result["models"]:
@@ -109,12 +109,12 @@ def render(result: dict) -> None:
         out = Console(highlight=False, width=max(out.width, 160))
     out.print(table)
     blocks = result.get("blocks")
-    out.print(f"medians over {blocks} interleaved blocks (min-max: the spread over blocks); " if blocks else "",
+    out.print(f"medians over {blocks} interleaved blocks (min–max: the spread over blocks); " if blocks else "",
               "lat. x: batch-1 p50 latency speed-up vs the first model; thr. x: words/s speed-up; "
               "peak MB: memory added by the model while it ran", sep="")
 
 
 def _span(row: dict, key: str, fmt: str) -> str:
-    """``min-max`` over blocks (``-`` for a bench file without them)."""
+    """``min–max`` over blocks (``-`` for a bench file without them)."""
     lo, hi = row.get(f"{key}_min"), row.get(f"{key}_max")
-    return "-" if lo is None or hi is None else f"{format(lo, fmt)}-{format(hi, fmt)}"
+    return "-" if lo is None or hi is None else f"{format(lo, fmt)}–{format(hi, fmt)}"

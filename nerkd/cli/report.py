@@ -62,5 +62,9 @@ def report(
         out.print(table)
     for note in rep.notes:
         err.print(f"[yellow]note:[/] {note}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    for message in rep.warnings:  # last, so they are not lost among the notes
+        err.print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     log("wrote " + ", ".join(str(p) for p in [*files.values(), *rep.plots.values()]))
     out.print(str(files["html"]), markup=False, highlight=False, soft_wrap=True)

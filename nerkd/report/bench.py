@@ -16,7 +16,8 @@ import orjson
 from nerkd.errors import DataError
 
 FIGURES = ("parameters", "disk_bytes", "latency_ms_p50", "latency_ms_p95", "words_per_s", "peak_mem_mb",
-           "speedup_latency", "speedup_throughput")
+           "speedup_latency", "speedup_throughput", "latency_ms_p50_min", "latency_ms_p50_max", "words_per_s_min",
+           "words_per_s_max")
 
 
 @dataclass
@@ -28,6 +29,8 @@ class BenchFile:
     sentences: int | None
     words: int | None
     entries: list[dict]
+    blocks: int | None = None                                   # interleaved timing blocks (None: older file)
+    warnings: list[str] = field(default_factory=list)           # e.g. timed under load
 
 
 @dataclass
@@ -58,8 +61,13 @@ def read_bench(path: str | Path) -> BenchFile:
                 raise DataError(path, None, f"models[{i}].{key}: expected a number, got {value!r}")
         entries.append(dict(entry))
     machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+    warnings = data.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise DataError(path, None, f"warnings: expected a list of strings, got {warnings!r}")
+    blocks = data.get("blocks")
     return BenchFile(str(path), machine, str(data.get("date", "")), str(data.get("precision", "")),
-                     data.get("sentences"), data.get("words"), entries)
+                     data.get("sentences"), data.get("words"), entries,
+                     blocks if isinstance(blocks, int) else None, list(warnings))
 
 
 def is_int8(entry: dict, bench: BenchFile) -> bool:

@@ -48,6 +48,7 @@ class Report:
     benches: list[BenchFile] = field(default_factory=list)
     bench_unmatched: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)          # figures not to trust (bench timed under load)
     plots: dict[str, Path] = field(default_factory=dict)      # title -> PNG
     plots_skipped: str | None = None
 
@@ -293,12 +294,17 @@ def build_report(settings, project: Project, *, data: str, models: list[ModelSpe
                          + ", ".join(str(e.get("name")) for e in matched.duplicates))
         if len(set(machines(benches))) > 1:
             notes.append("bench files come from different machines: compare their figures with care")
+        old = [b.path for b in benches if b.blocks is None]
+        if old:
+            notes.append(f"no spread over timing blocks in {', '.join(old)} (an older nerkd bench): rerun "
+                         "`nerkd bench` for min-max figures")
     if matched.int8:
         notes.append("int8 rows: the model quantised at load time (dynamic int8 Linear layers, as `nerkd infer "
                      "--int8`), scored on CPU; on disk it is the fp32 files")
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     report = Report(output=Path(output), created=created, data=gold, rows=rows, device=str(device),
-                    precision=precision, benches=benches, bench_unmatched=matched.unmatched, notes=notes)
+                    precision=precision, benches=benches, bench_unmatched=matched.unmatched, notes=notes,
+                    warnings=[f"{b.path}: {w}" for b in benches for w in b.warnings])
     report.output.mkdir(parents=True, exist_ok=True)
     _plot_all(report)
     return report

@@ -50,6 +50,12 @@ def num(x: float | None, fmt: str = ".1f") -> str:
     return DASH if x is None else format(x, fmt)
 
 
+def span(bench: dict, key: str, fmt: str = ".1f") -> str:
+    """``min–max`` of a bench figure over its timing blocks (``-`` when the bench file has none)."""
+    lo, hi = bench.get(f"{key}_min"), bench.get(f"{key}_max")
+    return DASH if lo is None or hi is None else f"{format(lo, fmt)}–{format(hi, fmt)}"
+
+
 # -- tables ---------------------------------------------------------------------------------
 
 def entity_table(report: Report) -> Table:
@@ -71,15 +77,16 @@ def size_speed_table(report: Report) -> Table:
     bench = report.has_bench
     headers = ["model", "parameters", "x fewer params", "weights on disk", "x smaller on disk"]
     if bench:
-        headers += ["latency p50 (ms)", "latency p95 (ms)", "words/s", "speed-up (latency)",
-                    "speed-up (throughput)", "peak mem (MB)"]
+        headers += ["latency p50 (ms)", "p50 min–max (ms)", "latency p95 (ms)", "words/s", "words/s min–max",
+                    "speed-up (latency)", "speed-up (throughput)", "peak mem (MB)"]
     rows = []
     for row in report.rows:
         c, b = row.compression, row.bench or {}
         cells = [row.name, count(c["parameters"]), ratio(c["params_ratio"]), size(c["disk_bytes"]),
                  ratio(c["disk_ratio"])]
         if bench:
-            cells += [num(b.get("latency_ms_p50")), num(b.get("latency_ms_p95")), num(b.get("words_per_s"), ",.0f"),
+            cells += [num(b.get("latency_ms_p50")), span(b, "latency_ms_p50"), num(b.get("latency_ms_p95")),
+                      num(b.get("words_per_s"), ",.0f"), span(b, "words_per_s", ",.0f"),
                       ratio(c["speedup_latency"]), ratio(c["speedup_throughput"]), num(b.get("peak_mem_mb"))]
         rows.append(cells)
     return headers, rows
@@ -108,6 +115,16 @@ def heads_table(report: Report) -> Table | None:
     return (["model", "heads per layer", "pruned heads", "params before", "params after"], rows) if rows else None
 
 
+def speed_lines(report: Report) -> list[str]:
+    """What to know before reading the speed figures: warnings first, then how they were timed."""
+    lines = [f"Warning: {w}" for w in report.warnings]
+    blocks = sorted({b.blocks for b in report.benches if b.blocks})
+    if report.has_bench and blocks:
+        lines.append(f"Speed: medians over {'/'.join(map(str, blocks))} blocks in which the models took turns; "
+                     "min–max: the spread over those blocks.")
+    return lines
+
+
 def data_line(report: Report) -> str:
     d = report.data
     support = ", ".join(f"{t} {n}" for t, n in d.support().items())
@@ -128,7 +145,10 @@ def _md_table(table: Table) -> str:
 def markdown(report: Report) -> str:
     parts = ["# nerkd report", "", f"Created {report.created}.", "", f"Data: {data_line(report)}", "",
              "## Entity scores (P / R / F1, %)", "", _md_table(entity_table(report)), "",
-             "## Size and speed", "", _md_table(size_speed_table(report)), ""]
+             "## Size and speed", ""]
+    for line in speed_lines(report):
+        parts += [f"**{line}**" if line.startswith("Warning:") else line, ""]
+    parts += [_md_table(size_speed_table(report)), ""]
     if not report.has_bench:
         parts += ["Bench figures missing: run `nerkd bench` for latency and throughput.", ""]
     for title, table in (("Training runs (dev set)", training_table(report)), ("Pruning", heads_table(report))):
@@ -184,7 +204,10 @@ def html_page(report: Report) -> str:
              "<h1>nerkd report</h1>", f'<p class="meta">Created {_e(report.created)}.<br>Data: '
              f"{_e(data_line(report))}</p>",
              "<h2>Entity scores (P / R / F1, %)</h2>", _html_table(entity_table(report)),
-             "<h2>Size and speed</h2>", _html_table(size_speed_table(report))]
+             "<h2>Size and speed</h2>"]
+    parts += [f"<p><strong>{_code(line)}</strong></p>" if line.startswith("Warning:") else f"<p>{_code(line)}</p>"
+              for line in speed_lines(report)]
+    parts.append(_html_table(size_speed_table(report)))
     if not report.has_bench:
         parts.append(f"<p>{_code('Bench figures missing: run `nerkd bench` for latency and throughput.')}</p>")
     for title, table in (("Training runs (dev set)", training_table(report)), ("Pruning", heads_table(report))):
@@ -224,8 +247,9 @@ def as_json(report: Report) -> dict:
                  "scheme": d.scheme, "support": d.support()},
         "device": report.device, "precision": report.precision, "models": models,
         "benches": [{"path": b.path, "machine": b.machine, "date": b.date, "precision": b.precision,
-                     "sentences": b.sentences, "words": b.words} for b in report.benches],
-        "bench_unmatched": report.bench_unmatched, "notes": report.notes,
+                     "sentences": b.sentences, "words": b.words, "blocks": b.blocks, "warnings": b.warnings}
+                    for b in report.benches],
+        "bench_unmatched": report.bench_unmatched, "warnings": report.warnings, "notes": report.notes,
         "plots": {title: Path(p).name for title, p in report.plots.items()},
         "plots_skipped": report.plots_skipped,
     }
@@ -257,7 +281,8 @@ def terminal_size_speed(report: Report) -> list[tuple[str, Table]]:
     out = [("size (ratios vs the first model)", (["model", "params", "x", "weights", "x"], [r[:5] for r in rows]))]
     if len(headers) > 5:
         out.append(("speed (nerkd bench; speed-ups vs the first model)",
-                    (["model", "p50 ms", "p95 ms", "words/s", "x latency", "x throughput", "mem MB"],
+                    (["model", "p50 ms", "min–max", "p95 ms", "words/s", "min–max", "x latency", "x throughput",
+                      "mem MB"],
                      [[r[0], *r[5:]] for r in rows])))
     return out
 
