@@ -1,15 +1,53 @@
-"""The ``nerkd`` command: seven subcommands over one settings model."""
+"""The ``nerkd`` command: seven subcommands over one settings model.
+
+Printing help imports no torch (nor transformers): command modules import their engine inside
+the command function.
+"""
 
 from __future__ import annotations
 
+import inspect
+
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from nerkd import __version__
 from nerkd.cli import bench, distill, finetune, infer, prune, report, validate
 from nerkd.cli.errors import set_debug
 
+
+def _hide_flag_types(command, ctx) -> None:
+    """Typer >= 0.28 shows ``<bool>`` as the type of every flag (even --help): flags take no value."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class Command(TyperCommand):
+    def format_help(self, ctx, formatter) -> None:
+        _hide_flag_types(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
+class Group(TyperGroup):
+    def format_help(self, ctx, formatter) -> None:
+        _hide_flag_types(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
+def help_text(fn) -> str:
+    """A command's docstring as help: each paragraph on one line, wrapped by the help to the terminal.
+
+    Typer keeps single line breaks, so a docstring wrapped for the source would print as broken
+    lines. A paragraph starting with ``\\b`` keeps its lines (the marker is dropped).
+    """
+    paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
+    return "\n\n".join(p[1:].strip("\n") if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
 app = typer.Typer(
     name="nerkd",
+    cls=Group,
     help="Make a French NER transformer small and fast: distil, prune, fine-tune, infer, bench, report.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,13 +70,17 @@ def main_callback(
     set_debug(debug)
 
 
-app.command("validate")(validate.validate)
-app.command("distill")(distill.distill)
-app.command("prune")(prune.prune)
-app.command("finetune")(finetune.finetune)
-app.command("infer")(infer.infer)
-app.command("bench")(bench.bench)
-app.command("report")(report.report)
+COMMANDS = {
+    "validate": validate.validate,
+    "distill": distill.distill,
+    "prune": prune.prune,
+    "finetune": finetune.finetune,
+    "infer": infer.infer,
+    "bench": bench.bench,
+    "report": report.report,
+}
+for _name, _fn in COMMANDS.items():
+    app.command(_name, cls=Command, help=help_text(_fn))(_fn)
 
 
 def main() -> None:

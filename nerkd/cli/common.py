@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nerkd.project import Project
-from nerkd.settings import Settings, load_settings
+if TYPE_CHECKING:  # imported when a command runs, not to print help (pydantic takes a while)
+    from nerkd.project import Project
+    from nerkd.settings import Settings
 
 ConfigOpt = Annotated[
     Path | None,
@@ -24,6 +25,9 @@ SetOpt = Annotated[
 
 def resolve(config: Path | None, sets: list[str] | None) -> tuple[Settings, Project]:
     """Load settings (defaults < YAML < env < --set) and the project; remember an explicit config."""
+    from nerkd.project import Project
+    from nerkd.settings import load_settings
+
     project = Project.discover()
     path = project.config_path(config)
     settings = load_settings(path, sets)

@@ -28,12 +28,14 @@ def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt =
             resume: ResumeOpt = False) -> None:
     """Distil the teacher into a smaller student (CE + KD + hidden-state + CRF losses).
 
-    The student keeps student.layers of the teacher's layers (spread evenly by default) and the
-    data's labels; the teacher's labels are mapped onto them by entity type (IO -> BIO works).
-    Writes the best student, settings.yaml, labels.json, metrics.jsonl and checkpoints/ to the
-    run folder. Multi-GPU: torchrun --nproc_per_node N -m nerkd distill ...
+    The student keeps student.num_layers of the teacher's layers (student.layers, spread evenly by
+    default) and the data's labels; the teacher's labels are mapped onto them by entity type (IO ->
+    BIO works). Writes the best student, settings.yaml, labels.json, metrics.jsonl and checkpoints/
+    to the run folder. Multi-GPU: torchrun --nproc_per_node N -m nerkd distill ...
 
-    Example: nerkd distill --config configs/kd_camembert.yaml --output artifacts/student_10L
+    \b
+    Example (a second student, with a softer teacher than the quickstart's):
+      nerkd distill --set distill.temperature=4 --output artifacts/student_t4
     """
     settings, project = resolve(config, set_)
     from nerkd.distill import run_distill

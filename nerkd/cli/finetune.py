@@ -22,7 +22,17 @@ CrfOpt = Annotated[bool | None, typer.Option(
     "--crf/--no-crf", help="With --base: add a CRF (default: finetune.crf). With --model: add or drop one.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Go on from the run folder's checkpoints/last.")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: finetune.epochs).")]
-LrOpt = Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak learning rate (default: finetune.lr).")]
+
+
+def _learning_rate(value: float | None) -> float | None:
+    """--lr is bounded as finetune.lr: 0 < lr < 1 (typer's min/max are closed bounds)."""
+    if value is not None and not 0 < value < 1:
+        raise typer.BadParameter(f"{value:g} is not in the range 0<x<1.")
+    return value
+
+
+LrOpt = Annotated[float | None, typer.Option(
+    "--lr", callback=_learning_rate, metavar="<float> [0<x<1]", help="Peak learning rate (default: finetune.lr).")]
 LayersOpt = Annotated[int, typer.Option("--scratch-layers", min=1, help="Layers of the --base scratch encoder.")]
 HiddenOpt = Annotated[int, typer.Option("--scratch-hidden", min=4, help="Hidden size of the --base scratch encoder "
                                                                          "(a multiple of its 4 heads).")]
@@ -38,15 +48,18 @@ def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt =
     Recovery (default): keeps training the last pruned (else distilled) model for finetune.epochs
     epochs at finetune.lr; pruned heads stay pruned. Output: <artifacts>/final.
 
-    Teacher: --base ENCODER adds a classifier over the data's labels (and a CRF with --crf);
-    --base scratch builds a tiny offline CamemBERT (4 layers, hidden 128) with a tokenizer
-    trained on data.train. Output: <artifacts>/teacher.
+    Teacher: --base ENCODER adds a classifier over the data's labels (and a CRF with --crf); --base
+    scratch builds a tiny offline CamemBERT (4 layers, hidden 128) with a tokenizer trained on
+    data.train. Output: <artifacts>/teacher.
 
     --teacher REF adds the distillation losses of nerkd distill. Writes the best model,
     settings.yaml, labels.json, metrics.jsonl, train_summary.json and checkpoints/ to the run
     folder. Multi-GPU: torchrun --nproc_per_node N -m nerkd finetune ...
 
-    Example: nerkd finetune --model artifacts/student_10L_pruned --output artifacts/student_10L_final
+    \b
+    Example (recovery, then a scratch teacher as in the quickstart):
+      nerkd finetune --model artifacts/pruned --epochs 3 -o artifacts/final_3
+      nerkd finetune --base scratch --epochs 10 --lr 2e-3 -o artifacts/teacher_2
     """
     settings, project = resolve(config, set_)
     from nerkd.finetune import run_finetune

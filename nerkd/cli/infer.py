@@ -89,7 +89,9 @@ def infer(
     order, one per input line (empty lines give "entities": []). Long texts are windowed, never
     truncated. Logs, progress and the summary go to stderr; stdout carries only JSONL.
 
-    Example: nerkd infer --model artifacts/final < data/texts.txt > entities.jsonl
+    \b
+    Example:
+      nerkd infer --model artifacts/final < data/texts.txt > entities.jsonl
     """
     import torch
 

@@ -22,12 +22,13 @@ def prune(model: ModelOpt = None, rate: RateOpt = None, output: OutputOpt = None
           config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Remove the least important attention heads (Michel et al. 2019).
 
-    Heads are scored by gradient importance on gold data (data.dev, else
-    data.train). The lowest share (--rate, or prune.per_layer counts) is
-    sliced out: fewer parameters, faster inference. Writes the model,
-    head_importance.json and settings.yaml; prints a layers x heads table.
+    Heads are scored by gradient importance on gold data (data.dev, else data.train). The lowest
+    share (--rate, or prune.per_layer counts) is sliced out: fewer parameters, faster inference.
+    Writes the model, head_importance.json and settings.yaml; prints a layers x heads table.
 
-    Example: nerkd prune --model artifacts/student_10L --rate 0.25 --output artifacts/student_10L_pruned
+    \b
+    Example:
+      nerkd prune --model artifacts/student --rate 0.25 -o artifacts/pruned_25
     """
     from nerkd.prune import run_prune
     from nerkd.prune.table import LEGEND, head_table

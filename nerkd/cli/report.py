@@ -27,10 +27,14 @@ def report(
 ) -> None:
     """Score every model on one labelled file; write report.md, a self-contained report.html, report.json.
 
-    Shows per-type entity P/R/F1, size and speed-ups (from `nerkd bench`), an F1/latency Pareto plot and the
-    head-importance heatmap of pruned models. Run folders may also give train_summary.json, head_importance.json.
+    Shows per-type entity P/R/F1, size and speed-ups (from nerkd bench), an F1/latency Pareto plot
+    and the head-importance heatmap of pruned models. Run folders may also give train_summary.json
+    and head_importance.json.
 
-    Example: nerkd report --data data/test.jsonl --model artifacts/teacher --model artifacts/student -o report/
+    \b
+    Example (the teacher and the final model on the dev set):
+      nerkd report --data data/dev.jsonl --model artifacts/teacher \\
+        --model artifacts/final --output artifacts/report_dev
     """
     from nerkd.report import (
         build_report,

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from nerkd.cli.common import ConfigOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
-from nerkd.ui import err, out
-from nerkd.validate import ValidateReport, run_validate
+
+if TYPE_CHECKING:  # nerkd.validate imports torch: not for --help
+    from nerkd.validate import ValidateReport
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
 
@@ -16,10 +17,19 @@ _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FA
 def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Pre-flight check of settings, data, teacher and labels before you pay for a GPU.
 
-    Exits 0 when the setup is ready, 1 when it is not.
+    Reads every data split, the teacher's config and labels, shows how the teacher's labels map
+    onto the data's and estimates the GPU memory of a training step. Exits 0 when the setup is
+    ready, 1 when it is not.
 
-    Example: nerkd validate --config configs/quickstart.yaml
+    \b
+    Example:
+      nerkd validate --config configs/quickstart.yaml
     """
+    from rich.markup import escape
+
+    from nerkd.ui import err
+    from nerkd.validate import run_validate
+
     settings, project = resolve(config, set_)
     cfg = project.config_path(config)
     report = run_validate(settings, str(cfg) if cfg else None)
@@ -32,6 +42,10 @@ def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 def render(report: ValidateReport) -> None:
+    from rich.table import Table
+
+    from nerkd.ui import out
+
     for sp in report.splits:
         table = Table(title=f"{sp.name}: {sp.path}", title_justify="left")
         table.add_column("tag")
