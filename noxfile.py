@@ -45,3 +45,10 @@ def quickstart(session: nox.Session) -> None:
     session.run("nerkd", "infer", "--input", "data/texts.txt", "--output", "artifacts/entities.jsonl", env=env)
     session.run("nerkd", "bench", env=env)
     session.run("nerkd", "report", env=env)
+
+
+@nox.session
+def readme(session: nox.Session) -> None:
+    """Rerun the quickstart chain in a temporary project; rewrite the README's table and docs/*.png from it."""
+    _install(session, "plots")
+    session.run("python", "benchmarks/readme_quickstart.py", *session.posargs)
