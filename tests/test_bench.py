@@ -128,7 +128,7 @@ def test_cli_defaults(runner, in_tmp, tiny_bio, tiny_crf):
     check_contract(doc, ["distill", "finetune"], 3)
     res = runner.invoke(app, ["bench", "-m", str(tiny_bio)])
     assert res.exit_code == 1 and "data.test" in res.stderr
-    assert "Example: nerkd bench" in runner.invoke(app, ["bench", "--help"]).stdout
+    assert "Example:" in (page := runner.invoke(app, ["bench", "--help"]).stdout) and "nerkd bench --" in page
 
 
 # -- interleaving, spread and load (a fake engine and clock: no timing) ------------------------

@@ -232,6 +232,6 @@ def test_cli_distill_help_has_example(runner):
 
     res = runner.invoke(app, ["distill", "--help"])
     assert res.exit_code == 0
-    assert "Example: nerkd distill --config configs/kd_camembert.yaml" in res.output
+    assert "Example" in res.output and "nerkd distill --" in res.output  # its paths: tests/test_help.py
     for opt in ("--teacher", "--output", "--resume", "--set"):
         assert opt in res.output
