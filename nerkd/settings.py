@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nerkd.errors import SettingsError
@@ -55,6 +55,46 @@ class LabelSettings(Section):
         "outside", description="types only the teacher has (MISC): fold into O, or drop from the KD signal"
     )
     rename: dict[str, str] = Field(default_factory=dict, description="teacher type -> data type, e.g. PERSON: PER")
+    drop: list[str] = Field(default_factory=list,
+                            description="data types whose tags become O as the data is read, e.g. [MISC]")
+    map: dict[str, str] = Field(default_factory=dict,
+                                description="data type -> another type or O, as the data is read, e.g. PERSON: PER")
+
+    @field_validator("drop", mode="before")
+    @classmethod
+    def _one_type(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v   # --set labels.drop=MISC
+
+    @field_validator("drop")
+    @classmethod
+    def _drop_types(cls, v: list[str]) -> list[str]:
+        for t in v:
+            _check_type(t)
+        return v
+
+    @field_validator("map")
+    @classmethod
+    def _map_types(cls, v: dict[str, str]) -> dict[str, str]:
+        for src, dst in v.items():
+            _check_type(src)
+            if dst != "O":
+                _check_type(dst, ' or "O"')
+        return v
+
+    @model_validator(mode="after")
+    def _drop_or_map(self) -> LabelSettings:
+        both = sorted(set(self.drop) & set(self.map))
+        if both:
+            raise ValueError(f"{', '.join(both)} in both labels.drop and labels.map: keep one")
+        return self
+
+
+def _check_type(name: str, alt: str = "") -> None:
+    """An entity type name as in the data's tags (``MISC``, not ``B-MISC``)."""
+    if not name or name != name.strip() or any(c.isspace() for c in name) or name == "O":
+        raise ValueError(f"{name!r} is not an entity type{alt} (a name such as MISC, without spaces)")
+    if name[:2] in ("B-", "I-", "E-", "S-"):
+        raise ValueError(f"{name!r} is a tag: give its type ({name[2:]}){alt}")
 
 
 class TeacherSettings(Section):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from nerkd.data.dataset import label_space_for, load_splits, tag_ids
+from nerkd.data.dataset import data_warnings, label_space_for, load_splits, overlaps, tag_ids
 from nerkd.data.encode import bucket_batches, collate, encode, plan_windows
 from nerkd.data.labels import LabelSpace, type_mapping
 from nerkd.data.readers import read_sentences
@@ -53,7 +53,9 @@ BAD_INPUTS = [
      "out of range"),
     ("overlap.jsonl", '{"text": "Jean Dupont", "entities": [{"start": 0, "end": 11, "label": "PER"},'
      ' {"start": 5, "end": 11, "label": "PER"}]}\n', 1, "overlap"),
-    ("cols.conll", "a\tO\nb\tc\td\te\n", 2, "expected 2 (token, tag) or 3"),
+    ("cols.conll", "a\tO\nb\tc\td\te\n", 2, "4 columns where line 1 has 2"),
+    ("one.conll", "a O\nb\n", 2, "got 1 column"),
+    ("idx.conll", "0\ta\tO\n1\tb\tO\n\nx\tc\tO\n", 4, "not a token index"),
     ("tag.conll", "a\tO\nb\tPER\n", 2, "unknown tag"),
 ]
 
@@ -86,7 +88,7 @@ def test_unknown_tag_against_label2id(tmp_path):
     s = load_settings(None, [f"data.train={p}", f"data.label2id={DATA / 'label2id.json'}"])
     split = load_splits(s.data)["train"]
     space = label_space_for([split], s.data)
-    with pytest.raises(DataError, match=rf"{p}:2: unknown tag 'B-DATE'"):
+    with pytest.raises(DataError, match=rf"{p}:2: unknown tag B-DATE \(types not in data.label2id: DATE; 1 tags"):
         tag_ids(split, space)
 
 
@@ -205,3 +207,158 @@ def test_piece_cache_equals_the_tokenizer(tiny_bio, family):
             want[k].append(t)
         assert small.pieces([ws]) == [[p or [tok.unk_token_id] for p in want]]
         assert len(small.map) <= max(30, len(ws))
+
+
+# -- CoNLL-2003 and other column layouts (#12 item 10) ------------------------------------
+
+CONLL2003 = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+call NN I-NP O
+to TO B-VP O
+boycott VB I-VP O
+British JJ B-NP B-MISC
+lamb NN I-NP O
+. . O O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+
+-DOCSTART- -X- -X- O
+
+BRUSSELS NNP B-NP B-LOC
+1996-08-22 CD I-NP O
+"""
+
+
+def test_conll2003_four_space_separated_columns(tmp_path):
+    p = _write(tmp_path, "eng.train", CONLL2003)
+    sents, st = read_sentences(p)
+    assert [s.tokens for s in sents] == [
+        ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+        ["Peter", "Blackburn"], ["BRUSSELS", "1996-08-22"]]
+    assert sents[0].tags == ["B-ORG", "O", "B-MISC", "O", "O", "O", "B-MISC", "O", "O"]
+    assert sents[1].tags == ["B-PER", "I-PER"] and sents[2].tags == ["B-LOC", "O"]
+    assert st.docstarts == 2 and st.sentences == 3 and st.tokens == 13
+    assert sents[0].line == 3 and sents[0].line_of(2) == 5 and sents[2].line == 18
+    assert "2 -DOCSTART- lines skipped" in st.notes()
+    tabs, st2 = read_sentences(_write(tmp_path, "eng.tsv", CONLL2003.replace(" ", "\t")))
+    assert [s.tokens for s in tabs] == [s.tokens for s in sents] and st2.docstarts == 2
+
+
+def test_conll_docstart_two_columns_and_mid_sentence(tmp_path):
+    p = _write(tmp_path, "x.conll", "-DOCSTART- O\n\nJean B-PER\nvit O\n-DOCSTART- O\nLyon B-LOC\n")
+    sents, st = read_sentences(p)
+    assert [s.tokens for s in sents] == [["Jean", "vit"], ["Lyon"]]   # a -DOCSTART- line ends a sentence
+    assert st.docstarts == 2
+
+
+def test_conll_three_columns_token_pos_tag(tmp_path):
+    """3 columns that do not count tokens are ``token POS tag`` (CoNLL-2002): the token is the first one."""
+    p = _write(tmp_path, "x.conll", "Jean NPP B-PER\nvit V O\n\n1990 NUM O\n")
+    sents, _ = read_sentences(p)
+    assert [s.tokens for s in sents] == [["Jean", "vit"], ["1990"]]
+    idx, _ = read_sentences(_write(tmp_path, "y.conll", "1 Jean B-PER\n2 vit O\n\n1 Lyon B-LOC\n"))
+    assert [s.tokens for s in idx] == [["Jean", "vit"], ["Lyon"]]
+
+
+def test_conll_hash_token_is_not_a_comment(tmp_path):
+    p = _write(tmp_path, "x.conll", "# sent_id = 1\n# text = # chat\n# O\nchat O\n")
+    sents, st = read_sentences(p)
+    assert sents[0].tokens == ["#", "chat"] and st.comments == 2
+
+
+LABEL2ID_PLO = '{"O": 0, "B-LOC": 1, "I-LOC": 2, "B-ORG": 3, "I-ORG": 4, "B-PER": 5, "I-PER": 6}'
+
+
+def test_unknown_type_error_suggests_drop_and_map(tmp_path):
+    p = _write(tmp_path, "x.conll", CONLL2003)
+    l2i = _write(tmp_path, "label2id.json", LABEL2ID_PLO)
+    s = load_settings(None, [f"data.train={p}", f"data.label2id={l2i}"])
+    split = load_splits(s.data)["train"]
+    with pytest.raises(DataError) as e:
+        tag_ids(split, label_space_for([split], s.data))
+    assert str(e.value) == (f"{p}:5: unknown tag B-MISC (types not in data.label2id: MISC; 2 tags in this file); "
+                            "drop them with labels.drop: [MISC] or map them with labels.map: {MISC: ...}")
+
+
+def test_labels_drop_and_map_applied_when_read(tmp_path):
+    p = _write(tmp_path, "x.conll", CONLL2003)
+    l2i = _write(tmp_path, "label2id.json", LABEL2ID_PLO.replace("PER", "PERSON"))
+    s = load_settings(None, [f"data.train={p}", f"data.label2id={l2i}", "labels.drop=[MISC]",
+                             "labels.map={PER: PERSON}"])
+    split = load_splits(s.data, label_settings=s.labels)["train"]
+    assert split.sentences[0].tags == ["B-ORG"] + ["O"] * 8
+    assert split.sentences[1].tags == ["B-PERSON", "I-PERSON"]
+    assert split.read.relabeled == {"MISC": 2, "PER": 2}
+    assert "tags relabelled by labels.drop/labels.map: 2 MISC -> O, 2 PER -> PERSON" in split.read.notes()
+    space = label_space_for([split], s.data)
+    ids = tag_ids(split, space)
+    assert ids[1] == [space.label2id["B-PERSON"], space.label2id["I-PERSON"]]
+    # without data.label2id the label space is built from the relabelled types
+    s2 = load_settings(None, [f"data.train={p}", "labels.drop=MISC"])
+    assert label_space_for(list(load_splits(s2.data, label_settings=s2.labels).values()), s2.data).types == [
+        "LOC", "ORG", "PER"]
+
+
+# -- tags that break their scheme, train/dev overlap (#12 item 9) ---------------------------
+
+def test_invalid_tags_per_scheme():
+    from nerkd.data.schemes import invalid_tags
+
+    assert invalid_tags(["O", "I-PER", "B-LOC", "I-LOC", "I-PER"], "BIO") == [1, 4]
+    assert invalid_tags(["B-PER", "I-PER", "O", "I-PER"], "IO") == []
+    assert invalid_tags(["B-PER", "E-PER", "S-LOC", "O"], "BIOES") == []
+    assert invalid_tags(["B-PER", "O", "E-LOC", "B-ORG", "I-ORG"], "BIOES") == [0, 2, 4]
+
+
+def test_invalid_bio_is_counted_warned_and_read_as_b(tmp_path):
+    rows = ['{"tokens": ["a", "b"], "tags": ["B-PER", "O"]}',
+            '{"tokens": ["a", "b", "c"], "tags": ["O", "I-PER", "O"]}',
+            '{"tokens": ["a", "b"], "tags": ["B-LOC", "I-PER"]}']
+    p = _write(tmp_path, "x.jsonl", "\n".join(rows) + "\n")
+    s = load_settings(None, [f"data.train={p}", f"data.label2id={DATA / 'label2id.json'}"])
+    splits = load_splits(s.data)
+    assert data_warnings(splits) == [f"{p}: 2 tags I-X follow O or another type (invalid BIO, read as B-X); "
+                                     "first at line 2"]
+    space = label_space_for(list(splits.values()), s.data)
+    ids = tag_ids(splits["train"], space)
+    b_per = space.label2id["B-PER"]
+    assert ids[1][1] == b_per and ids[2][1] == b_per     # trained as evaluation reads them
+
+
+def test_conll_line_of_invalid_tag(tmp_path):
+    p = _write(tmp_path, "x.conll", "a B-PER\n\nb O\nc O\nd I-LOC\n")
+    _, st = read_sentences(p)
+    assert st.warnings() == [f"{p}: 1 tags I-X follow O or another type (invalid BIO, read as B-X); first at line 5"]
+
+
+def test_io_and_iob1_are_not_warned(tmp_path):
+    _, io = read_sentences(_write(tmp_path, "io.conll", "a O\nb I-PER\nc I-PER\n"))
+    assert io.warnings() == []
+    iob1 = CONLL2003.replace("B-ORG", "I-ORG").replace("B-MISC", "I-MISC").replace("B-PER", "I-PER")
+    iob1 = iob1.replace("B-LOC", "I-LOC")
+    sents, st = read_sentences(_write(tmp_path, "iob1.conll", iob1.replace("call NN I-NP O", "call NN I-NP B-MISC")))
+    assert st.warnings() == [] and st.iob1
+    assert any(n.startswith("IOB1 tags") for n in st.notes())
+    assert spans_of(sents[0].tags) == [("ORG", 0, 1), ("MISC", 2, 3), ("MISC", 3, 4), ("MISC", 6, 7)]
+
+
+def test_invalid_bioes_is_warned(tmp_path):
+    _, st = read_sentences(_write(tmp_path, "x.conll", "a S-PER\nb B-LOC\nc O\n"))
+    assert len(st.warnings()) == 1 and "1 tags break BIOES" in st.warnings()[0] and "line 2" in st.warnings()[0]
+
+
+def test_overlap_between_train_and_dev_test(tmp_path):
+    train = _write(tmp_path, "train.jsonl", GOOD + '{"tokens": ["c"], "tags": ["O"]}\n')
+    dev = _write(tmp_path, "dev.jsonl", GOOD + GOOD + '{"tokens": ["d"], "tags": ["O"]}\n')
+    test = _write(tmp_path, "test.jsonl", '{"tokens": ["e"], "tags": ["O"]}\n')
+    s = load_settings(None, [f"data.train={train}", f"data.dev={dev}", f"data.test={test}"])
+    splits = load_splits(s.data)
+    found = overlaps(splits)
+    assert [(o.name, o.count, o.distinct) for o in found] == [("dev", 1, 2)]
+    assert found[0].message().startswith(f"1 sentences of {dev} also appear in {train} ")
+    assert data_warnings(splits) == [found[0].message()]
+

@@ -108,3 +108,28 @@ def test_project_remembers_config_and_outputs(tmp_path, monkeypatch):
     assert q.default_input("prune", "artifacts") == tmp_path.resolve() / "artifacts" / "student_10L"
     assert q.default_output("prune", "artifacts") == tmp_path.resolve() / "artifacts" / "pruned"
     assert Path(q.config_path("other.yaml")) == Path("other.yaml")   # explicit wins
+
+
+def test_labels_drop_and_map_settings(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("labels:\n  drop: [MISC]\n  map: {PERSON: PER, DATE: O}\n")
+    s = load_settings(cfg)
+    assert s.labels.drop == ["MISC"] and s.labels.map == {"PERSON": "PER", "DATE": "O"}
+    assert load_settings(None, ["labels.drop=MISC"]).labels.drop == ["MISC"]   # one type, as --set gives it
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        (["labels.dropp=[MISC]"], "--set: setting labels.dropp: unknown key"),
+        (["labels.drop=[B-MISC]"], "--set: setting labels.drop: Value error, 'B-MISC' is a tag: give its type (MISC)"),
+        (["labels.map={MISC: B-PER}"], "--set: setting labels.map: Value error, 'B-PER' is a tag: give its type (PER)"),
+        (["labels.map={MISC: 'a b'}"], "--set: setting labels.map: Value error, 'a b' is not an entity type or \"O\""),
+        (["labels.map={O: PER}"], "--set: setting labels.map: Value error, 'O' is not an entity type"),
+        (["labels.drop=[MISC]", "labels.map={MISC: O}"], "--set: setting labels: Value error, MISC in both"),
+    ],
+)
+def test_labels_drop_and_map_typos(pairs, expected):
+    with pytest.raises(SettingsError) as e:
+        load_settings(None, pairs)
+    assert str(e.value).startswith(expected)

@@ -12,7 +12,7 @@ signal.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -25,6 +25,8 @@ from nerkd.io import write_json
 @dataclass(frozen=True)
 class LabelSpace:
     labels: tuple[str, ...]
+    origin: str = field(default="", compare=False, repr=False)   # where it came from, for messages
+
 
     def __post_init__(self) -> None:
         if len(set(self.labels)) != len(self.labels):
@@ -88,6 +90,15 @@ class LabelSpace:
 
     def save(self, path: str | Path) -> Path:
         return write_json(path, self.label2id)
+
+
+def relabel_map(label_settings) -> dict[str, str]:
+    """``labels.drop`` and ``labels.map`` as one ``{type: new type or "O"}`` applied when data is read."""
+    if label_settings is None:
+        return {}
+    out = {t: "O" for t in label_settings.drop}
+    out.update(label_settings.map)
+    return out
 
 
 @dataclass(frozen=True)

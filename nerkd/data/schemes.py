@@ -80,3 +80,32 @@ def convert(tags: Sequence[str], scheme: str) -> list[str]:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     return tags_from_spans(len(tags), spans_of(tags), scheme)
+
+
+def invalid_tags(tags: Sequence[str], scheme: str) -> list[int]:
+    """Positions of the tags that break ``scheme`` (IO never breaks).
+
+    BIO (IOB2): an ``I-X`` that follows neither ``B-X`` nor ``I-X``. BIOES: that, an ``E-X`` likewise,
+    and a ``B-X``/``I-X`` not followed by ``I-X``/``E-X``. :func:`spans_of` reads them leniently: an
+    ``I-X`` or ``E-X`` without a ``B-X`` opens an entity (read as ``B-X``/``S-X``), an entity with no
+    ``E-X`` ends at the next ``O``, ``B-`` or ``S-``.
+    """
+    if scheme == "IO":
+        return []
+    bad = []
+    prev_prefix, prev_type = "O", None
+    n = len(tags)
+    for i, tag in enumerate(tags):
+        prefix, etype = split_tag(tag)
+        inside = prev_prefix in ("B", "I") and prev_type == etype
+        if prefix == "I" and not inside:
+            bad.append(i)
+        elif scheme == "BIOES":
+            if prefix == "E" and not inside:
+                bad.append(i)
+            elif prefix in ("B", "I"):
+                nxt = split_tag(tags[i + 1]) if i + 1 < n else ("O", None)
+                if nxt[0] not in ("I", "E") or nxt[1] != etype:
+                    bad.append(i)
+        prev_prefix, prev_type = prefix, etype
+    return bad
