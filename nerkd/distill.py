@@ -237,17 +237,19 @@ def _write_run_files(settings, output: Path, record: dict) -> None:
 
 def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, resume: bool = False):
     """Distil ``teacher_ref`` into a student saved in ``output``; returns the loop's ``TrainResult``."""
-    from nerkd.data.dataset import encode_split, label_space_for, load_splits
+    from nerkd.data.dataset import data_warnings, encode_split, label_space_for, load_splits, read_notes
     from nerkd.models.ner import load_tokenizer
     from nerkd.models.student import build_student
     from nerkd.train.loop import DevSet, train
 
     output = Path(output)
-    splits = load_splits(settings.data)
+    splits = load_splits(settings.data, label_settings=settings.labels)
     if "train" not in splits:
         raise SettingsError("data.train: not set; nerkd distill needs training data")
     if "dev" not in splits:
         say("[yellow]warning:[/] data.dev is not set: no evaluation, no early stopping, the last model is kept")
+    for warning in data_warnings(splits):
+        say(f"[yellow]warning:[/] {warning}")
     space = label_space_for(list(splits.values()), settings.data)
     teacher = load_teacher(settings, teacher_ref)
     t = settings.teacher
@@ -279,8 +281,7 @@ def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, 
     for name in ("train", "dev"):
         if name in splits:
             sp = encode_split(splits[name], tokenizer, space, settings.data)
-            skipped = f", {sp.read.skipped_empty} empty sentences skipped" if sp.read.skipped_empty else ""
-            say(f"{name} ({sp.path}): {sp.encoded.summary()}{skipped}")
+            say(f"{name} ({sp.path}): {sp.encoded.summary()}{read_notes(sp)}")
     dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
 
     result = train(objective, tokenizer, splits["train"].windows, dev, settings, output, resume=resume,

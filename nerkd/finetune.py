@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from nerkd.data.dataset import encode_split, label_space_for, load_splits
+from nerkd.data.dataset import data_warnings, encode_split, label_space_for, load_splits, read_notes
 from nerkd.data.labels import LabelSpace
 from nerkd.errors import ModelLoadError, SettingsError
 from nerkd.models.ner import NerModel, load_tokenizer
@@ -123,11 +123,13 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
     if lr is not None and not 0 < lr < 1:
         raise SettingsError(f"--lr {lr}: must be > 0 and < 1")
     stage = "teacher" if base else "finetune"
-    splits = load_splits(settings.data, ("train", "dev"))
+    splits = load_splits(settings.data, ("train", "dev"), settings.labels)
     if "train" not in splits:
         raise SettingsError("data.train: not set; nerkd finetune needs training data")
     if "dev" not in splits:
         _say("[yellow]warning:[/] data.dev is not set: no evaluation, no early stopping, the last model is kept")
+    for warning in data_warnings(splits):
+        _say(f"[yellow]warning:[/] {warning}")
     out_dir = Path(output) if output else project.default_output(stage, settings.paths.artifacts)
     torch.manual_seed(settings.train.seed)
 
@@ -186,7 +188,7 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
 
     for name, split in splits.items():
         encode_split(split, tokenizer, space, settings.data)
-        _say(f"{name} ({split.path}): {split.encoded.summary()}")
+        _say(f"{name} ({split.path}): {split.encoded.summary()}{read_notes(split)}")
     dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
 
     if ddp.detect().is_main:

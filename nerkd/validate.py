@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nerkd.data.dataset import Split, label_space_for, read_split, split_paths
+from nerkd.data.dataset import Split, label_space_for, overlaps, read_notes, read_split, split_paths, unknown_tags
 from nerkd.data.labels import LabelSpace, TypeMapping, type_mapping
-from nerkd.data.schemes import detect_scheme, split_tag
+from nerkd.data.schemes import detect_scheme
 from nerkd.device import describe, resolve_device, resolve_precision
 from nerkd.errors import NerkdError
 from nerkd.settings import Settings
@@ -68,27 +68,29 @@ def run_validate(settings: Settings, config_name: str | None = None) -> Validate
         report.add("data", "warn", "data.dev is not set: no evaluation, no early stopping, no best checkpoint")
     for name, path in paths.items():
         try:
-            split = read_split(name, path, settings.data)
+            split = read_split(name, path, settings.data, settings.labels)
         except NerkdError as e:
             report.add(f"data {name}", "fail", str(e))
             continue
         report.splits.append(split)
         st = split.read
-        skipped = f", {st.skipped_empty} empty sentences skipped" if st.skipped_empty else ""
         report.add(f"data {name}", "ok",
                    f"{st.path}: {st.sentences} sentences, {st.tokens} tokens, {st.format}, "
-                   f"scheme {detect_scheme(st.tags)}{skipped}")
+                   f"scheme {detect_scheme(st.tags)}{read_notes(split)}")
+        for warning in st.warnings():
+            report.add(f"data {name}", "warn", warning)
+    for o in overlaps({sp.name: sp for sp in report.splits}):
+        report.add(f"overlap {o.name}", "warn", o.message())
 
     if report.splits:
         try:
             space = label_space_for(report.splits, settings.data)
             report.data_space = space
             report.add("labels", "ok", f"{len(space)} labels, scheme {space.scheme}, types {', '.join(space.types)}")
-            known = set(space.types)
             for sp in report.splits:
-                unknown = sorted({t for tag in sp.read.tags if (t := split_tag(tag)[1]) and t not in known})
-                if unknown:
-                    report.add(f"labels {sp.name}", "fail", f"types not in the label set: {', '.join(unknown)}")
+                bad = unknown_tags(sp, space)
+                if bad is not None:
+                    report.add(f"labels {sp.name}", "fail", str(bad.error()))
         except NerkdError as e:
             report.add("labels", "fail", str(e))
 

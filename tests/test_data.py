@@ -362,3 +362,30 @@ def test_overlap_between_train_and_dev_test(tmp_path):
     assert found[0].message().startswith(f"1 sentences of {dev} also appear in {train} ")
     assert data_warnings(splits) == [found[0].message()]
 
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_distill_and_finetune_log_data_warnings(in_tmp, runner, tiny_io_teacher, tiny_bio):
+    """The overlap and invalid-BIO warnings reach the distill and finetune logs (each run then stops on a
+    setting checked after the data is read, to stay fast)."""
+    from nerkd.cli.app import app
+
+    train = DATA / "train.jsonl"
+    lines = train.read_text(encoding="utf-8").splitlines()
+    dev = in_tmp / "dev.jsonl"
+    dev.write_text("\n".join(lines[:2]) + '\n{"tokens": ["vu", "Dupont"], "tags": ["O", "I-PER"]}\n', encoding="utf-8")
+    data = ["--set", f"data.train={train}", "--set", f"data.dev={dev}", "--set", "data.limit=24",
+            "--set", f"data.label2id={DATA / 'label2id.json'}"]
+    overlap = f"warning: 2 sentences of {dev} also appear in {train} (2 of its 3 distinct sentences)"
+    bio = f"warning: {dev}: 1 tags I-X follow O or another type (invalid BIO, read as B-X); first at line 3"
+    res = runner.invoke(app, ["distill", *data, "--set", f"teacher.model={tiny_io_teacher}",
+                              "--set", "student.num_layers=2", "--set", "distill.layer_map.teacher=[2,4]",
+                              "--set", "distill.layer_map.student=[1,3]", "--output", str(in_tmp / "s")])
+    assert res.exit_code == 1 and "distill.layer_map" in res.stderr, res.output
+    assert overlap in _flat(res.stderr) and bio in _flat(res.stderr)
+    res = runner.invoke(app, ["finetune", "--model", str(tiny_bio), *data, "--set", "data.max_length=4096",
+                              "--output", str(in_tmp / "f")])
+    assert res.exit_code == 1 and "data.max_length" in res.stderr, res.output
+    assert overlap in _flat(res.stderr) and bio in _flat(res.stderr)

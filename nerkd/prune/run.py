@@ -40,7 +40,7 @@ def importance_split(settings: Settings, log: Callable[[str], None]) -> Split:
     name = "dev" if settings.data.dev else "train" if settings.data.train else None
     if name is None:
         raise SettingsError("prune needs gold data for head importance: set data.dev (or data.train)")
-    split = read_split(name, getattr(settings.data, name), settings.data)
+    split = read_split(name, getattr(settings.data, name), settings.data, settings.labels)
     if name == "train":
         log("[yellow]warning:[/] data.dev is not set: head importance uses data.train")
     cap = settings.prune.max_sentences
