@@ -247,7 +247,7 @@ def build_report(settings, project: Project, *, data: str, models: list[ModelSpe
 
     for spec in models:  # fail before spending time on the first models
         check_ref(spec.path, f"model {spec.name}" if spec.name != Path(spec.path).name else "model")
-    gold = load_gold(data, settings.data)
+    gold = load_gold(data, settings.data, settings.labels)
     device = resolve_device(settings.infer.device)
     precision = resolve_precision(settings.infer.precision, device)
     benches = [read_bench(p) for p in bench_files]

@@ -20,7 +20,7 @@ import orjson
 from nerkd.data.dataset import Split, label_space_for, read_split
 from nerkd.data.encode import EncodeStats, encode
 from nerkd.data.schemes import entity_types, spans_of, tags_from_spans
-from nerkd.errors import DataError
+from nerkd.errors import DataError, NerkdError
 from nerkd.infer.engine import BATCH_SIZE
 from nerkd.metrics import evaluate
 
@@ -72,8 +72,13 @@ class ModelScore:
     predictions: list[list[str]] = field(default_factory=list, repr=False)
 
 
-def load_gold(path: str | Path, data_settings) -> GoldData:
-    split = read_split("report", path, data_settings)
+class NoSharedTypes(NerkdError):
+    """A model tags none of the data's entity types: its scores would be an all-zero table."""
+
+
+def load_gold(path: str | Path, data_settings, label_settings=None) -> GoldData:
+    """The labelled file; ``label_settings`` applies ``labels.drop`` / ``labels.map`` to it."""
+    split = read_split("report", path, data_settings, label_settings)
     if not split.sentences:
         raise DataError(path, None, "no sentence to evaluate on")
     space = label_space_for([split], data_settings)
@@ -127,6 +132,15 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
     from nerkd.models.ner import NerModel, load_tokenizer
 
     model = NerModel.load(path, what=name)
+    rename = dict(settings.labels.rename)
+    model_types = set(model.labels.types)
+    renamed = {k: v for k, v in rename.items() if k in model_types and k not in gold.types and v in gold.types}
+    reachable = {renamed.get(t, t) for t in model_types}
+    if not reachable & set(gold.types):  # before any prediction: an all-zero table says nothing
+        raise NoSharedTypes(f"report: model {name} ({path}) shares no entity type with {gold.path}: model types "
+                            f"{', '.join(sorted(model_types)) or 'none'}, data types "
+                            f"{', '.join(gold.types) or 'none'}; map model types to data types with labels.rename, "
+                            "or data types with labels.map")
     tokenizer = load_tokenizer(path, what=name)
     result = ModelScore(name=name, path=str(path), variant=variant, labels=list(model.labels.labels),
                         scheme=model.labels.scheme, parameters=model.num_parameters(),
@@ -155,16 +169,13 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
         if advance is not None:
             advance(len(chunk))
     result.encoded = stats.summary()
-    rename = dict(settings.labels.rename)
     dropped: Counter = Counter()
     aligned = []
     for tags in preds:
         tags2, d = align_tags(tags, gold.types, gold.scheme, rename)
         aligned.append(tags2)
         dropped.update(d)
-    model_types = set(model.labels.types)
-    result.renamed = {k: v for k, v in rename.items() if k in model_types and k not in gold.types and v in gold.types}
-    reachable = {result.renamed.get(t, t) for t in model_types}
+    result.renamed = renamed
     result.missing_types = [t for t in gold.types if t not in reachable]
     result.dropped = dict(sorted(dropped.items()))
     result.predictions = aligned
