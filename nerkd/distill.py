@@ -173,9 +173,10 @@ class DistillObjective(BaseObjective):
 # -- the command's engine ----------------------------------------------------------------------
 
 
-def load_teacher(settings, ref: str | Path) -> NerModel:
+def load_teacher(settings, ref: str | Path, option: str = "teacher.model") -> NerModel:
     t = settings.teacher
-    teacher = NerModel.load(ref, revision=t.revision, trust_remote_code=t.trust_remote_code, what="teacher")
+    teacher = NerModel.load(ref, revision=t.revision, trust_remote_code=t.trust_remote_code, what="teacher",
+                            option=option)
     return freeze(teacher)
 
 
@@ -254,7 +255,7 @@ def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, 
     teacher = load_teacher(settings, teacher_ref)
     t = settings.teacher
     tokenizer = load_tokenizer(teacher_ref, revision=t.revision, trust_remote_code=t.trust_remote_code,
-                               what="teacher")
+                               what="teacher", option="teacher.model")
     max_pos = getattr(teacher.config, "max_position_embeddings", None)
     if max_pos is not None and settings.data.max_length > max_pos - 2:
         raise SettingsError(f"data.max_length: {settings.data.max_length} > the teacher's {max_pos - 2} positions")

@@ -69,9 +69,9 @@ def base_model(ref: str, space: LabelSpace, crf: bool, settings) -> tuple[NerMod
     from nerkd.models.hub import check_ref, short_reason
 
     quiet_transformers()
-    check_ref(ref, "base model")
+    check_ref(ref, "base model", "--base")
     trust = settings.teacher.trust_remote_code
-    tokenizer = load_tokenizer(ref, trust_remote_code=trust, what="base model")
+    tokenizer = load_tokenizer(ref, trust_remote_code=trust, what="base model", option="--base")
     try:
         encoder = AutoModelForTokenClassification.from_pretrained(
             ref, num_labels=len(space), id2label=space.id2label, label2id=space.label2id,
@@ -98,9 +98,10 @@ def _kd_objective(settings, student: NerModel, tokenizer, teacher_ref: str):
     from nerkd.data.labels import type_mapping
     from nerkd.distill import DistillObjective, load_teacher, log_mapping
 
-    teacher = load_teacher(settings, teacher_ref)
+    teacher = load_teacher(settings, teacher_ref, option="--teacher")
     t = settings.teacher
-    t_tok = load_tokenizer(teacher_ref, revision=t.revision, trust_remote_code=t.trust_remote_code, what="teacher")
+    t_tok = load_tokenizer(teacher_ref, revision=t.revision, trust_remote_code=t.trust_remote_code, what="teacher",
+                           option="--teacher")
     if t_tok.get_vocab() != tokenizer.get_vocab():
         raise SettingsError(f"finetune.teacher {teacher_ref}: its tokenizer differs from the model's; distillation "
                             "compares sub-word positions, so both must share one tokenizer")
@@ -164,8 +165,8 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
             model_ref = str(found)
         if Path(model_ref).exists() and Path(model_ref).resolve() == out_dir.resolve():
             raise SettingsError(f"--output {out_dir} is the input model's folder: choose another output folder")
-        model = NerModel.load(model_ref, what="model")
-        tokenizer = load_tokenizer(model_ref, what="model")
+        model = NerModel.load(model_ref, what="model", option="--model")
+        tokenizer = load_tokenizer(model_ref, what="model", option="--model")
         _set_crf(model, crf)
         space = model.labels
         pruned = f", pruned heads {model.heads}" if model.is_pruned else ""

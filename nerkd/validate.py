@@ -99,7 +99,8 @@ def run_validate(settings: Settings, config_name: str | None = None) -> Validate
         from nerkd.models.ner import load_config
 
         teacher_cfg = load_config(settings.teacher.model, revision=settings.teacher.revision,
-                                  trust_remote_code=settings.teacher.trust_remote_code, what="teacher")
+                                  trust_remote_code=settings.teacher.trust_remote_code, what="teacher",
+                                  option="teacher.model")
         report.teacher_space = LabelSpace.from_config(teacher_cfg)
         report.add("teacher", "ok",
                    f"{settings.teacher.model}: {teacher_cfg.model_type}, {teacher_cfg.num_hidden_layers} layers, "

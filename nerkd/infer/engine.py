@@ -158,8 +158,10 @@ class Engine:
 
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
-        model = NerModel.load(ref, revision=revision, trust_remote_code=trust_remote_code, what="model")
-        tokenizer = load_tokenizer(ref, revision=revision, trust_remote_code=trust_remote_code, what="model")
+        model = NerModel.load(ref, revision=revision, trust_remote_code=trust_remote_code, what="model",
+                              option="--model")
+        tokenizer = load_tokenizer(ref, revision=revision, trust_remote_code=trust_remote_code, what="model",
+                                   option="--model")
         return cls(model, tokenizer, device=dev, precision=prec, int8=int8, **kwargs)
 
     # -- word level ----------------------------------------------------------------------

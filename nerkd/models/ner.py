@@ -143,13 +143,16 @@ class NerModel(nn.Module):
 
     @classmethod
     def load(cls, ref: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
-             what: str = "model") -> NerModel:
-        """Load a token classifier from a local folder or a hub id (eval mode, fp32, CPU)."""
+             what: str = "model", option: str | None = None) -> NerModel:
+        """Load a token classifier from a local folder or a hub id (eval mode, fp32, CPU).
+
+        ``option`` names how the user gave ``ref`` (``"--model"``, ``"teacher.model"``) for the error
+        messages (see :func:`nerkd.models.hub.check_ref`)."""
         from nerkd.models import quiet_transformers
 
         quiet_transformers()
         ref = str(ref)
-        kind = check_ref(ref, what)
+        kind = check_ref(ref, what, option)
         try:
             if kind == "local":
                 model = _load_local(Path(ref), trust_remote_code)
@@ -203,12 +206,12 @@ def _load_local(folder: Path, trust_remote_code: bool) -> NerModel:
 
 
 def load_tokenizer(ref: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
-                   what: str = "tokenizer"):
+                   what: str = "tokenizer", option: str | None = None):
     """A fast tokenizer (needed for word alignment and offsets)."""
     from transformers import AutoTokenizer
 
     ref = str(ref)
-    check_ref(ref, what)
+    check_ref(ref, what, option)
     try:
         tok = AutoTokenizer.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
@@ -219,12 +222,12 @@ def load_tokenizer(ref: str | Path, *, revision: str | None = None, trust_remote
 
 
 def load_config(ref: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
-                what: str = "model"):
+                what: str = "model", option: str | None = None):
     """Only the config (cheap): labels, sizes, and nerkd's metadata (``config.nerkd``)."""
     from transformers import AutoConfig
 
     ref = str(ref)
-    kind = check_ref(ref, what)
+    kind = check_ref(ref, what, option)
     try:
         if kind == "local":
             raw = json.loads((Path(ref) / "config.json").read_text(encoding="utf-8"))

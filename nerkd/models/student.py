@@ -209,7 +209,7 @@ def student_from_config(ref: str | Path, space: LabelSpace, crf: bool, *, teache
     when the labels differ from ``space``.
     """
     ref = str(ref)
-    config = load_config(ref, trust_remote_code=trust_remote_code, what="student.config")
+    config = load_config(ref, trust_remote_code=trust_remote_code, what="student", option="student.config")
     if teacher_tokenizer is not None:
         check_tokenizer(ref, teacher_tokenizer, teacher_vocab_size, config)
     if is_local(ref) and not any(Path(ref).glob("*.safetensors")):
@@ -219,7 +219,7 @@ def student_from_config(ref: str | Path, space: LabelSpace, crf: bool, *, teache
             del config.nerkd
         student = NerModel.from_config(config, crf=crf)
     else:
-        student = NerModel.load(ref, trust_remote_code=trust_remote_code, what="student.config")
+        student = NerModel.load(ref, trust_remote_code=trust_remote_code, what="student", option="student.config")
         replace_classifier(student, space, crf)
     student.requires_grad_(True)
     student.train()

@@ -104,8 +104,8 @@ def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | No
     model_ref = str(model_ref)
     if output is not None and Path(model_ref).exists() and Path(output).resolve() == Path(model_ref).resolve():
         raise SettingsError(f"--output {output} is the input model's folder: choose another folder")
-    model = NerModel.load(model_ref, what="model")
-    tokenizer = load_tokenizer(model_ref, what="model tokenizer")
+    model = NerModel.load(model_ref, what="model", option="--model")
+    tokenizer = load_tokenizer(model_ref, what="model tokenizer", option="--model")
     index, known = original_heads(model)
     notes = []
     if not known:

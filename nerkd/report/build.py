@@ -246,7 +246,7 @@ def build_report(settings, project: Project, *, data: str, models: list[ModelSpe
     from nerkd.models.hub import check_ref
 
     for spec in models:  # fail before spending time on the first models
-        check_ref(spec.path, f"model {spec.name}" if spec.name != Path(spec.path).name else "model")
+        check_ref(spec.path, f"model {spec.name}" if spec.name != Path(spec.path).name else "model", "--model")
     gold = load_gold(data, settings.data, settings.labels)
     device = resolve_device(settings.infer.device)
     precision = resolve_precision(settings.infer.precision, device)

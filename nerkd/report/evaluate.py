@@ -131,7 +131,7 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
     from nerkd.device import resolve_device, resolve_precision
     from nerkd.models.ner import NerModel, load_tokenizer
 
-    model = NerModel.load(path, what=name)
+    model = NerModel.load(path, what=name, option="--model")
     rename = dict(settings.labels.rename)
     model_types = set(model.labels.types)
     renamed = {k: v for k, v in rename.items() if k in model_types and k not in gold.types and v in gold.types}
@@ -141,7 +141,7 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
                             f"{', '.join(sorted(model_types)) or 'none'}, data types "
                             f"{', '.join(gold.types) or 'none'}; map model types to data types with labels.rename, "
                             "or data types with labels.map")
-    tokenizer = load_tokenizer(path, what=name)
+    tokenizer = load_tokenizer(path, what=name, option="--model")
     result = ModelScore(name=name, path=str(path), variant=variant, labels=list(model.labels.labels),
                         scheme=model.labels.scheme, parameters=model.num_parameters(),
                         disk_bytes=weights_bytes(path), heads=list(model.heads),
