@@ -5,6 +5,7 @@ Tracebacks are kept for ``--debug`` or ``NERKD_DEBUG=1``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from collections.abc import Callable
@@ -57,6 +58,40 @@ def known_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+_OS_REASONS = {
+    errno.ENOENT: "no such file or folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EEXIST: "already exists",
+    errno.ENAMETOOLONG: "file name too long",
+}
+# Without a file name, only these are worth one line (the machine's state, not a bug).
+_OS_NAMELESS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def os_reason(e: OSError) -> str:
+    """A short, lower-case reason for a file-system error ("permission denied", ...)."""
+    return _OS_REASONS.get(e.errno, (e.strerror or type(e).__name__).lower())
+
+
+def os_error_message(e: OSError) -> str | None:
+    """One line ``<path>: <reason>`` for a file-system error, or None when it names no file and is
+    not a full or read-only disk (then it is left as a bug, with its traceback)."""
+    if e.filename is not None:
+        where = os.fsdecode(e.filename)
+        if e.filename2 is not None:
+            where += f" -> {os.fsdecode(e.filename2)}"
+        return f"{where}: {os_reason(e)}"
+    if e.errno in _OS_NAMELESS:
+        return os_reason(e)
+    return None
+
+
 def _known_external(e: Exception) -> str | None:
     import torch
 
@@ -64,8 +99,8 @@ def _known_external(e: Exception) -> str | None:
         return "CUDA out of memory: lower train.batch_size or data.max_tokens_per_batch"
     if isinstance(e, BrokenPipeError):
         return "output pipe closed"
-    if isinstance(e, OSError) and e.errno == 28:
-        return f"no space left on device ({e.filename or ''})"
+    if isinstance(e, OSError):
+        return os_error_message(e)
     return None
 
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from nerkd.cli.common import ConfigOpt, SetOpt, resolve
-from nerkd.cli.errors import known_errors
-from nerkd.errors import DataError, NerkdError
+from nerkd.cli.errors import known_errors, os_reason
+from nerkd.errors import NerkdError
 
 
 class InputFormat(str, Enum):
@@ -49,9 +49,9 @@ def infer(
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="Model folder (default: the newest finetune/prune/distill output).")] = None,
     input_: Annotated[Path | None, typer.Option(
-        "--input", "-i", dir_okay=False, help="Input file (default: stdin).")] = None,
+        "--input", "-i", help="Input file (default: stdin).")] = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", dir_okay=False, help="Output JSONL file (default: stdout).")] = None,
+        "--output", "-o", help="Output JSONL file (default: stdout).")] = None,
     fmt: Annotated[InputFormat, typer.Option(
         "--format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")
     ] = InputFormat.auto,
@@ -99,6 +99,7 @@ def infer(
     from nerkd.ui import err
 
     settings, project = resolve(config, set_)
+    _check_paths(input_, output)  # before the model loads: a wrong path fails at once
     ref = model or project.default_input("infer", settings.paths.artifacts)
     if ref is None:
         raise NerkdError(f"no model to run: give --model FOLDER (no distill, prune or finetune output found "
@@ -118,14 +119,16 @@ def infer(
               f"{'raw text' if engine.tokenize == 'text' else 'words'}{', compiled' if engine.compiled else ''}")
 
     if input_ is not None:
-        if not input_.is_file():
-            raise DataError(input_, None, "file not found")
-        in_stream, in_name, total = input_.open("rb"), str(input_), input_.stat().st_size
+        in_stream, in_name, total = _open(input_, "rb", "--input"), str(input_), input_.stat().st_size
     else:
         in_stream, in_name, total = sys.stdin.buffer, "<stdin>", None
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        out_stream = output.open("wb")
+        try:
+            out_stream = _open(output, "wb", "--output")
+        except NerkdError:
+            if input_ is not None:
+                in_stream.close()
+            raise
     else:
         out_stream = sys.stdout.buffer
 
@@ -158,6 +161,42 @@ def infer(
     if enc.long_chunks:
         err.print(f"infer: {enc.long_chunks} chunks of text without spaces longer than a whole window "
                   f"were tokenised word by word")
+
+
+def _check_paths(input_: Path | None, output: Path | None) -> None:
+    """One-line errors for --input / --output paths that cannot work, before anything is loaded.
+
+    The output's folder is created when missing (as for every nerkd --output)."""
+    if input_ is not None:
+        if input_.is_dir():
+            raise NerkdError(f"--input {input_}: is a folder, not a file")
+        if not input_.is_file():
+            raise NerkdError(f"--input {input_}: no such file")
+    if output is None:
+        return
+    if output.is_dir():
+        raise NerkdError(f"--output {output}: is a folder, not a file (give a file name, e.g. {output / 'out.jsonl'})")
+    if input_ is not None and output.exists() and output.samefile(input_):
+        raise NerkdError(f"--output {output}: is the --input file; writing would erase it before it is read")
+    parent = output.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise NerkdError(f"--output {output}: {existing} is a file, not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NerkdError(f"--output {output}: cannot create the folder {parent} ({os_reason(e)})") from e
+    if not os.access(parent, os.W_OK):  # (root passes, except on a read-only file system)
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        raise NerkdError(f"--output {output}: cannot write in {parent} "
+                         f"({'read-only file system' if read_only else 'permission denied'})")
+
+
+def _open(path: Path, mode: str, option: str):
+    try:
+        return path.open(mode)
+    except OSError as e:
+        raise NerkdError(f"{option} {path}: cannot open ({os_reason(e)})") from e
 
 
 def _progress(disabled: bool):

@@ -148,6 +148,8 @@ class NerModel(nn.Module):
 
         ``option`` names how the user gave ``ref`` (``"--model"``, ``"teacher.model"``) for the error
         messages (see :func:`nerkd.models.hub.check_ref`)."""
+        from safetensors import SafetensorError
+
         from nerkd.models import quiet_transformers
 
         quiet_transformers()
@@ -163,17 +165,54 @@ class NerModel(nn.Module):
                     ref, revision=revision, trust_remote_code=trust_remote_code))
         except ModelLoadError:
             raise
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
             raise ModelLoadError(f"{what} {ref}: cannot load ({short_reason(e)})") from e
         model.eval()
         return model
 
 
-def _load_local(folder: Path, trust_remote_code: bool) -> NerModel:
+def read_config_json(folder: Path) -> dict:
+    """A model folder's ``config.json`` as a dict; a one-line ModelLoadError naming the file otherwise."""
+    import orjson
+
+    path = folder / "config.json"
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as e:
+        raise ModelLoadError(f"{path}: invalid JSON at line {e.lineno} column {e.colno} "
+                             f"({e.msg.split(':')[0]})") from None
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read ({e.strerror or short_reason(e)})") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def check_safetensors(path: Path) -> None:
+    """Read the header of a ``.safetensors`` file (cheap: no tensor is loaded), so that a truncated
+    or corrupt file is named in one line instead of failing deep inside transformers."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except SafetensorError as e:
+        raise ModelLoadError(f"{path}: corrupt or truncated safetensors file ({short_reason(e)})") from None
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot read ({e.strerror or short_reason(e)})") from None
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
+
+    check_safetensors(path)
+    return load_file(str(path))
+
+
+def _load_local(folder: Path, trust_remote_code: bool) -> NerModel:
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    raw = read_config_json(folder)
     meta = raw.get("nerkd") or {}
     if raw.get("model_type") == PRUNED_MODEL_TYPE:
         raw["model_type"] = meta.get("base_model_type", "camembert")
@@ -184,7 +223,7 @@ def _load_local(folder: Path, trust_remote_code: bool) -> NerModel:
         weights = folder / "model.safetensors"
         if not weights.is_file():
             raise ModelLoadError(f"{folder}: pruned model without model.safetensors")
-        state = load_file(str(weights))
+        state = _load_weights(weights)
         missing, unexpected = model.encoder_model.load_state_dict(state, strict=False)
         tied = set(getattr(encoder, "_tied_weights_keys", None) or [])
         missing = [k for k in missing if k not in tied and "position_ids" not in k]
@@ -192,8 +231,11 @@ def _load_local(folder: Path, trust_remote_code: bool) -> NerModel:
             raise ModelLoadError(f"{folder}: weights do not match the pruned layout "
                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     else:
-        if not any(folder.glob("*.safetensors")):
+        weight_files = sorted(folder.glob("*.safetensors"))
+        if not weight_files:
             raise ModelLoadError(f"{folder}: no safetensors weights (nerkd only loads safetensors)")
+        for path in weight_files:
+            check_safetensors(path)
         encoder = AutoModelForTokenClassification.from_pretrained(
             folder, trust_remote_code=trust_remote_code, use_safetensors=True)
         model = NerModel(encoder, crf=bool(meta.get("crf")))
@@ -201,7 +243,7 @@ def _load_local(folder: Path, trust_remote_code: bool) -> NerModel:
         crf_file = folder / "crf.safetensors"
         if not crf_file.is_file():
             raise ModelLoadError(f"{folder}: config says CRF but crf.safetensors is missing")
-        model.crf.load_state_dict(load_file(str(crf_file)))
+        model.crf.load_state_dict(_load_weights(crf_file))
     return model
 
 
@@ -211,7 +253,8 @@ def load_tokenizer(ref: str | Path, *, revision: str | None = None, trust_remote
     from transformers import AutoTokenizer
 
     ref = str(ref)
-    check_ref(ref, what, option)
+    if check_ref(ref, what, option) == "local":
+        read_config_json(Path(ref))  # transformers reads it too: a bad one is named here, in one line
     try:
         tok = AutoTokenizer.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
@@ -230,7 +273,7 @@ def load_config(ref: str | Path, *, revision: str | None = None, trust_remote_co
     kind = check_ref(ref, what, option)
     try:
         if kind == "local":
-            raw = json.loads((Path(ref) / "config.json").read_text(encoding="utf-8"))
+            raw = read_config_json(Path(ref))
             if raw.get("model_type") == PRUNED_MODEL_TYPE:
                 raw["model_type"] = (raw.get("nerkd") or {}).get("base_model_type", "camembert")
                 return AutoConfig.for_model(**raw)

@@ -17,6 +17,7 @@ crash hit between the two renames).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -126,6 +127,7 @@ def load_last(folder: Path, *, model: nn.Module, extras: list[nn.Module], optimi
               device: torch.device, rank: int, world_size: int) -> dict:
     """Restore everything saved by :func:`save_last` into the given objects; returns ``state``
     (this rank's RNG states applied when the world size matches)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -138,8 +140,8 @@ def load_last(folder: Path, *, model: nn.Module, extras: list[nn.Module], optimi
                 raise TrainingError(f"{folder}: the objective has trainable extras but extras.safetensors is missing")
             nn.ModuleList(extras).load_state_dict(load_file(str(path), device=str(device)))
         blob = torch.load(folder / "train_state.pt", map_location=device, weights_only=True)
-    except (OSError, RuntimeError, ValueError, orjson.JSONDecodeError) as e:
-        raise TrainingError(f"{folder}: cannot resume from this checkpoint ({str(e).splitlines()[0][:200]})") from e
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
+        raise TrainingError(_unreadable(folder, e, device)) from e
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     if scaler is not None and blob["scaler"] is not None:
@@ -155,6 +157,41 @@ def load_last(folder: Path, *, model: nn.Module, extras: list[nn.Module], optimi
     else:
         state["rng_restored"] = False
     return state
+
+
+def _unreadable(folder: Path, e: Exception, device: torch.device) -> str:
+    """load_last's one-line error: the checkpoint file that cannot be read, and why (each file is
+    checked again, in load order, to find it; the first readable set means the weights did not fit)."""
+    from safetensors import SafetensorError, safe_open
+
+    def reason(err: BaseException) -> str:
+        lines = str(err).strip().splitlines()
+        return lines[0][:200] if lines else type(err).__name__
+
+    resume = "cannot resume from this checkpoint"
+    state = folder / "state.json"
+    try:
+        orjson.loads(state.read_bytes())
+    except orjson.JSONDecodeError as err:
+        return f"{state}: {resume}: invalid JSON ({reason(err)})"
+    except OSError as err:
+        return f"{state}: {resume} ({err.strerror or reason(err)})"
+    for name in ("model.safetensors", "extras.safetensors"):
+        path = folder / name
+        if name == "model.safetensors" or path.exists():
+            try:
+                with safe_open(str(path), framework="pt"):
+                    pass
+            except SafetensorError as err:
+                return f"{path}: {resume}: corrupt or truncated safetensors file ({reason(err)})"
+            except OSError as err:
+                return f"{path}: {resume} ({err.strerror or reason(err)})"
+    blob = folder / "train_state.pt"
+    try:
+        torch.load(blob, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        return f"{blob}: {resume}: corrupt or truncated ({reason(err)})"
+    return f"{folder}: {resume}: its weights do not fit this model ({reason(e)})"
 
 
 # -- best model -----------------------------------------------------------------------------
