@@ -19,6 +19,14 @@ class InputFormat(str, Enum):
     jsonl = "jsonl"
 
 
+class OutputFormat(str, Enum):
+    jsonl = "jsonl"
+    labelstudio = "labelstudio"
+    doccano = "doccano"
+    text = "text"    # text and auto: --format named the input format before; read as --input-format
+    auto = "auto"
+
+
 class DeviceOpt(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -52,8 +60,13 @@ def infer(
         "--input", "-i", help="Input file (default: stdin).")] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Output JSONL file (default: stdout).")] = None,
-    fmt: Annotated[InputFormat, typer.Option(
-        "--format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")
+    fmt: Annotated[OutputFormat, typer.Option(
+        "--format",
+        help="Output format: jsonl (nerkd's entities), labelstudio (Label Studio tasks with predictions, one JSON "
+             "array) or doccano (Doccano JSONL, label [[start, end, type]]). text and auto are read as "
+             "--input-format, as in earlier versions.")] = OutputFormat.jsonl,
+    input_format: Annotated[InputFormat, typer.Option(
+        "--input-format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")
     ] = InputFormat.auto,
     device: Annotated[DeviceOpt | None, typer.Option("--device", help="Default: infer.device.")] = None,
     precision: Annotated[PrecisionOpt | None, typer.Option(
@@ -96,9 +109,11 @@ def infer(
     import torch
 
     from nerkd.infer import Engine, read_docs
+    from nerkd.infer.formats import ToolWriter, model_version
     from nerkd.ui import err
 
     settings, project = resolve(config, set_)
+    out_fmt, in_fmt = _formats(fmt, input_format)
     _check_paths(input_, output)  # before the model loads: a wrong path fails at once
     ref = model or project.default_input("infer", settings.paths.artifacts)
     if ref is None:
@@ -136,21 +151,28 @@ def infer(
         out_stream.write(data)
         out_stream.flush()
 
+    writer = ToolWriter(out_fmt, model_version(ref) if out_fmt == "labelstudio" else "")
+    write(writer.head())
     bar = _progress(no_progress)
     task = bar.add_task("infer", total=total, info="")
     try:
         with bar:
-            stats = engine.run(read_docs(in_stream, in_name, fmt.value), write, chunk_size=chunk_size,
+            stats = engine.run(read_docs(in_stream, in_name, in_fmt), write, chunk_size=chunk_size, line=writer.line,
                                on_chunk=lambda chunk, s: bar.update(
                                    task, advance=sum(d.size for d in chunk),
                                    info=f"{s.docs} docs, {s.docs / max(s.seconds, 1e-9):,.1f} docs/s"))
     finally:
+        write(writer.tail())   # a JSON array stays valid, up to the last document written
         if input_ is not None:
             in_stream.close()
         if output is not None:
             out_stream.close()
     enc = engine.encoded
     err.print(f"infer: {stats.summary()}", soft_wrap=True)
+    if out_fmt != "jsonl":
+        err.print(f"infer: {writer.tasks} {'Label Studio tasks' if out_fmt == 'labelstudio' else 'Doccano lines'}"
+                  f"{f' (model_version {writer.model_version})' if writer.model_version else ''}; "
+                  f"{writer.skipped_empty} empty texts skipped (nothing to annotate)", soft_wrap=True)
     if output is not None:
         err.print(f"infer: wrote {stats.docs} lines to {output}", soft_wrap=True)
     if enc.split_sentences:
@@ -197,6 +219,21 @@ def _open(path: Path, mode: str, option: str):
         return path.open(mode)
     except OSError as e:
         raise NerkdError(f"{option} {path}: cannot open ({os_reason(e)})") from e
+
+
+def _formats(fmt: OutputFormat, input_format: InputFormat) -> tuple[str, str]:
+    """(output format, input format); ``--format text|auto`` still names the input format."""
+    from nerkd.ui import err
+
+    if fmt.value not in ("text", "auto"):
+        return fmt.value, input_format.value
+    if fmt.value == "text" and input_format is InputFormat.jsonl:
+        raise NerkdError("--format text (the input format, as before) contradicts --input-format jsonl: "
+                         "give only --input-format")
+    in_fmt = input_format.value if fmt.value == "auto" else "text"
+    err.print(f"infer: --format {fmt.value} read as --input-format {in_fmt} (--format now names the output "
+              f"format: jsonl, labelstudio or doccano)")
+    return "jsonl", in_fmt
 
 
 def _progress(disabled: bool):

@@ -298,11 +298,13 @@ class Engine:
         return [ents for chunk_ents, _ in self._pipeline(parts) for ents in chunk_ents]
 
     def run(self, docs: Iterable[Doc], write: Callable[[bytes], None], *, chunk_size: int | None = None,
-            on_chunk: Callable[[list[Doc], RunStats], None] | None = None) -> RunStats:
+            on_chunk: Callable[[list[Doc], RunStats], None] | None = None,
+            line: Callable[[Doc, list[dict]], bytes] = result_line) -> RunStats:
         """Tag a stream of documents chunk by chunk, writing one line per document in input order.
 
-        ``write`` gets whole chunks of lines; a read error (bad UTF-8, bad JSONL) is raised after
-        every document before it has been written.
+        ``write`` gets whole chunks of lines (``line`` makes each: nerkd's JSONL by default, see
+        :mod:`nerkd.infer.formats`); a read error (bad UTF-8, bad JSONL) is raised after every
+        document before it has been written.
         """
         import time
 
@@ -319,7 +321,7 @@ class Engine:
             source = chunked(iter(docs), chunk_size or self.chunk_size)
             for results, n_words in self._pipeline(texts_of(source)):
                 chunk = done.pop(0)
-                write(b"".join(result_line(d, ents) for d, ents in zip(chunk, results, strict=True)))
+                write(b"".join(line(d, ents) for d, ents in zip(chunk, results, strict=True)))
                 stats.docs += len(chunk)
                 stats.empty += sum(1 for d in chunk if not d.text.strip())
                 stats.entities += sum(len(e) for e in results)
