@@ -28,7 +28,7 @@ from nerkd.data.schemes import detect_scheme, invalid_tags, split_tag, tags_from
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
 
-FORMATS = ("jsonl", "conll", "spans")
+FORMATS = ("jsonl", "conll", "spans", "labelstudio", "doccano")   # the last two: nerkd.data.annotators
 DOCSTART = "-DOCSTART-"
 
 
@@ -67,6 +67,7 @@ class ReadStats:
     sentences: int = 0
     tokens: int = 0
     skipped_empty: int = 0
+    extra_notes: list[str] = field(default_factory=list)   # from an annotation tool's reader
     docstarts: int = 0            # CoNLL ``-DOCSTART-`` lines skipped
     comments: int = 0             # CoNLL-U ``# ...`` comment lines skipped
     tags: Counter = field(default_factory=Counter)
@@ -115,6 +116,7 @@ class ReadStats:
         if self.iob1:
             out.append(f"IOB1 tags ({self.bio_breaks.count} I- open an entity, B- only splits two touching "
                        "entities): read as BIO")
+        out.extend(self.extra_notes)
         return out
 
     def warnings(self) -> list[str]:
@@ -314,6 +316,10 @@ def read_spans(path: Path, stats: ReadStats) -> Iterator[Sentence]:
 def detect_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
+        from nerkd.data.annotators import sniff_format
+
+        if tool := sniff_format(path):   # Label Studio's JSON array, Doccano's JSONL
+            return tool
         for no, line in _lines(path):
             if line.strip():
                 obj = json_object(path, no, line)
@@ -322,7 +328,16 @@ def detect_format(path: Path) -> str:
     return "conll"
 
 
-_READERS = {"jsonl": read_jsonl, "conll": read_conll, "spans": read_spans}
+def _tool_reader(name: str):
+    def read(path: Path, stats: ReadStats) -> Iterator[Sentence]:
+        from nerkd.data import annotators
+
+        return getattr(annotators, f"read_{name}")(path, stats)
+    return read
+
+
+_READERS = {"jsonl": read_jsonl, "conll": read_conll, "spans": read_spans,
+            "labelstudio": _tool_reader("labelstudio"), "doccano": _tool_reader("doccano")}
 
 
 def _relabel(sent: Sentence, relabel: Mapping[str, str], stats: ReadStats) -> None:
