@@ -28,6 +28,7 @@ from pathlib import Path
 import orjson
 
 from nerkd.io import write_json
+from nerkd.rundir import has_model
 
 STAGE_DIRS = {"teacher": "teacher", "distill": "student", "prune": "pruned", "finetune": "final"}
 # Each stage's default input: the newest output among these stages.
@@ -93,14 +94,19 @@ class Project:
         return self.artifacts(artifacts_setting) / STAGE_DIRS[stage]
 
     def default_input(self, stage: str, artifacts_setting: str) -> Path | None:
-        """Newest output of the stages feeding ``stage`` (remembered, else the default folder)."""
+        """Newest output of the stages feeding ``stage`` that holds a model (config.json and
+        weights): the remembered folder of a stage, else (none remembered, or gone) its default folder.
+
+        A run folder without a model (a killed run, a fresh run that never saved) is never offered,
+        and an older default folder is not offered in place of a remembered one that lost its model.
+        """
         outputs = self.state.get("outputs", {})
         for prev in STAGE_INPUTS.get(stage, ()):
-            if prev in outputs and (self.root / outputs[prev]).exists():
-                return self.root / outputs[prev]
-            default = self.default_output(prev, artifacts_setting)
-            if default.exists():
-                return default
+            folder = self.root / outputs[prev] if prev in outputs else None
+            if folder is None or not folder.exists():   # none remembered, or the folder was deleted since
+                folder = self.default_output(prev, artifacts_setting)
+            if has_model(folder):
+                return folder
         return None
 
     def remember_output(self, stage: str, path: Path) -> None:

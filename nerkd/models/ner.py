@@ -17,7 +17,6 @@ model") instead of loading mismatched shapes; :meth:`NerModel.load` restores the
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +27,6 @@ from torch import nn
 
 from nerkd.data.labels import LabelSpace
 from nerkd.errors import ModelLoadError
-from nerkd.io import default_mode
 from nerkd.models.heads import apply_head_layout, head_counts
 from nerkd.models.hub import check_ref, short_reason
 
@@ -97,29 +95,26 @@ class NerModel(nn.Module):
         return cls(AutoModelForTokenClassification.from_config(config), crf=crf)
 
     # -- persistence -------------------------------------------------------------------
-    def save(self, folder: str | Path, tokenizer=None) -> Path:
-        """Save atomically: written to a temporary sibling, then swapped in."""
+    def save(self, folder: str | Path, tokenizer=None, *, overwrite: bool = False) -> Path:
+        """Save into ``folder``, replacing only a previous model's files (see :mod:`nerkd.rundir`).
+
+        Written whole to a temporary folder inside ``folder``, then moved in by renames; other
+        files (settings, metrics, checkpoints, the user's) are kept. A non-empty folder that is not
+        nerkd's is refused unless ``overwrite``; nothing that nerkd did not write is ever deleted.
+        """
+        from nerkd import rundir
         from nerkd.models import quiet_transformers
 
         quiet_transformers()
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        rundir.check_output(folder, overwrite, option=None)
+        rundir.adopt(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=".save.tmp-", dir=folder))
         try:
             self._save_into(tmp, tokenizer)
-            os.chmod(tmp, default_mode(directory=True))
-            old = None
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                folder.rename(old)
-            tmp.rename(folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            rundir.install_model(tmp, folder)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     def _save_into(self, folder: Path, tokenizer) -> None:

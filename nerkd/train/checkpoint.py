@@ -11,24 +11,31 @@
 
 The folder is written under a temporary name then swapped in by renames, so a crash while saving
 leaves the previous checkpoint intact (:func:`find_last` also accepts the previous one if the
-crash hit between the two renames).
+crash hit between the two renames). Files and folder get the umask's permissions, as a plain
+``open`` would give (safetensors and ``mkdtemp`` alone make them private).
+
+``state.json`` also records the run's :func:`fingerprint`: every setting that changes training and
+the hashes of the data files. ``--resume`` refuses a run whose fingerprint differs
+(:func:`fingerprint_changes`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import orjson
 import torch
 from torch import nn
 
 from nerkd.errors import TrainingError
-from nerkd.io import write_json
+from nerkd.io import default_mode, write_json
 
 LAST = Path("checkpoints") / "last"
 _FILES = ("model.safetensors", "train_state.pt", "state.json")
@@ -87,6 +94,9 @@ def save_last(out_dir: Path, *, model: nn.Module, extras: list[nn.Module], optim
                    tmp / "train_state.pt")
         host_rng = [{k: v for k, v in r.items() if k in ("python", "numpy")} for r in rng]
         write_json(tmp / "state.json", {**state, "rng": host_rng})
+        for path in tmp.iterdir():
+            os.chmod(path, default_mode())
+        os.chmod(tmp, default_mode(directory=True))
         _swap(tmp, final)
     finally:
         if tmp.exists():
@@ -105,13 +115,77 @@ def _swap(new: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds every file of a resumable checkpoint."""
+    return all((Path(folder) / f).is_file() for f in _FILES)
+
+
 def find_last(out_dir: Path) -> Path | None:
     """The newest complete resumable checkpoint under ``out_dir`` (None when there is none)."""
     final = Path(out_dir) / LAST
     for folder in (final, final.with_name(".last.old")):
-        if all((folder / f).is_file() for f in _FILES):
+        if is_complete(folder):
             return folder
     return None
+
+
+# -- what a run is ----------------------------------------------------------------------------
+# settings that do not change what is trained: how often to log and save, where, how fast
+COSMETIC = {"train": {"log_every", "checkpoint_every", "device", "compile"}}
+# already in the loop's plan (with their effective values: finetune overrides epochs and lr)
+IN_PLAN = {"train": {"batch_size", "grad_accum", "seed", "epochs", "max_steps", "lr", "warmup_ratio"},
+           "data": {"max_tokens_per_batch"}}
+DATA_FILES = ("train", "dev", "label2id")
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file (first 16 hex digits), ``"missing"`` when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()[:16]
+
+
+def _flatten(prefix: str, value: Any, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}", v, out)
+    else:
+        out[prefix] = value
+
+
+def fingerprint(settings, stage: str, extra: dict | None = None) -> dict[str, Any]:
+    """Flat ``{"section.key": value}`` of every setting that changes training, the sha256 of the
+    data files (their content, not their path) and ``extra`` (the engine's: models, sections)."""
+    out: dict[str, Any] = {"stage": stage}
+    for section in ("train", "data"):
+        skip = COSMETIC.get(section, set()) | IN_PLAN.get(section, set())
+        values = getattr(settings, section).model_dump(mode="json")
+        for key, value in values.items():
+            if key in skip or (section == "data" and (key == "test" or key in DATA_FILES)):
+                continue
+            _flatten(f"{section}.{key}", value, out)
+    for key in DATA_FILES:
+        path = getattr(settings.data, key)
+        out[f"data.{key} (sha256)"] = file_hash(path) if path else None
+    for key, value in (extra or {}).items():
+        _flatten(key, value, out)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def fingerprint_changes(saved: dict, current: dict) -> list[str]:
+    """``"key old -> new"`` for each entry that differs."""
+    return [f"{k} {_short(saved.get(k))} -> {_short(current.get(k))}"
+            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -197,15 +271,7 @@ def _unreadable(folder: Path, e: Exception, device: torch.device) -> str:
 # -- best model -----------------------------------------------------------------------------
 def save_best(model, tokenizer, out_dir: Path) -> None:
     """Save the model (``NerModel.save``: config, safetensors, CRF, tokenizer) at the run folder
-    root without touching the rest of the folder: written whole to a temporary folder, then each
-    file is moved in with an atomic rename."""
-    out_dir = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=".best.tmp-", dir=out_dir))
-    try:
-        saved = model.save(tmp / "model", tokenizer=tokenizer)
-        names = sorted(p.name for p in saved.iterdir())
-        # weights last: a crash mid-way leaves the previous weights with (identical) config files
-        for name in sorted(names, key=lambda n: n.endswith(".safetensors")):
-            os.replace(saved / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    root without touching the rest of the folder (written whole to a temporary folder, then moved
+    in by atomic renames, the weights last: a crash mid-way leaves the previous weights with
+    identical config files)."""
+    model.save(out_dir, tokenizer=tokenizer, overwrite=True)   # the run folder was checked at the start

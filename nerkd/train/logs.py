@@ -79,12 +79,35 @@ class MetricsLog:
     def size(self) -> int:
         return self.path.stat().st_size if self.enabled and self.path.exists() else 0
 
-    def truncate(self, size: int) -> None:
-        """Drop lines written after a checkpoint (resume) or all of them (a fresh run)."""
-        if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("ab") as f:
+    def truncate(self, size: int) -> int:
+        """Drop lines written after a checkpoint (resume) or all of them (a fresh run).
+
+        Never grows the file (``truncate`` past the end would pad it with NUL bytes): a file
+        shorter than ``size`` is kept up to its last whole line, and the number of bytes missing
+        is returned."""
+        if not self.enabled:
+            return 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a+b") as f:
+            current = f.seek(0, 2)
+            if size <= current:
                 f.truncate(size)
+                return 0
+            f.truncate(_last_line_end(f, current))   # new lines must not be glued to a cut one
+        return size - current
+
+
+def _last_line_end(f, end: int, block: int = 1 << 16) -> int:
+    """Offset just after the last newline before ``end`` (0 when there is none)."""
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        chunk = f.read(end - start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
 
 
 class NullBar:

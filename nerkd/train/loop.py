@@ -11,7 +11,10 @@ folder root, the resumable state saved in ``checkpoints/last`` (also every
 A non-finite loss stops the run with :class:`~nerkd.errors.TrainingError` before anything else is
 written, so the last good checkpoint survives. Resuming (``resume=True``) restores model,
 optimiser, scheduler, scaler, RNG states and the position in the epoch: on CPU an interrupted
-and resumed run ends with the same weights as an uninterrupted one.
+and resumed run ends with the same weights as an uninterrupted one. It is refused when the run's
+plan or :func:`~nerkd.train.checkpoint.fingerprint` (settings that change training, data hashes,
+the engine's ``fingerprint`` extras: models, distillation settings) differs from the checkpoint's.
+A run without ``resume`` first removes any previous checkpoint and summary from ``out_dir``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from nerkd import ui
+from nerkd import rundir, ui
 from nerkd.data.encode import Window, bucket_batches, collate
 from nerkd.device import autocast, describe
 from nerkd.errors import TrainingError
@@ -97,27 +100,34 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 def train(objective: Objective, tokenizer, train_windows: Sequence[Window], dev: DevSet | None, settings,
           out_dir: str | Path, *, epochs: int | None = None, lr: float | None = None, resume: bool = False,
-          stage: str = "distill") -> TrainResult:
-    """Train ``objective.model`` (see module doc); the best model ends up at ``out_dir``'s root."""
+          stage: str = "distill", fingerprint: dict | None = None) -> TrainResult:
+    """Train ``objective.model`` (see module doc); the best model ends up at ``out_dir``'s root.
+
+    ``fingerprint``: what else defines the run for ``--resume`` (flattened into
+    :func:`~nerkd.train.checkpoint.fingerprint`)."""
     env = ddp.detect()
     device, started = ddp.setup(env, settings.train.device)
     try:
         return _train(objective, tokenizer, train_windows, dev, settings, Path(out_dir), env, device,
-                      epochs or settings.train.epochs, lr or settings.train.lr, resume, stage)
+                      epochs or settings.train.epochs, lr or settings.train.lr, resume, stage, fingerprint)
     finally:
         objective.forward_model = objective.model  # drop the DDP/compile wrapper
         if started:
             ddp.teardown()
 
 
-def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, device, epochs, lr, resume, stage):
+def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, device, epochs, lr, resume, stage,
+           extra_fingerprint):
     t = settings.train
     main = env.is_main
     log = ui.log if main else (lambda _msg: None)
     if not train_windows:
         raise TrainingError("no training windows: the train split is empty")
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        rundir.adopt(out_dir)
+        if not resume:   # nothing of an older run in this folder may be resumed or reported later
+            rundir.clear_checkpoints(out_dir)
+            (out_dir / "train_summary.json").unlink(missing_ok=True)
         settings.save(out_dir)
 
     # -- model, optimiser, schedule, precision ------------------------------------------------
@@ -143,7 +153,9 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
     plan = {"windows": len(train_windows), "tokens": sum(lengths), "batch_size": t.batch_size,
             "grad_accum": t.grad_accum, "max_tokens_per_batch": settings.data.max_tokens_per_batch, "seed": t.seed,
             "epochs": epochs, "max_steps": t.max_steps, "lr": lr, "warmup_ratio": t.warmup_ratio}
-    state = {"plan": plan, "epoch": 1, "pos": 0, "step": 0, "best_f1": None, "best_epoch": None, "best_dev": None,
+    fingerprint = checkpoint.fingerprint(settings, stage, extra_fingerprint)
+    state = {"plan": plan, "fingerprint": fingerprint, "epoch": 1, "pos": 0, "step": 0, "best_f1": None,
+             "best_epoch": None, "best_dev": None,
              "bad_epochs": 0, "history": [], "stopped_early": False, "stop_reason": "completed",
              "finished": False, "world_size": env.world_size, "metrics_bytes": 0, "window": None, "epoch_sums": None}
     metrics = MetricsLog(out_dir / "metrics.jsonl", main)
@@ -151,14 +163,23 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
         found = checkpoint.find_last(out_dir)
         if found is None:
             raise TrainingError(f"nothing to resume in {out_dir}: no checkpoints/last (run without --resume)")
-        saved_plan = checkpoint.read_state(found).get("plan", {})
+        saved = checkpoint.read_state(found)
+        saved_plan = saved.get("plan", {})
         changed = [f"{k} {saved_plan.get(k)} -> {v}" for k, v in plan.items() if saved_plan.get(k) != v]
+        if saved.get("fingerprint") is not None:
+            changed += checkpoint.fingerprint_changes(saved["fingerprint"], fingerprint)
+        else:
+            log(f"note: {found} predates run fingerprints: only the plan (data size, batches, epochs, lr) is checked")
         if changed:
             raise TrainingError(f"cannot resume {found}: the run changed ({'; '.join(changed)}); resume with the "
-                                "same data and train settings, or start a new run (without --resume)")
+                                "same settings and data, or start a new run (without --resume)")
         state = checkpoint.load_last(found, model=model, extras=extras, optimizer=optimizer, scheduler=scheduler,
                                      scaler=scaler, device=device, rank=env.rank, world_size=env.world_size)
-        metrics.truncate(state["metrics_bytes"])
+        state["fingerprint"] = fingerprint
+        missing = metrics.truncate(state["metrics_bytes"])
+        if missing:
+            log(f"note: {metrics.path} is {missing} bytes shorter than when {found} was saved: kept as it is "
+                "(lines logged before the checkpoint are missing)")
         state.pop("rng", None)
         note = "" if state.pop("rng_restored") else f" (saved with {state['world_size']} ranks: RNG reseeded)"
         log(f"resuming {found}: epoch {state['epoch']}, batch {state['pos']}, step {state['step']}{note}")

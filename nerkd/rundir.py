@@ -1,0 +1,511 @@
+"""Output folders: what nerkd may write, replace and delete there, and who may write at a time.
+
+Rules, for every command that writes a model or a run (``distill``, ``finetune``, ``prune``):
+
+- nerkd never deletes what it did not write. A folder is *nerkd's* when it holds the marker
+  ``.nerkd-run.json`` (written into every folder nerkd writes to), or, for folders written before
+  the marker existed, a ``config.json`` with nerkd's metadata or a resumable checkpoint. A
+  non-empty folder that is not nerkd's is refused (:class:`RunFolderError`, one line naming what
+  it holds) unless ``--overwrite`` is given; then nerkd writes its files beside the others, and
+  the marker lists the entries that were there first (``foreign``) so that they are never removed.
+- Only nerkd's own names are ever removed: the model files (:data:`MODEL_NAMES`, plus those the
+  marker recorded at the last save), the run files (:data:`RUN_NAMES`), ``checkpoints/last`` and
+  the leftovers of killed writes (:func:`clean_leftovers`).
+- A model is replaced as a unit (:func:`install_model`): written whole to a temporary folder
+  inside the target, then moved in by renames. When the new ``config.json`` differs from the old
+  one, the old one is removed first and the new one moved in last, so a folder with a
+  ``config.json`` always holds one consistent model.
+- A fresh run (no ``--resume``) into a nerkd folder first removes the previous run's model,
+  summaries and checkpoints (:meth:`RunFolder.fresh_start`), so nothing of an old run is
+  inherited (a later ``--resume`` cannot pick up the old checkpoint).
+- One writer at a time: :class:`RunLock` holds ``.nerkd.lock`` (the PID, created with
+  ``O_CREAT | O_EXCL``); a lock whose process has ended is taken over.
+
+Files are written with the permissions a plain ``open`` gives under the umask
+(:func:`nerkd.io.default_mode`), weights and checkpoints included.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from nerkd.errors import NerkdError, TrainingError
+from nerkd.io import default_mode, write_json
+
+MARKER = ".nerkd-run.json"
+LOCK = ".nerkd.lock"
+CHECKPOINTS = "checkpoints"
+# what save_pretrained (model and tokenizer) and NerModel.save write at a model folder's root
+MODEL_NAMES = frozenset({
+    "config.json", "model.safetensors", "model.safetensors.index.json", "crf.safetensors", "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja",
+})
+MODEL_PATTERNS = ("model-*-of-*.safetensors",)
+# what the commands write beside the model
+RUN_NAMES = frozenset({"settings.yaml", "labels.json", "metrics.jsonl", "train_summary.json", "head_importance.json"})
+# temporary names of killed writes, inside the folder (``checkpoints/`` has its own, below)
+_LEFTOVERS = (".save.tmp-*", ".best.tmp-*", f"{LOCK}.stale-*")
+_CHECKPOINT_LEFTOVERS = (".last.tmp-*",)
+_ATOMIC_TMP = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")   # nerkd.io.atomic_write's temporary files
+STALE_LOCK_AGE_S = 10.0   # a lock file with no readable PID older than this is stale (a killed writer)
+
+Log = Callable[[str], None]
+
+
+class RunFolderError(NerkdError):
+    """An output folder cannot be used: not nerkd's, busy with another run, or a file."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with a one-line message saying whether and how it can be resumed."""
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+# -- what a folder holds ---------------------------------------------------------------------
+def read_marker(folder: Path) -> dict | None:
+    try:
+        data = orjson.loads((Path(folder) / MARKER).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_marker(folder: Path, marker: dict) -> None:
+    write_json(Path(folder) / MARKER, {"nerkd": 1, **marker})
+
+
+def _legacy_nerkd(folder: Path) -> bool:
+    """Written by nerkd before the marker: a config.json with nerkd metadata, or a checkpoint."""
+    try:
+        raw = orjson.loads((folder / "config.json").read_bytes())
+        if isinstance(raw, dict) and "nerkd" in raw:
+            return True
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    ckpt = folder / CHECKPOINTS
+    return any((ckpt / name / "state.json").is_file() for name in ("last", ".last.old"))
+
+
+def is_nerkd_folder(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / MARKER).is_file() or _legacy_nerkd(folder)
+
+
+def is_model_name(name: str) -> bool:
+    return name in MODEL_NAMES or any(fnmatch.fnmatchcase(name, p) for p in MODEL_PATTERNS)
+
+
+def _known(name: str) -> bool:
+    return is_model_name(name) or name in RUN_NAMES or name in (CHECKPOINTS, MARKER, LOCK)
+
+
+def has_model(folder: str | Path) -> bool:
+    """A loadable model folder: ``config.json`` and safetensors weights."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _describe(entries: list[Path], limit: int = 6) -> str:
+    names = [p.name + ("/" if p.is_dir() else "") for p in entries]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def check_output(folder: str | Path, overwrite: bool = False, option: str | None = "--output") -> None:
+    """Refuse a file, or a non-empty folder that is not nerkd's (unless ``overwrite``)."""
+    folder = Path(folder)
+    where = f"{option} {folder}" if option else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"{where}: is a file, not a folder")
+    if overwrite or not folder.is_dir() or is_nerkd_folder(folder):
+        return
+    entries = [p for p in _entries(folder) if p.name != LOCK]
+    if entries:
+        hint = "pass --overwrite" if option else "pass overwrite=True"
+        raise RunFolderError(f"{where}: folder exists and is not a nerkd model folder (it holds "
+                             f"{_describe(entries)}); choose an empty folder or {hint}")
+
+
+def adopt(folder: str | Path) -> dict:
+    """Make ``folder`` nerkd's (create it, write the marker); returns the marker.
+
+    The marker's ``foreign`` lists what was there before nerkd wrote anything, never removed:
+    everything in a folder that was not nerkd's (``--overwrite``), the unknown names in a nerkd
+    folder from before the marker.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = read_marker(folder)
+    if marker is not None:
+        return marker
+    legacy = _legacy_nerkd(folder)
+    foreign = [p.name for p in _entries(folder) if p.name != LOCK and not (legacy and _known(p.name))]
+    marker = {"foreign": foreign, "model_files": []}
+    _write_marker(folder, marker)
+    return marker
+
+
+def _foreign(folder: Path) -> set[str]:
+    marker = read_marker(folder) or {}
+    return set(marker.get("foreign") or [])
+
+
+def model_files(folder: str | Path) -> list[str]:
+    """nerkd model files present at ``folder``'s root (known names and those recorded at the last save)."""
+    folder = Path(folder)
+    marker = read_marker(folder) or {}
+    recorded = set(marker.get("model_files") or [])
+    foreign = set(marker.get("foreign") or [])
+    return sorted(p.name for p in _entries(folder)
+                  if p.is_file() and p.name not in foreign and (is_model_name(p.name) or p.name in recorded))
+
+
+# -- writing a model -------------------------------------------------------------------------
+def _chmod_tree(path: Path) -> None:
+    os.chmod(path, default_mode(directory=path.is_dir()))
+    if path.is_dir():
+        for child in path.iterdir():
+            _chmod_tree(child)
+
+
+def install_model(new: Path, folder: Path) -> list[str]:
+    """Move the model files written to ``new`` (a folder inside ``folder``) into ``folder``,
+    replacing the previous model as a unit and keeping every other file (see the module doc)."""
+    names = sorted(p.name for p in new.iterdir())
+    old = set(model_files(folder))
+    _chmod_tree(new)
+    cfg = folder / "config.json"
+    same_config = cfg.is_file() and (new / "config.json").is_file() and \
+        cfg.read_bytes() == (new / "config.json").read_bytes()
+    if same_config:
+        # the old and the new weights both fit this config: config files first, weights last
+        order = sorted((n for n in names if n != "config.json"), key=lambda n: n.endswith(".safetensors"))
+    else:
+        # a different model: no config.json until every file of the new one is in place
+        cfg.unlink(missing_ok=True)
+        order = [n for n in names if n != "config.json"] + (["config.json"] if "config.json" in names else [])
+    for name in sorted(old - set(names)):
+        (folder / name).unlink(missing_ok=True)
+    for name in order:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(new / name, target)
+    marker = read_marker(folder) or {"foreign": []}
+    marker["model_files"] = names
+    _write_marker(folder, marker)
+    return names
+
+
+# -- clean-up --------------------------------------------------------------------------------
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _save_temp_of(folder: Path) -> re.Pattern:
+    # NerModel.save before 0.2 wrote to mkdtemp(prefix=".<name>.") next to the folder, and kept
+    # the previous folder as ".<name>.old" while swapping
+    return re.compile(rf"\.{re.escape(folder.name)}\.(old|[a-z0-9_]{{8}})")
+
+
+def _only_model_files(path: Path) -> bool:
+    return path.is_dir() and all(p.is_file() and (is_model_name(p.name) or p.name == MARKER) for p in path.iterdir())
+
+
+def clean_leftovers(folder: str | Path, log: Log = _quiet) -> list[str]:
+    """Remove what killed writes left behind in ``folder`` (only nerkd's own temporary names);
+    returns them, relative to ``folder``'s parent."""
+    folder = Path(folder)
+    found: list[Path] = []
+    for entry in _entries(folder):
+        name = entry.name
+        tmp = _ATOMIC_TMP.fullmatch(name)
+        if any(fnmatch.fnmatchcase(name, p) for p in _LEFTOVERS) or (tmp and entry.is_file() and _known(tmp[1])):
+            found.append(entry)
+    ckpt = folder / CHECKPOINTS
+    for entry in _entries(ckpt):
+        if any(fnmatch.fnmatchcase(entry.name, p) for p in _CHECKPOINT_LEFTOVERS):
+            found.append(entry)
+    old_ckpt = ckpt / ".last.old"
+    if old_ckpt.exists() and _checkpoint_complete(ckpt / "last"):
+        found.append(old_ckpt)           # else it is the one complete checkpoint: find_last uses it
+    pattern = _save_temp_of(folder)
+    for entry in _entries(folder.parent):
+        if pattern.fullmatch(entry.name) and _only_model_files(entry):
+            found.append(entry)
+    for path in found:
+        _remove(path)
+    if found:
+        names = ", ".join(str(p.relative_to(folder.parent)) for p in found)
+        log(f"removed {len(found)} leftover{'s' if len(found) > 1 else ''} of interrupted writes: {names}")
+    return [str(p.relative_to(folder.parent)) for p in found]
+
+
+def _checkpoint_complete(folder: Path) -> bool:
+    from nerkd.train.checkpoint import is_complete
+
+    return is_complete(folder)
+
+
+def clear_checkpoints(folder: str | Path) -> list[str]:
+    """Remove nerkd's checkpoints (``checkpoints/last``, ``.last.old``, temporaries); returns them."""
+    ckpt = Path(folder) / CHECKPOINTS
+    gone = []
+    for entry in _entries(ckpt):
+        if entry.name in ("last", ".last.old") or any(fnmatch.fnmatchcase(entry.name, p)
+                                                      for p in _CHECKPOINT_LEFTOVERS):
+            _remove(entry)
+            gone.append(f"{CHECKPOINTS}/{entry.name}")
+    if ckpt.is_dir() and not any(ckpt.iterdir()):
+        ckpt.rmdir()
+    return gone
+
+
+def clear_previous_run(folder: str | Path, log: Log = _quiet) -> list[str]:
+    """Remove the previous run's model, run files and checkpoints from nerkd's ``folder``
+    (never a foreign entry); returns what was removed."""
+    folder = Path(folder)
+    if not is_nerkd_folder(folder):
+        return []
+    foreign = _foreign(folder)
+    gone = [] if CHECKPOINTS in foreign else clear_checkpoints(folder)
+    for name in [*model_files(folder), *sorted(RUN_NAMES)]:
+        path = folder / name
+        if name not in foreign and path.is_file():
+            path.unlink()
+            gone.append(name)
+    marker = read_marker(folder)
+    if marker is not None:
+        marker["model_files"] = []
+        _write_marker(folder, marker)
+    if gone:
+        log(f"new run in {folder}: removed the previous run's {', '.join(gone)} (use --resume to continue it)")
+    return gone
+
+
+# -- the lock --------------------------------------------------------------------------------
+def _proc_start(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (Linux), to tell a reused PID apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_lock(path: Path) -> dict | None:
+    """The lock's owner (``{"pid": ...}``); ``{}`` when unreadable; None when there is no lock."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = raw.decode("ascii", "replace").split()[:1]
+        data = {"pid": data[0]} if data else {}
+    if isinstance(data, int):
+        data = {"pid": data}
+    if not isinstance(data, dict):
+        return {}
+    try:
+        data["pid"] = int(data["pid"])
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return data
+
+
+def _alive(owner: dict, path: Path) -> bool:
+    if "pid" not in owner:   # being written right now, or garbage left by a crash
+        try:
+            return time.time() - path.stat().st_mtime < STALE_LOCK_AGE_S
+        except FileNotFoundError:
+            return False
+    if owner.get("host") not in (None, socket.gethostname()):
+        return True          # another machine's process: cannot be checked from here
+    pid = owner["pid"]
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = owner.get("start")
+    return start is None or _proc_start(pid) in (None, start)
+
+
+class RunLock:
+    """``<folder>/.nerkd.lock``: one nerkd run writes to a folder at a time."""
+
+    def __init__(self, folder: str | Path, option: str | None = "--output"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self.option = option
+        self.held = False
+
+    def acquire(self, log: Log = _quiet) -> None:
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, default_mode())
+            except FileExistsError:
+                owner = _read_lock(self.path)
+                if owner is None:
+                    continue
+                if _alive(owner, self.path):
+                    raise RunFolderError(self._busy(owner)) from None
+                if self._take_over(owner):
+                    what = f"PID {owner['pid']} has ended" if "pid" in owner else "unreadable"
+                    log(f"{self.folder}: took over a stale lock ({what})")
+                continue
+            me = os.getpid()
+            with os.fdopen(fd, "wb") as f:
+                f.write(orjson.dumps({"pid": me, "host": socket.gethostname(), "start": _proc_start(me)}) + b"\n")
+            self.held = True
+            return
+        raise RunFolderError(self._busy(_read_lock(self.path) or {}))
+
+    def _busy(self, owner: dict) -> str:
+        where = f"{self.option} {self.folder}" if self.option else str(self.folder)
+        pid = f"PID {owner['pid']}" if "pid" in owner else "a process starting up"
+        host = f" on {owner['host']}" if owner.get("host") not in (None, socket.gethostname()) else ""
+        return (f"{where}: another nerkd run ({pid}{host}) is writing to this folder (lock {self.path}); wait for "
+                f"it to end, or delete the lock file if that process is not nerkd")
+
+    def _take_over(self, owner: dict) -> bool:
+        """Set a stale lock aside; False when another process replaced it meanwhile (then put back)."""
+        aside = self.path.with_name(f"{LOCK}.stale-{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        if _read_lock(aside) != owner:
+            try:
+                os.link(aside, self.path)
+            except OSError:
+                pass
+            aside.unlink(missing_ok=True)
+            return False
+        aside.unlink(missing_ok=True)
+        return True
+
+    def release(self) -> None:
+        if self.held:
+            owner = _read_lock(self.path)
+            if owner is not None and owner.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+# -- a run -----------------------------------------------------------------------------------
+class RunFolder:
+    """The output folder of a command, as a context manager (see the module doc).
+
+    On entry: with ``resume``, a resumable checkpoint must exist (checked before anything is
+    loaded); the folder must be empty, nerkd's, or ``overwrite`` given; the lock is taken;
+    leftovers of killed writes are removed. :meth:`fresh_start` (called just before the first
+    write of a run without ``resume``) removes the previous run's files. On exit the lock is
+    released, and a folder this run created but left empty is removed. With ``training``, Ctrl-C
+    becomes :class:`RunInterrupted`, saying whether there is a checkpoint to resume from.
+
+    Under torchrun only rank 0 (``main``) checks, locks and writes.
+    """
+
+    def __init__(self, folder: str | Path, *, overwrite: bool = False, resume: bool = False, main: bool = True,
+                 training: bool = True, log: Log = _quiet, option: str | None = "--output"):
+        self.folder = Path(folder)
+        self.overwrite, self.resume, self.main, self.training = overwrite, resume, main, training
+        self.log, self.option = log, option
+        self.lock = RunLock(self.folder, option)
+        self.created = False
+        self.marked = False
+        self.started = False
+
+    def __enter__(self) -> RunFolder:
+        if self.resume:
+            from nerkd.train.checkpoint import find_last
+
+            if find_last(self.folder) is None:
+                raise TrainingError(f"nothing to resume in {self.folder}: no checkpoints/last (run without --resume)")
+        if not self.main:
+            return self
+        check_output(self.folder, self.overwrite, self.option)
+        self.created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire(self.log)
+        try:
+            clean_leftovers(self.folder, self.log)
+            self.marked = read_marker(self.folder) is None
+            adopt(self.folder)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def fresh_start(self) -> None:
+        """Before the first write of a new run: remove the previous run's files (once)."""
+        if self.main and not self.resume and not self.started:
+            clear_previous_run(self.folder, self.log)
+        self.started = True
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._release()
+        if (self.training and exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+                and not isinstance(exc, RunInterrupted)):
+            raise RunInterrupted(interrupted_message(self.folder, self.resume)) from exc
+
+    def _release(self) -> None:
+        if not self.main:
+            return
+        try:
+            left = [p for p in _entries(self.folder) if p.name not in (MARKER, LOCK)]
+            foreign = _foreign(self.folder)
+            if self.marked and all(p.name in foreign for p in left):   # nothing of nerkd's was written
+                (self.folder / MARKER).unlink(missing_ok=True)
+        finally:
+            self.lock.release()
+        if self.created and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
+def interrupted_message(folder: str | Path, resumed: bool = False) -> str:
+    """What Ctrl-C left: the checkpoint to resume from, or nothing."""
+    from nerkd.train.checkpoint import find_last, read_state
+
+    found = find_last(Path(folder))
+    if found is None:
+        return "interrupted before the first checkpoint: nothing to resume"
+    try:
+        state = read_state(found)
+        epoch = int(state["epoch"]) - (1 if int(state.get("pos", 0)) == 0 else 0)
+        where = f" (epoch {epoch}, step {int(state['step'])})"
+    except (NerkdError, KeyError, TypeError, ValueError):
+        where = ""
+    plus = "" if resumed else " plus --resume"
+    return f"interrupted: checkpoint at {found}{where}; resume with the same command{plus}"
