@@ -236,14 +236,34 @@ def _write_run_files(settings, output: Path, record: dict) -> None:
         write_json(output / "labels.json", record)
 
 
-def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, resume: bool = False):
-    """Distil ``teacher_ref`` into a student saved in ``output``; returns the loop's ``TrainResult``."""
+def model_ref_id(ref: str | Path) -> str:
+    """A model reference as recorded in a run's fingerprint: a local folder resolved, a hub id as is."""
+    path = Path(ref)
+    return str(path.resolve()) if path.exists() else str(ref)
+
+
+def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, resume: bool = False,
+                overwrite: bool = False):
+    """Distil ``teacher_ref`` into a student saved in ``output``; returns the loop's ``TrainResult``.
+
+    ``output`` is guarded by :class:`nerkd.rundir.RunFolder` (checked and locked before anything is
+    loaded; with ``resume``, a checkpoint must be there; ``overwrite`` allows a non-nerkd folder)."""
+    from nerkd.rundir import RunFolder
+
+    output = Path(output)
+    with RunFolder(output, overwrite=overwrite, resume=resume, main=_rank0(), log=say) as run:
+        result = _distill(settings, teacher_ref, output, resume, run)
+    if _rank0():
+        project.remember_output("distill", output)
+    return result
+
+
+def _distill(settings, teacher_ref: str | Path, output: Path, resume: bool, run):
     from nerkd.data.dataset import data_warnings, encode_split, label_space_for, load_splits, read_notes
     from nerkd.models.ner import load_tokenizer
     from nerkd.models.student import build_student
     from nerkd.train.loop import DevSet, train
 
-    output = Path(output)
     splits = load_splits(settings.data, label_settings=settings.labels)
     if "train" not in splits:
         raise SettingsError("data.train: not set; nerkd distill needs training data")
@@ -277,6 +297,7 @@ def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, 
         "identity" if objective.pairs is None else f"{len(objective.pairs)} matched scores")
     record = mapping_record(mapping, teacher.labels, space, settings, str(teacher_ref), kept, pairs)
     record["kd_over"] = "labels (same label space)" if objective.kd_per_label else "shared types"
+    run.fresh_start()
     _write_run_files(settings, output, record)
 
     for name in ("train", "dev"):
@@ -285,8 +306,9 @@ def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, 
             say(f"{name} ({sp.path}): {sp.encoded.summary()}{read_notes(sp)}")
     dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
 
-    result = train(objective, tokenizer, splits["train"].windows, dev, settings, output, resume=resume,
-                   stage="distill")
-    if _rank0():
-        project.remember_output("distill", output)
-    return result
+    fingerprint = {"teacher.ref": model_ref_id(teacher_ref), "teacher.revision": t.revision,
+                   "student": settings.student.model_dump(mode="json"),
+                   "labels": settings.labels.model_dump(mode="json"),
+                   "distill": settings.distill.model_dump(mode="json")}
+    return train(objective, tokenizer, splits["train"].windows, dev, settings, output, resume=resume,
+                 stage="distill", fingerprint=fingerprint)

@@ -116,14 +116,46 @@ def _kd_objective(settings, student: NerModel, tokenizer, teacher_ref: str):
 def run_finetune(settings, project, *, model_ref: str | None = None, base: str | None = None,
                  teacher_ref: str | None = None, output: str | Path | None = None, crf: bool | None = None,
                  resume: bool = False, epochs: int | None = None, lr: float | None = None,
-                 scratch_layers: int = SCRATCH_LAYERS, scratch_hidden: int = SCRATCH_HIDDEN) -> TrainResult:
-    """Fine-tune (see module doc); returns the loop's :class:`~nerkd.train.loop.TrainResult`."""
+                 scratch_layers: int = SCRATCH_LAYERS, scratch_hidden: int = SCRATCH_HIDDEN,
+                 overwrite: bool = False) -> TrainResult:
+    """Fine-tune (see module doc); returns the loop's :class:`~nerkd.train.loop.TrainResult`.
+
+    The output folder is guarded by :class:`nerkd.rundir.RunFolder` (checked and locked before
+    anything is loaded; with ``resume``, a checkpoint must be there; ``overwrite`` allows a
+    non-nerkd folder)."""
+    from nerkd.rundir import RunFolder
+
     if model_ref and base:
         raise SettingsError("--model and --base exclude each other: --model continues training a nerkd model, "
                             "--base starts a teacher from an encoder")
     if lr is not None and not 0 < lr < 1:
         raise SettingsError(f"--lr {lr}: must be > 0 and < 1")
     stage = "teacher" if base else "finetune"
+    out_dir = Path(output) if output else project.default_output(stage, settings.paths.artifacts)
+    if not base:
+        if model_ref is None:
+            found = project.default_input("finetune", settings.paths.artifacts)
+            if found is None:
+                raise SettingsError("no model to fine-tune: pass --model DIR (or --base to make a teacher); "
+                                    "nothing found in <artifacts>/pruned or <artifacts>/student")
+            model_ref = str(found)
+        if Path(model_ref).exists() and Path(model_ref).resolve() == out_dir.resolve():
+            raise SettingsError(f"--output {out_dir} is the input model's folder: choose another output folder")
+    main = ddp.detect().is_main
+    with RunFolder(out_dir, overwrite=overwrite, resume=resume, main=main, log=_say) as run:
+        result = _finetune(settings, stage, out_dir, run, model_ref=model_ref, base=base, teacher_ref=teacher_ref,
+                           crf=crf, resume=resume, epochs=epochs, lr=lr, scratch_layers=scratch_layers,
+                           scratch_hidden=scratch_hidden)
+    if main:
+        project.remember_output(stage, out_dir)
+    return result
+
+
+def _finetune(settings, stage: str, out_dir: Path, run, *, model_ref: str | None, base: str | None,
+              teacher_ref: str | None, crf: bool | None, resume: bool, epochs: int | None, lr: float | None,
+              scratch_layers: int, scratch_hidden: int) -> TrainResult:
+    from nerkd.distill import model_ref_id
+
     splits = load_splits(settings.data, ("train", "dev"), settings.labels)
     if "train" not in splits:
         raise SettingsError("data.train: not set; nerkd finetune needs training data")
@@ -131,7 +163,6 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
         _say("[yellow]warning:[/] data.dev is not set: no evaluation, no early stopping, the last model is kept")
     for warning in data_warnings(splits):
         _say(f"[yellow]warning:[/] {warning}")
-    out_dir = Path(output) if output else project.default_output(stage, settings.paths.artifacts)
     torch.manual_seed(settings.train.seed)
 
     if base:
@@ -149,6 +180,7 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
             model, tokenizer = scratch_model(texts, space, use_crf, settings.data.max_length, layers=scratch_layers,
                                              hidden=scratch_hidden, tokenizer=tokenizer)
             if not resume:  # the tokenizer must survive a crash before the first save, for --resume
+                run.fresh_start()
                 out_dir.mkdir(parents=True, exist_ok=True)
                 tokenizer.save_pretrained(out_dir)
             source = (f"scratch: {scratch_layers} layers, hidden {scratch_hidden}, {SCRATCH_HEADS} heads, "
@@ -157,14 +189,6 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
             model, tokenizer = base_model(base, space, use_crf, settings)
             source = f"{base} + new classifier over {len(space)} labels"
     else:
-        if model_ref is None:
-            found = project.default_input("finetune", settings.paths.artifacts)
-            if found is None:
-                raise SettingsError("no model to fine-tune: pass --model DIR (or --base to make a teacher); "
-                                    "nothing found in <artifacts>/pruned or <artifacts>/student")
-            model_ref = str(found)
-        if Path(model_ref).exists() and Path(model_ref).resolve() == out_dir.resolve():
-            raise SettingsError(f"--output {out_dir} is the input model's folder: choose another output folder")
         model = NerModel.load(model_ref, what="model", option="--model")
         tokenizer = load_tokenizer(model_ref, what="model", option="--model")
         _set_crf(model, crf)
@@ -192,15 +216,19 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
         _say(f"{name} ({split.path}): {split.encoded.summary()}{read_notes(split)}")
     dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
 
+    run.fresh_start()
     if ddp.detect().is_main:
         from nerkd.io import write_json
 
         out_dir.mkdir(parents=True, exist_ok=True)
         settings.save(out_dir)
         write_json(out_dir / "labels.json", record)
-    result = train(objective, tokenizer, splits["train"].windows, dev, settings, out_dir,
-                   epochs=epochs or settings.finetune.epochs, lr=lr or settings.finetune.lr, resume=resume,
-                   stage=stage)
-    if ddp.detect().is_main:
-        project.remember_output(stage, out_dir)
-    return result
+    fingerprint = {"model.ref": model_ref_id(model_ref) if model_ref else None,
+                   "base": model_ref_id(base) if base else None, "crf": model.crf is not None,
+                   "scratch": [scratch_layers, scratch_hidden] if base == SCRATCH else None,
+                   "teacher.ref": model_ref_id(teacher_ref) if teacher_ref else None,
+                   "labels": settings.labels.model_dump(mode="json"),
+                   "distill": settings.distill.model_dump(mode="json") if teacher_ref else None}
+    return train(objective, tokenizer, splits["train"].windows, dev, settings, out_dir,
+                 epochs=epochs or settings.finetune.epochs, lr=lr or settings.finetune.lr, resume=resume,
+                 stage=stage, fingerprint=fingerprint)

@@ -21,11 +21,14 @@ ResumeOpt = Annotated[
     bool,
     typer.Option("--resume", help="Go on from the run folder's last checkpoint (checkpoints/last)."),
 ]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
+                        "nerkd's own files there are replaced).")]
 
 
 @known_errors
 def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt = None, output: OutputOpt = None,
-            resume: ResumeOpt = False) -> None:
+            resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
     """Distil the teacher into a smaller student (CE + KD + hidden-state + CRF losses).
 
     The student keeps student.num_layers of the teacher's layers (student.layers, spread evenly by
@@ -42,7 +45,7 @@ def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt =
 
     teacher_ref = teacher or settings.teacher.model
     out_dir = output or project.default_output("distill", settings.paths.artifacts)
-    result = run_distill(settings, project, teacher_ref, out_dir, resume=resume)
+    result = run_distill(settings, project, teacher_ref, out_dir, resume=resume, overwrite=overwrite)
     _render(result, out_dir)
 
 

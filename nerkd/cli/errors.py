@@ -45,8 +45,11 @@ def known_errors(fn: Callable) -> Callable:
             if debug_enabled():
                 raise
             raise _fail(_escape(str(e))) from None
-        except KeyboardInterrupt:
-            raise _fail("interrupted", 130) from None
+        except KeyboardInterrupt as e:
+            from nerkd.rundir import RunInterrupted
+
+            # a run says whether a checkpoint was saved and how to resume from it
+            raise _fail(_escape(str(e)) if isinstance(e, RunInterrupted) else "interrupted", 130) from None
         except Exception as e:  # noqa: BLE001 - mapped below or re-raised
             if debug_enabled():
                 raise

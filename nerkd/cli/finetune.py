@@ -21,6 +21,9 @@ OutputOpt = Annotated[Path | None, typer.Option(
 CrfOpt = Annotated[bool | None, typer.Option(
     "--crf/--no-crf", help="With --base: add a CRF (default: finetune.crf). With --model: add or drop one.")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Go on from the run folder's checkpoints/last.")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
+                        "nerkd's own files there are replaced).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: finetune.epochs).")]
 
 
@@ -41,7 +44,7 @@ HiddenOpt = Annotated[int, typer.Option("--scratch-hidden", min=4, help="Hidden 
 @known_errors
 def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt = None, output: OutputOpt = None,
              crf: CrfOpt = None, resume: ResumeOpt = False, epochs: EpochsOpt = None, lr: LrOpt = None,
-             scratch_layers: LayersOpt = 4, scratch_hidden: HiddenOpt = 128,
+             scratch_layers: LayersOpt = 4, scratch_hidden: HiddenOpt = 128, overwrite: OverwriteOpt = False,
              config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Fine-tune on the configured data: recover a pruned model, or make a domain teacher.
 
@@ -66,7 +69,7 @@ def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt =
 
     result = run_finetune(settings, project, model_ref=model, base=base, teacher_ref=teacher, output=output,
                           crf=crf, resume=resume, epochs=epochs, lr=lr, scratch_layers=scratch_layers,
-                          scratch_hidden=scratch_hidden)
+                          scratch_hidden=scratch_hidden, overwrite=overwrite)
     _render(result)
 
 

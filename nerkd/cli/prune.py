@@ -15,10 +15,13 @@ RateOpt = Annotated[float | None, typer.Option("--rate", "-r", help="Share of al
                                                                      "(default: prune.rate, or prune.per_layer).")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: artifacts/pruned).",
                                                 file_okay=False)]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
+                        "nerkd's own files there are replaced).")]
 
 
 @known_errors
-def prune(model: ModelOpt = None, rate: RateOpt = None, output: OutputOpt = None,
+def prune(model: ModelOpt = None, rate: RateOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
           config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Remove the least important attention heads (Michel et al. 2019).
 
@@ -50,7 +53,7 @@ def prune(model: ModelOpt = None, rate: RateOpt = None, output: OutputOpt = None
         model = str(found)
         log(f"model: {model} (last distill output)")
     target = output if output is not None else project.default_output("prune", settings.paths.artifacts)
-    result = run_prune(settings, model, target)
+    result = run_prune(settings, model, target, overwrite=overwrite)
     project.remember_output("prune", target)
     r = result.report
     caption = (f"{result.selection.mode}\n"

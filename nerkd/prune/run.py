@@ -95,15 +95,28 @@ def _grid(values: list[list[float]], index: list[list[int]], heads: int) -> list
 
 
 def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | None, *,
-              log: Callable[[str], None] | None = None) -> PruneResult:
-    """Load, score, select, remove, save (``output`` None: nothing written, for dry runs/tests)."""
-    from nerkd.models.ner import NerModel, load_tokenizer
+              log: Callable[[str], None] | None = None, overwrite: bool = False) -> PruneResult:
+    """Load, score, select, remove, save (``output`` None: nothing written, for dry runs/tests).
+
+    ``output`` is guarded by :class:`nerkd.rundir.RunFolder`: checked and locked before the model
+    is loaded; a non-empty folder that is not nerkd's needs ``overwrite``; a previous model and
+    run files there are replaced, nothing else is deleted."""
+    from nerkd.rundir import RunFolder
     from nerkd.ui import log as ui_log
 
     log = log or ui_log
     model_ref = str(model_ref)
-    if output is not None and Path(model_ref).exists() and Path(output).resolve() == Path(model_ref).resolve():
+    if output is None:
+        return _prune(settings, model_ref, None, log, None)
+    if Path(model_ref).exists() and Path(output).resolve() == Path(model_ref).resolve():
         raise SettingsError(f"--output {output} is the input model's folder: choose another folder")
+    with RunFolder(output, overwrite=overwrite, training=False, log=log) as run:
+        return _prune(settings, model_ref, Path(output), log, run)
+
+
+def _prune(settings: Settings, model_ref: str, output: Path | None, log: Callable[[str], None], run) -> PruneResult:
+    from nerkd.models.ner import NerModel, load_tokenizer
+
     model = NerModel.load(model_ref, what="model", option="--model")
     tokenizer = load_tokenizer(model_ref, what="model tokenizer", option="--model")
     index, known = original_heads(model)
@@ -142,7 +155,7 @@ def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | No
         "model": model_ref, "head_index": "original" if known else "current",
     }
     if output is not None:
-        output = Path(output)
+        run.fresh_start()
         model.save(output, tokenizer=tokenizer)
         write_json(output / IMPORTANCE_FILE, report)
         settings.save(output)
