@@ -235,3 +235,54 @@ def test_cli_distill_help_has_example(runner):
     assert "Example" in res.output and "nerkd distill --" in res.output  # its paths: tests/test_help.py
     for opt in ("--teacher", "--output", "--resume", "--set"):
         assert opt in res.output
+
+
+# -- issue 12: a fresh run inherits nothing; Ctrl-C says how to resume; resume checks the settings ------
+
+def interrupt_at(monkeypatch, call: int) -> None:
+    """Ctrl-C at the ``call``-th loss of the student (a KeyboardInterrupt, as the terminal sends it)."""
+    real, calls = DistillObjective.loss, {"n": 0}
+
+    def loss(self, batch, epoch):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(self, batch, epoch)
+
+    monkeypatch.setattr(DistillObjective, "loss", loss)
+
+
+def test_cli_distill_fresh_run_interrupt_and_resume(tiny_io_teacher, in_tmp, runner, monkeypatch):
+    from nerkd.cli.app import app
+
+    config = write_config(in_tmp, tiny_io_teacher, train={"checkpoint_every": 1, "max_steps": 4})
+    args = ["distill", "--config", config, "--output", "run"]
+    assert runner.invoke(app, args).exit_code == 0                      # a finished run
+    (in_tmp / "run" / "notes.md").write_text("mine")
+    with monkeypatch.context() as m:                                    # a new run, Ctrl-C before any checkpoint
+        interrupt_at(m, 1)
+        res = runner.invoke(app, args)
+    assert res.exit_code == 130
+    assert res.stderr.splitlines()[-1] == "error: interrupted before the first checkpoint: nothing to resume"
+    run = in_tmp / "run"
+    assert not (run / "checkpoints").exists() and not (run / "model.safetensors").exists()
+    assert not (run / "train_summary.json").exists() and (run / "notes.md").read_text() == "mine"
+    assert "removed the previous run's checkpoints/last" in res.stderr
+    res = runner.invoke(app, [*args, "--resume"])                       # not the old, finished run
+    assert res.exit_code == 1 and "nothing to resume in run" in res.stderr
+
+    with monkeypatch.context() as m:                                    # Ctrl-C after the checkpoint of step 2
+        interrupt_at(m, 3)
+        res = runner.invoke(app, args)
+    assert res.exit_code == 130
+    assert res.stderr.splitlines()[-1] == ("error: interrupted: checkpoint at run/checkpoints/last (epoch 1, step 2); "
+                                           "resume with the same command plus --resume")
+    assert not (run / ".nerkd.lock").exists()
+    res = runner.invoke(app, [*args, "--resume", "--set", "distill.temperature=3"])
+    assert res.exit_code == 1
+    assert "the run changed (distill.temperature 2.5 -> 3.0)" in res.stderr.splitlines()[-1]
+    res = runner.invoke(app, [*args, "--resume"])
+    assert res.exit_code == 0, res.output
+    assert "resuming run/checkpoints/last: epoch 1, batch 2, step 2" in res.stderr
+    assert orjson.loads((run / "train_summary.json").read_bytes())["steps"] == 4
+    assert b"\0" not in (run / "metrics.jsonl").read_bytes()

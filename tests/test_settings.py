@@ -99,6 +99,8 @@ def test_project_remembers_config_and_outputs(tmp_path, monkeypatch):
     p.remember_config(cfg)
     out = tmp_path / "artifacts" / "student_10L"
     out.mkdir(parents=True)
+    (out / "config.json").write_text("{}")              # a model: only folders holding one are offered
+    (out / "model.safetensors").write_bytes(b"")
     p.remember_output("distill", out)
     sub = tmp_path / "deep" / "er"
     sub.mkdir(parents=True)

@@ -258,3 +258,51 @@ def test_shard_splits_global_batches_and_counts_duplicates():
     assert shard(batches, DistEnv(0, 1, 0)) == (batches, 0)
     assert shard(batches, DistEnv(0, 2, 0)) == ([[0, 2], [4, 6], [7]], 1)
     assert shard(batches, DistEnv(1, 2, 1)) == ([[1, 3], [5], [7]], 1)   # rank 1 borrows row 7
+
+
+# -- issue 12: a fresh run inherits nothing, resume checks the whole run, no NUL padding ----------------
+
+def test_a_fresh_run_killed_early_leaves_nothing_to_resume(tiny_bio, data, baseline, tmp_path):
+    _, _, out = baseline
+    shutil.copytree(out, tmp_path / "run")                              # a finished run's folder
+    with pytest.raises(RuntimeError, match="injected crash"):           # a new run, killed before any checkpoint
+        run(tiny_bio, data, tmp_path / "run", objective_kw={"crash_at": 1})
+    assert checkpoint.find_last(tmp_path / "run") is None and not (tmp_path / "run/train_summary.json").exists()
+    with pytest.raises(TrainingError, match="nothing to resume"):       # not the old run's checkpoint
+        run(tiny_bio, data, tmp_path / "run", resume=True)
+
+
+def test_resume_checks_every_setting_and_the_data_content(tiny_bio, data, baseline, tmp_path):
+    _, _, out = baseline
+    shutil.copytree(out, tmp_path / "run")
+    with pytest.raises(TrainingError, match=r"the run changed \(train\.weight_decay 0\.01 -> 0\.5\)"):
+        run(tiny_bio, data, tmp_path / "run", make_settings("train.weight_decay=0.5"), resume=True)
+    tok, windows, dev = data
+    with pytest.raises(TrainingError, match=r"the run changed \(stage test -> other\)"):
+        train(CEObjective(NerModel.load(tiny_bio)), tok, windows, dev, make_settings(), tmp_path / "run",
+              resume=True, stage="other")
+    copy = tmp_path / "train.jsonl"
+    shutil.copy(DATA / "train.jsonl", copy)
+    # the same data under another path: accepted (finished, nothing left to train); log and save cadence may change
+    obj, _ = run(tiny_bio, data, tmp_path / "run", make_settings(f"data.train={copy}", "train.log_every=5",
+                                                                 "train.checkpoint_every=0"), resume=True)
+    assert obj.calls == 0
+    text = copy.read_text(encoding="utf-8")
+    copy.write_text(text.replace('"B-PER"', '"B-ORG"', 1), encoding="utf-8")   # same size, other labels
+    with pytest.raises(TrainingError, match=r"the run changed \(data\.train \(sha256\) [0-9a-f]{16} -> [0-9a-f]{16}\)"):
+        run(tiny_bio, data, tmp_path / "run", make_settings(f"data.train={copy}"), resume=True)
+
+
+def test_resume_never_pads_metrics_with_nul_bytes(tiny_bio, data, tmp_path, capsys):
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(tiny_bio, data, tmp_path, objective_kw={"crash_at": 9})
+    metrics = tmp_path / "metrics.jsonl"
+    recorded = orjson.loads((tmp_path / "checkpoints/last/state.json").read_bytes())["metrics_bytes"]
+    first = metrics.read_bytes().splitlines(keepends=True)[0]
+    metrics.write_bytes(first + b'{"kind":"tr')                         # shorter than the checkpoint recorded
+    capsys.readouterr()
+    run(tiny_bio, data, tmp_path, resume=True)
+    assert f"is {recorded - len(first) - 11} bytes shorter than when" in capsys.readouterr().err
+    text = metrics.read_bytes()
+    assert b"\0" not in text and text.startswith(first)
+    assert [orjson.loads(line)["step"] for line in text.splitlines()] == [1, 5, 6, 6]   # the cut line dropped
