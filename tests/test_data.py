@@ -88,7 +88,7 @@ def test_unknown_tag_against_label2id(tmp_path):
     s = load_settings(None, [f"data.train={p}", f"data.label2id={DATA / 'label2id.json'}"])
     split = load_splits(s.data)["train"]
     space = label_space_for([split], s.data)
-    with pytest.raises(DataError, match=rf"{p}:2: unknown tag B-DATE \(types not in data.label2id: DATE; 1 tags"):
+    with pytest.raises(DataError, match=rf"{p}:2: unknown tag B-DATE \(types not in data.label2id: DATE; 1 tag in"):
         tag_ids(split, space)
 
 
@@ -332,7 +332,7 @@ def test_invalid_bio_is_counted_warned_and_read_as_b(tmp_path):
 def test_conll_line_of_invalid_tag(tmp_path):
     p = _write(tmp_path, "x.conll", "a B-PER\n\nb O\nc O\nd I-LOC\n")
     _, st = read_sentences(p)
-    assert st.warnings() == [f"{p}: 1 tags I-X follow O or another type (invalid BIO, read as B-X); first at line 5"]
+    assert st.warnings() == [f"{p}: 1 tag I-X follows O or another type (invalid BIO, read as B-X); first at line 5"]
 
 
 def test_io_and_iob1_are_not_warned(tmp_path):
@@ -348,7 +348,7 @@ def test_io_and_iob1_are_not_warned(tmp_path):
 
 def test_invalid_bioes_is_warned(tmp_path):
     _, st = read_sentences(_write(tmp_path, "x.conll", "a S-PER\nb B-LOC\nc O\n"))
-    assert len(st.warnings()) == 1 and "1 tags break BIOES" in st.warnings()[0] and "line 2" in st.warnings()[0]
+    assert len(st.warnings()) == 1 and "1 tag breaks BIOES" in st.warnings()[0] and "line 2" in st.warnings()[0]
 
 
 def test_overlap_between_train_and_dev_test(tmp_path):
@@ -359,7 +359,7 @@ def test_overlap_between_train_and_dev_test(tmp_path):
     splits = load_splits(s.data)
     found = overlaps(splits)
     assert [(o.name, o.count, o.distinct) for o in found] == [("dev", 1, 2)]
-    assert found[0].message().startswith(f"1 sentences of {dev} also appear in {train} ")
+    assert found[0].message().startswith(f"1 sentence of {dev} also appears in {train} ")
     assert data_warnings(splits) == [found[0].message()]
 
 
@@ -379,7 +379,7 @@ def test_distill_and_finetune_log_data_warnings(in_tmp, runner, tiny_io_teacher,
     data = ["--set", f"data.train={train}", "--set", f"data.dev={dev}", "--set", "data.limit=24",
             "--set", f"data.label2id={DATA / 'label2id.json'}"]
     overlap = f"warning: 2 sentences of {dev} also appear in {train} (2 of its 3 distinct sentences)"
-    bio = f"warning: {dev}: 1 tags I-X follow O or another type (invalid BIO, read as B-X); first at line 3"
+    bio = f"warning: {dev}: 1 tag I-X follows O or another type (invalid BIO, read as B-X); first at line 3"
     res = runner.invoke(app, ["distill", *data, "--set", f"teacher.model={tiny_io_teacher}",
                               "--set", "student.num_layers=2", "--set", "distill.layer_map.teacher=[2,4]",
                               "--set", "distill.layer_map.student=[1,3]", "--output", str(in_tmp / "s")])

@@ -30,7 +30,7 @@ def test_overlap_and_invalid_bio_are_warnings(tmp_path, tiny_io_teacher):
     warns = _checks(report, "warn")
     assert ("overlap dev", f"3 sentences of {tmp_path / 'dev.jsonl'} also appear in {DATA / 'train.jsonl'} "
                            "(3 of its 4 distinct sentences): its scores will be optimistic") in warns
-    assert ("data dev", f"{tmp_path / 'dev.jsonl'}: 1 tags I-X follow O or another type (invalid BIO, read as B-X); "
+    assert ("data dev", f"{tmp_path / 'dev.jsonl'}: 1 tag I-X follows O or another type (invalid BIO, read as B-X); "
                         "first at line 4") in warns
     assert not any(name == "overlap test" for name, _ in warns)
 
@@ -42,7 +42,7 @@ def test_unknown_tag_names_file_and_line(tmp_path, tiny_io_teacher):
     assert not report.ready
     fails = _checks(report, "fail")
     assert fails == [("labels test", f"{tmp_path / 'test.conll'}:7: unknown tag B-MISC (types not in data.label2id: "
-                                     "MISC; 1 tags in this file); drop them with labels.drop: [MISC] or map them with "
+                                     "MISC; 1 tag in this file); drop them with labels.drop: [MISC] or map them with "
                                      "labels.map: {MISC: ...}")]
     assert any("1 -DOCSTART- lines skipped" in d for n, d in _checks(report, "ok") if n == "data test")
     fixed = run_validate(_settings(tmp_path, tiny_io_teacher, TRAIN_LINES[-1] + "\n", test, "labels.drop=[MISC]"))

@@ -67,10 +67,10 @@ class UnknownTags:
 
     def error(self) -> DataError:
         types = ", ".join(self.types)
+        count = "1 tag" if self.count == 1 else f"{self.count} tags"
         return DataError(self.path, self.line,
-                         f"unknown tag {self.tag} (types not in {self.label_set}: {types}; {self.count} tags in this "
-                         f"file); drop them with labels.drop: [{types}] or map them with "
-                         f"labels.map: {{{self.types[0]}: ...}}")
+                         f"unknown tag {self.tag} (types not in {self.label_set}: {types}; {count} in this file); "
+                         f"drop them with labels.drop: [{types}] or map them with labels.map: {{{self.types[0]}: ...}}")
 
 
 def unknown_tags(split: Split, space: LabelSpace) -> UnknownTags | None:
@@ -143,7 +143,9 @@ class Overlap:
     distinct: int
 
     def message(self) -> str:
-        return (f"{self.count} sentences of {self.path} also appear in {self.train_path} "
+        what = "1 sentence" if self.count == 1 else f"{self.count} sentences"
+        verb = "appears" if self.count == 1 else "appear"
+        return (f"{what} of {self.path} also {verb} in {self.train_path} "
                 f"({self.count} of its {self.distinct} distinct sentences): its scores will be optimistic")
 
 

@@ -124,11 +124,13 @@ class ReadStats:
         scheme = self.scheme
         if scheme == "BIO" and self.bio_breaks.count and not self.iob1:
             b = self.bio_breaks
-            return [f"{self.path}: {b.count} tags I-X follow O or another type (invalid BIO, read as B-X); "
+            what = "1 tag I-X follows" if b.count == 1 else f"{b.count} tags I-X follow"
+            return [f"{self.path}: {what} O or another type (invalid BIO, read as B-X); "
                     f"first at line {b.first_line}"]
         if scheme == "BIOES" and self.bioes_breaks.count:
             b = self.bioes_breaks
-            return [f"{self.path}: {b.count} tags break BIOES (an I-X or E-X without B-X before it, or a B-X or I-X "
+            what = "1 tag breaks" if b.count == 1 else f"{b.count} tags break"
+            return [f"{self.path}: {what} BIOES (an I-X or E-X without B-X before it, or a B-X or I-X "
                     f"without I-X or E-X after it; read leniently: one opens an entity, one without E-X ends at the "
                     f"next O, B- or S-); first at line {b.first_line}"]
         return []
