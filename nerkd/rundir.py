@@ -192,6 +192,9 @@ def install_model(new: Path, folder: Path) -> list[str]:
     """Move the model files written to ``new`` (a folder inside ``folder``) into ``folder``,
     replacing the previous model as a unit and keeping every other file (see the module doc)."""
     names = sorted(p.name for p in new.iterdir())
+    clash = [n for n in names if (folder / n).is_dir()]
+    if clash:
+        raise RunFolderError(f"{folder}: cannot write the model's {', '.join(clash)}: a folder has that name")
     old = set(model_files(folder))
     _chmod_tree(new)
     cfg = folder / "config.json"
@@ -199,7 +202,7 @@ def install_model(new: Path, folder: Path) -> list[str]:
         cfg.read_bytes() == (new / "config.json").read_bytes()
     if same_config:
         # the old and the new weights both fit this config: config files first, weights last
-        order = sorted((n for n in names if n != "config.json"), key=lambda n: n.endswith(".safetensors"))
+        order = sorted(names, key=lambda n: (n.endswith(".safetensors"), n != "config.json"))
     else:
         # a different model: no config.json until every file of the new one is in place
         cfg.unlink(missing_ok=True)
@@ -207,10 +210,7 @@ def install_model(new: Path, folder: Path) -> list[str]:
     for name in sorted(old - set(names)):
         (folder / name).unlink(missing_ok=True)
     for name in order:
-        target = folder / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(new / name, target)
+        os.replace(new / name, folder / name)
     marker = read_marker(folder) or {"foreign": []}
     marker["model_files"] = names
     _write_marker(folder, marker)

@@ -90,6 +90,34 @@ def test_save_replaces_a_model_as_a_unit_and_keeps_other_files(tiny_bio, tiny_cr
     assert not [p.name for p in tmp_path.iterdir() if p.name != "m"]   # nothing beside the folder either
 
 
+def test_a_crash_while_saving_never_leaves_a_mixed_model(tiny_bio, tiny_crf, tmp_path, monkeypatch):
+    out = tmp_path / "m"
+    NerModel.load(tiny_crf).save(out, tokenizer=load_tokenizer(tiny_crf))
+    real, calls = os.replace, []
+
+    def dies_on_second_file(a, b):
+        calls.append(b)
+        if len(calls) == 2:
+            raise OSError("killed")
+        real(a, b)
+
+    monkeypatch.setattr(rundir.os, "replace", dies_on_second_file)
+    with pytest.raises(OSError, match="killed"):                  # another model (other config): config.json last
+        NerModel.load(tiny_bio).save(out, tokenizer=load_tokenizer(tiny_bio))
+    assert not rundir.has_model(out) and not (out / "config.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".save.tmp-")]
+    model = NerModel.load(tiny_crf)
+    for p in model.parameters():
+        p.data.add_(1.0)
+    NerModel.load(tiny_crf).save(out, tokenizer=load_tokenizer(tiny_crf))
+    calls.clear()
+    with pytest.raises(OSError, match="killed"):                  # the same config (a better epoch): weights last
+        model.save(out, tokenizer=load_tokenizer(tiny_crf))
+    assert calls[0] == out / "config.json"
+    before = NerModel.load(tiny_crf).state_dict()
+    assert all(torch.equal(v, before[k]) for k, v in NerModel.load(out).state_dict().items())   # still the old one
+
+
 def test_save_refuses_a_foreign_folder_and_never_deletes_its_files(tiny_bio, tiny_crf, tmp_path):
     out = tmp_path / "d"
     out.mkdir()

@@ -19,7 +19,8 @@ OutputOpt = Annotated[
 ]
 ResumeOpt = Annotated[
     bool,
-    typer.Option("--resume", help="Go on from the run folder's last checkpoint (checkpoints/last)."),
+    typer.Option("--resume", help="Go on from the run folder's last checkpoint (checkpoints/last); refused if a "
+                                  "setting or data file that changes training differs."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "

@@ -20,7 +20,9 @@ OutputOpt = Annotated[Path | None, typer.Option(
     file_okay=False)]
 CrfOpt = Annotated[bool | None, typer.Option(
     "--crf/--no-crf", help="With --base: add a CRF (default: finetune.crf). With --model: add or drop one.")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Go on from the run folder's checkpoints/last.")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", help="Go on from the run folder's checkpoints/last; refused if a setting or data file that changes "
+                     "training differs.")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
                         "nerkd's own files there are replaced).")]
