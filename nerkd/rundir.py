@@ -88,7 +88,8 @@ def _write_marker(folder: Path, marker: dict) -> None:
 
 
 def _legacy_nerkd(folder: Path) -> bool:
-    """Written by nerkd before the marker: a config.json with nerkd metadata, or a checkpoint."""
+    """Written by nerkd before the marker: a config.json with nerkd metadata, a checkpoint, or the
+    settings.yaml of a run beside another of its files (a run killed before it saved a model)."""
     try:
         raw = orjson.loads((folder / "config.json").read_bytes())
         if isinstance(raw, dict) and "nerkd" in raw:
@@ -96,7 +97,10 @@ def _legacy_nerkd(folder: Path) -> bool:
     except (OSError, orjson.JSONDecodeError):
         pass
     ckpt = folder / CHECKPOINTS
-    return any((ckpt / name / "state.json").is_file() for name in ("last", ".last.old"))
+    if any((ckpt / name / "state.json").is_file() for name in ("last", ".last.old")):
+        return True
+    return (folder / "settings.yaml").is_file() and any((folder / name).is_file() for name in RUN_NAMES - {
+        "settings.yaml"})
 
 
 def is_nerkd_folder(folder: str | Path) -> bool:
@@ -291,7 +295,7 @@ def clear_previous_run(folder: str | Path, log: Log = _quiet) -> list[str]:
     if not is_nerkd_folder(folder):
         return []
     foreign = _foreign(folder)
-    gone = [] if CHECKPOINTS in foreign else clear_checkpoints(folder)
+    gone = clear_checkpoints(folder)      # only nerkd's names in it, as the training loop does
     for name in [*model_files(folder), *sorted(RUN_NAMES)]:
         path = folder / name
         if name not in foreign and path.is_file():

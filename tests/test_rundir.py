@@ -131,6 +131,24 @@ def test_save_refuses_a_foreign_folder_and_never_deletes_its_files(tiny_bio, tin
     assert not (out / "crf.safetensors").exists() and NerModel.load(out).crf is None
 
 
+def test_folders_written_before_the_marker_are_nerkds(tmp_path):
+    def folder(name, **files):
+        path = tmp_path / name
+        path.mkdir()
+        for file, text in files.items():
+            (path / file.replace("_json", ".json").replace("_yaml", ".yaml")).write_text(text)
+        return path
+
+    assert rundir.is_nerkd_folder(folder("model", config_json='{"nerkd": {"crf": false}}', notes="x"))
+    assert rundir.is_nerkd_folder(folder("killed", settings_yaml="{}", labels_json="{}"))
+    for path in (folder("hf", config_json='{"model_type": "camembert"}'), folder("yaml", settings_yaml="{}")):
+        assert not rundir.is_nerkd_folder(path)
+        with pytest.raises(RunFolderError, match="is not a nerkd model folder"):
+            rundir.check_output(path)
+    marker = rundir.adopt(tmp_path / "model")                   # unknown names there stay the user's
+    assert marker["foreign"] == ["notes"]
+
+
 def test_distill_and_finetune_refuse_a_foreign_output_before_loading_anything(in_tmp, runner, monkeypatch):
     from nerkd.cli.app import app
 
