@@ -43,7 +43,7 @@ from nerkd.infer.io import detokenize, read_docs
 from nerkd.project import Project
 from nerkd.settings import Settings
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
 DEFAULT_STAGES = ("distill", "prune", "finetune")
 
 
@@ -60,12 +60,18 @@ def default_models(settings: Settings, project: Project) -> list[tuple[str, str]
 
 
 def name_models(refs: Sequence[str]) -> list[tuple[str, str]]:
-    """Short unique names (folder names) for explicit ``--model`` references."""
+    """Short unique names (folder names) for explicit ``--model`` references; a folder written by
+    ``nerkd export --format onnx`` (run by ONNX Runtime) is labelled ``<name> [onnx]`` or ``[onnx int8]``."""
+    from nerkd.infer.onnx_backend import is_onnx_export, read_manifest
+
     out, seen = [], {}
     for ref in refs:
         base = Path(ref).name or str(ref)
         seen[base] = seen.get(base, 0) + 1
-        out.append((base if seen[base] == 1 else f"{base}#{seen[base]}", str(ref)))
+        name = base if seen[base] == 1 else f"{base}#{seen[base]}"
+        if is_onnx_export(ref):
+            name += " [onnx int8]" if ((read_manifest(ref) or {}).get("onnx") or {}).get("int8") else " [onnx]"
+        out.append((name, str(ref)))
     return out
 
 
@@ -242,9 +248,10 @@ class _Timed:
                 "peak_mem_mb": round(self.peak_mb, 1), "speedup_latency": 1.0, "speedup_throughput": 1.0}
 
 
-def load_engine(ref: str, settings: Settings, *, device: str, precision: str, **load_kwargs) -> Engine:
-    """The infer engine for ``ref`` as ``nerkd bench`` runs it."""
-    return Engine.load(ref, device=device, precision="fp32" if precision == "int8" else precision,
+def load_engine(ref: str, settings: Settings, *, device: str, precision: str, backend: str = "auto",
+                **load_kwargs) -> Engine:
+    """The infer engine for ``ref`` as ``nerkd bench`` runs it (``backend`` auto: onnx for an ONNX export)."""
+    return Engine.load(ref, device=device, precision="fp32" if precision == "int8" else precision, backend=backend,
                        int8=precision == "int8", batch_size=settings.bench.batch_size,
                        max_length=settings.data.max_length, stride=settings.data.stride,
                        max_tokens=settings.infer.max_tokens, tokenize=settings.infer.tokenize, **load_kwargs)
@@ -317,7 +324,8 @@ def add_speedups(models: list[dict]) -> None:
 def run_bench(models: Sequence[tuple[str, str]], texts: Sequence[str], settings: Settings, *, device: str,
               precision: str, tick: Callable[[int], None] | None = None,
               on_skip: Callable[[str, str], None] | None = None, blocks: int | None = None,
-              load: Callable[..., object] | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
+              load: Callable[..., object] | None = None, clock: Callable[[], float] = time.perf_counter,
+              backend: str = "auto") -> dict:
     """Bench every model on ``texts``; returns the bench JSON document.
 
     Every model is loaded (and its peak memory measured) first; then the timing runs in rounds,
@@ -346,7 +354,7 @@ def run_bench(models: Sequence[tuple[str, str]], texts: Sequence[str], settings:
     watch.sample(busy=False)
     if load is None:
         _prime(models[0][1])
-        load = functools.partial(load_engine, settings=settings, device=device, precision=precision)
+        load = functools.partial(load_engine, settings=settings, device=device, precision=precision, backend=backend)
     n_blocks = min(blocks or settings.bench.blocks, len(texts))
     words = sum(len(split_words(t)) for t in texts)
     loaded: list[_Timed] = []

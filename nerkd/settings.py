@@ -219,6 +219,9 @@ class InferSettings(Section):
         "words", description="sub-words per French word, as nerkd trains models (words), or of the raw text, as "
                              "the transformers pipeline does (text: ~12% fewer sub-words with SentencePiece, for "
                              "models fine-tuned on raw text only: it costs accuracy on word-trained models)")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="torch, or onnx (ONNX Runtime on CPU) for a folder written by nerkd export --format "
+                            "onnx; auto: onnx for such a folder, torch otherwise")
 
 
 class BenchSettings(Section):
@@ -228,6 +231,19 @@ class BenchSettings(Section):
     batch_size: int | None = Field(None, ge=1, description="texts per batch; default 32 on CPU, 256 on GPU")
     device: Device = "cpu"
     precision: Literal["fp32", "bf16", "int8"] = "fp32"
+
+
+class ExportSettings(Section):
+    """``nerkd export``: an ONNX graph (for ONNX Runtime) or a plain Hugging Face folder."""
+
+    format: Literal["onnx", "hf"] = "onnx"
+    int8: bool = Field(False, description="onnx: dynamic int8 quantisation (onnxruntime.quantization)")
+    opset: int = Field(18, ge=14, le=23, description="ONNX opset (the dynamo exporter needs 18 or more)")
+    exporter: Literal["dynamo", "torchscript"] = Field(
+        "dynamo", description="torch's exporter: dynamo (torch.export, needs onnxscript) or the legacy torchscript "
+                              "tracer (deprecated by torch, faster to run)")
+    check_sentences: int = Field(200, ge=0, description="sentences of --input, data.dev or data.test on which the "
+                                                        "export is checked against the model (and int8 against fp32)")
 
 
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("nerkd_yaml", default=None)
@@ -258,6 +274,7 @@ class Settings(BaseSettings):
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     infer: InferSettings = Field(default_factory=InferSettings)
     bench: BenchSettings = Field(default_factory=BenchSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -8,7 +8,7 @@ from nerkd.cli.app import app
 from tests.conftest import DATA, REPO
 from tests.test_data import BAD_INPUTS
 
-COMMANDS = ("validate", "distill", "prune", "finetune", "infer", "bench", "report")
+COMMANDS = ("validate", "distill", "prune", "finetune", "infer", "bench", "report", "export")
 
 
 def test_help_lists_seven_commands(runner):

@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from nerkd import __version__
-from nerkd.cli import bench, distill, finetune, infer, prune, report, validate
+from nerkd.cli import bench, distill, export, finetune, infer, prune, report, validate
 from nerkd.cli.errors import set_debug
 
 
@@ -78,6 +78,7 @@ COMMANDS = {
     "infer": infer.infer,
     "bench": bench.bench,
     "report": report.report,
+    "export": export.export,
 }
 for _name, _fn in COMMANDS.items():
     app.command(_name, cls=Command, help=help_text(_fn))(_fn)

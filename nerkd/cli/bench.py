@@ -16,6 +16,12 @@ class BenchDevice(str, Enum):
     cuda = "cuda"
 
 
+class BenchBackend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+
 class BenchPrecision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -41,6 +47,10 @@ def bench(
     sentences: Annotated[int | None, typer.Option(
         "--sentences", "-n", min=1, help="Sentences to time. Default: bench.sentences.")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+    backend: Annotated[BenchBackend, typer.Option(
+        "--backend", help="auto: a folder written by nerkd export --format onnx runs on ONNX Runtime (row "
+                          "'<name> [onnx]'), other models on torch; give both folders to compare them side by "
+                          "side.")] = BenchBackend.auto,
 ) -> None:
     """Compare models on the same sentences: parameters, size on disk, latency, throughput, memory.
 
@@ -76,7 +86,7 @@ def bench(
 
     with progress() as bar:
         task = bar.add_task("bench", total=bench_ticks(len(texts), bs.blocks) * len(models), info="")
-        result = run_bench(models, texts, settings, device=dev, precision=prec,
+        result = run_bench(models, texts, settings, device=dev, precision=prec, backend=backend.value,
                            tick=lambda k: bar.advance(task, k),
                            on_skip=None if model else lambda name, why: warn(f"skipped {name}: {why}"))
     path = json_path or project.artifacts(settings.paths.artifacts) / "bench.json"

@@ -50,6 +50,12 @@ class ScoreOpt(str, Enum):
     min = "min"
 
 
+class BackendOpt(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+
 @known_errors
 def infer(
     config: ConfigOpt = None,
@@ -93,6 +99,10 @@ def infer(
              "fine-tuned on raw text; it costs accuracy on word-trained ones). Default: infer.tokenize.")] = None,
     score: Annotated[ScoreOpt, typer.Option(
         "--score", help="Entity score: mean or min of its words' tag probabilities.")] = ScoreOpt.mean,
+    backend: Annotated[BackendOpt | None, typer.Option(
+        "--backend", help="torch, or onnx: ONNX Runtime on CPU, for a folder written by nerkd export --format "
+                          "onnx (pip install 'nerkd[onnx]'). Default: infer.backend (auto: onnx for such a folder).")
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")] = False,
 ) -> None:
     """Tag French texts with a model: one JSONL line of entities (exact character offsets) per input line.
@@ -128,10 +138,12 @@ def infer(
         int8=st.int8 if int8 is None else int8, batch_size=batch_size or st.batch_size,
         max_length=settings.data.max_length, stride=settings.data.stride,
         max_tokens=settings.infer.max_tokens, score=score.value,
-        tokenize=tokenize.value if tokenize else st.tokenize, compile=st.compile if compile_ is None else compile_)
+        tokenize=tokenize.value if tokenize else st.tokenize, compile=st.compile if compile_ is None else compile_,
+        backend=backend.value if backend else st.backend)
     err.print(f"infer: {ref} on {engine.device.type}, {engine.precision}{' + int8' if engine.int8 else ''}, "
               f"labels {' '.join(engine.space.types)}, max length {engine.max_length}, sub-words of the "
-              f"{'raw text' if engine.tokenize == 'text' else 'words'}{', compiled' if engine.compiled else ''}")
+              f"{'raw text' if engine.tokenize == 'text' else 'words'}{', compiled' if engine.compiled else ''}"
+              f"{', onnxruntime' if engine.backend == 'onnx' else ''}")
 
     if input_ is not None:
         in_stream, in_name, total = _open(input_, "rb", "--input"), str(input_), input_.stat().st_size

@@ -124,6 +124,10 @@ class Engine:
         self.max_tokens = max_tokens or None
         self.chunk_size = chunk_size or CHUNK_SIZE.get(self.device.type, 512)
         self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        self.backend = getattr(model, "backend", "torch")
+        if self.backend != "torch":  # an exported graph (nerkd.infer.onnx_backend) runs as it was exported
+            model.check_runtime(self.device, precision, int8, compile)
+            int8 = model.int8
         self.int8 = int8
         if compile and int8:
             raise SettingsError("--compile and --int8 do not go together: drop one of them")
@@ -134,7 +138,7 @@ class Engine:
                                                and self.decoder.end.all())
         model.eval()
         self.num_parameters = sum(p.numel() for p in model.parameters())  # before int8 packs the weights
-        if int8:
+        if int8 and self.backend == "torch":
             model = quantize_int8(model)
         self.cast = self.device.type == "cuda" and precision != "fp32"
         if self.cast:
@@ -152,10 +156,22 @@ class Engine:
 
     @classmethod
     def load(cls, ref: str | Path, *, device: str = "auto", precision: str = "auto", int8: bool = False,
-             revision: str | None = None, trust_remote_code: bool = False, **kwargs) -> Engine:
-        """Load a model folder (or hub id) and its tokenizer; ``device``/``precision`` are settings values."""
+             revision: str | None = None, trust_remote_code: bool = False, backend: str = "torch",
+             **kwargs) -> Engine:
+        """Load a model folder (or hub id) and its tokenizer; ``device``/``precision`` are settings values.
+
+        ``backend``: ``torch``, ``onnx`` (a folder written by ``nerkd export --format onnx``, run by
+        ONNX Runtime on CPU with torch's thread count) or ``auto`` (onnx for such a folder)."""
+        from nerkd.infer.onnx_backend import resolve_backend
         from nerkd.models.ner import NerModel, load_tokenizer
 
+        if resolve_backend(ref, backend) == "onnx":
+            from nerkd.infer.onnx_backend import OnnxModel, load_onnx_tokenizer
+
+            model = OnnxModel.load(ref)
+            return cls(model, load_onnx_tokenizer(ref), device=torch.device("cpu") if device == "auto" else
+                       resolve_device(device), precision="fp32" if precision == "auto" else precision,
+                       int8=int8, **kwargs)
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         model = NerModel.load(ref, revision=revision, trust_remote_code=trust_remote_code, what="model",
