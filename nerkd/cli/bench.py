@@ -46,7 +46,8 @@ def bench(
     ] = None,
     sentences: Annotated[int | None, typer.Option(
         "--sentences", "-n", min=1, help="Sentences to time. Default: bench.sentences.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads for torch (default: the physical cores).")] = None,
     backend: Annotated[BenchBackend, typer.Option(
         "--backend", help="auto: a folder written by nerkd export --format onnx runs on ONNX Runtime (row "
                           "'<name> [onnx]'), other models on torch; give both folders to compare them side by "
@@ -63,10 +64,9 @@ def bench(
     Example:
       nerkd bench --model artifacts/teacher --model artifacts/final --sentences 30
     """
-    import torch
-
     from nerkd.bench import bench_texts, bench_ticks, default_models, name_models, run_bench
     from nerkd.io import write_json
+    from nerkd.threads import describe_threads, set_threads
     from nerkd.ui import err, warn
 
     settings, project = resolve(config, set_)
@@ -74,13 +74,13 @@ def bench(
     n = sentences or bs.sentences
     dev = device.value if device else bs.device
     prec = precision.value if precision else bs.precision
-    if threads:
-        torch.set_num_threads(threads)
+    n_threads, why = set_threads(threads)
     models = name_models(model) if model else default_models(settings, project)
     texts = bench_texts(settings, input_, n)
     if len(texts) < n:
         err.print(f"bench: only {len(texts)} sentences available (asked for {n})")
-    err.print(f"bench: {len(models)} models, {len(texts)} sentences, {dev}, {prec}, warm-up {bs.warmup}, "
+    err.print(f"bench: {len(models)} models, {len(texts)} sentences, {dev} ({describe_threads(n_threads, why)}), "
+              f"{prec}, warm-up {bs.warmup}, "
               f"{min(bs.blocks, len(texts))} blocks, batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
     from nerkd.ui import progress
 

@@ -87,7 +87,7 @@ def infer(
         "--chunk-size", min=1,
         help="Documents read, sorted by length and written per chunk (default 512 on CPU, 2048 on GPU).")] = None,
     threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="CPU threads for torch (default: torch's choice, one per core).")] = None,
+        "--threads", min=1, help="CPU threads for torch (default: the physical cores).")] = None,
     compile_: Annotated[bool | None, typer.Option(
         "--compile/--no-compile",
         help="torch.compile the encoder: faster once compiled (the first batches wait ~45 s for CamemBERT-base "
@@ -116,10 +116,9 @@ def infer(
     Example:
       nerkd infer --model artifacts/final < data/texts.txt > entities.jsonl
     """
-    import torch
-
     from nerkd.infer import Engine, read_docs
     from nerkd.infer.formats import ToolWriter, model_version
+    from nerkd.threads import describe_threads, set_threads
     from nerkd.ui import err
 
     settings, project = resolve(config, set_)
@@ -129,8 +128,7 @@ def infer(
     if ref is None:
         raise NerkdError(f"no model to run: give --model FOLDER (no distill, prune or finetune output found "
                          f"under {project.artifacts(settings.paths.artifacts)})")
-    if threads:
-        torch.set_num_threads(threads)
+    n_threads, why = set_threads(threads)
     st = settings.infer
     engine = Engine.load(
         ref, device=(device.value if device else st.device), precision=(precision.value if precision else
@@ -140,7 +138,8 @@ def infer(
         max_tokens=settings.infer.max_tokens, score=score.value,
         tokenize=tokenize.value if tokenize else st.tokenize, compile=st.compile if compile_ is None else compile_,
         backend=backend.value if backend else st.backend)
-    err.print(f"infer: {ref} on {engine.device.type}, {engine.precision}{' + int8' if engine.int8 else ''}, "
+    err.print(f"infer: {ref} on {engine.device.type} ({describe_threads(n_threads, why)}), "
+              f"{engine.precision}{' + int8' if engine.int8 else ''}, "
               f"labels {' '.join(engine.space.types)}, max length {engine.max_length}, sub-words of the "
               f"{'raw text' if engine.tokenize == 'text' else 'words'}{', compiled' if engine.compiled else ''}"
               f"{', onnxruntime' if engine.backend == 'onnx' else ''}")
