@@ -56,7 +56,8 @@ def restore_threads():
 def test_cli_default_is_physical_cores_and_logged(command, runner, in_tmp, tiny_bio, monkeypatch, restore_threads):
     args = {"infer": ["infer", "--model", str(tiny_bio), "--no-progress"],
             "bench": ["bench", "--model", str(tiny_bio), "-n", "2", "--json", "b.json", "--set",
-                      f"data.test={DATA / 'test.jsonl'}", "--set", "bench.warmup=0", "--set", "bench.blocks=1"]}[command]
+                      f"data.test={DATA / 'test.jsonl'}", "--set", "bench.warmup=0", "--set", "bench.blocks=1"],
+            }[command]
     monkeypatch.setattr(threads, "default_threads", lambda: 1)   # "one physical core"
     torch.set_num_threads(2)
     res = runner.invoke(app, args, input=b"Mme Lefevre\n")
