@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nerkd.errors import SettingsError
@@ -233,6 +233,24 @@ class BenchSettings(Section):
     precision: Literal["fp32", "bf16", "int8"] = "fp32"
 
 
+class ServeSettings(Section):
+    """``nerkd serve``: the REST API (binding, limits, micro-batching). The model runs with ``infer``'s settings
+    (device, precision, int8, backend, ...), so the API answers exactly as ``nerkd infer``."""
+
+    host: str = Field("127.0.0.1", description="address to bind; the default answers this machine only")
+    port: int = Field(8000, ge=0, le=65535)
+    token: SecretStr | None = Field(None, exclude=True, description="bearer token required on /v1/*; also from "
+                                    "the environment variable NERKD_SERVE_TOKEN; never written to settings.yaml")
+    threads: int | None = Field(None, ge=1, description="torch threads; default: the physical cores")
+    max_batch_words: int = Field(4096, ge=1, description="words (whitespace-separated) per micro-batch")
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long a micro-batch waits for more requests")
+    max_body_bytes: int = Field(1_000_000, ge=64, description="request body limit (413 above)")
+    max_texts: int = Field(256, ge=1, description="texts per request (413 above)")
+    max_chars: int = Field(100_000, ge=1, description="characters per text (413 above)")
+    max_queue_texts: int = Field(10_000, ge=1, description="texts waiting in the queue before 503 (server busy)")
+    access_log: bool = Field(True, description="uvicorn's access log (method, path, status; never bodies)")
+
+
 class ExportSettings(Section):
     """``nerkd export``: an ONNX graph (for ONNX Runtime) or a plain Hugging Face folder."""
 
@@ -274,6 +292,7 @@ class Settings(BaseSettings):
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     infer: InferSettings = Field(default_factory=InferSettings)
     bench: BenchSettings = Field(default_factory=BenchSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
 
     @classmethod
