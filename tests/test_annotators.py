@@ -118,6 +118,7 @@ def test_infer_labelstudio_round_trips_through_the_reader(runner, in_tmp, tiny_b
     non_empty = [r for r in ref if r["text"]]
     assert [t["data"]["text"] for t in tasks] == [r["text"] for r in non_empty]
     assert "1 empty texts skipped" in res.stderr and "3 Label Studio tasks" in res.stderr
+    assert f"wrote 3 tasks to {in_tmp / 'pre.json'}" in res.stderr
     version = tasks[0]["predictions"][0]["model_version"]
     assert re.fullmatch(r"tiny_bio-[0-9a-f]{8}", version) and version in res.stderr
     for task, r in zip(tasks, non_empty, strict=True):
@@ -169,6 +170,7 @@ def test_infer_doccano_round_trips_through_the_reader(runner, in_tmp, tiny_bio, 
     non_empty = [r for r in ref if r["text"]]
     assert [r["text"] for r in rows] == [r["text"] for r in non_empty]
     assert "3 Doccano lines" in res.stderr and "1 empty texts skipped" in res.stderr
+    assert f"wrote 3 lines to {in_tmp / 'pre.jsonl'}" in res.stderr
     for row, r in zip(rows, non_empty, strict=True):
         assert set(row) == {"text", "label"}
         if r["text"] == EMOJI_NOTE:   # UTF-16 code units: +1 after 🙂, +2 after 👍

@@ -185,7 +185,9 @@ def infer(
                   f"{f' (model_version {writer.model_version})' if writer.model_version else ''}; "
                   f"{writer.skipped_empty} empty texts skipped (nothing to annotate)", soft_wrap=True)
     if output is not None:
-        err.print(f"infer: wrote {stats.docs} lines to {output}", soft_wrap=True)
+        written = stats.docs if out_fmt == "jsonl" else writer.tasks   # empty texts make no task
+        err.print(f"infer: wrote {written} {'tasks' if out_fmt == 'labelstudio' else 'lines'} to {output}",
+                  soft_wrap=True)
     if enc.split_sentences:
         err.print(f"infer: {enc.split_sentences} long texts split into overlapping windows (nothing truncated)")
     if enc.clipped_words:

@@ -39,14 +39,14 @@ FROM_NAME, TO_NAME = "label", "text"   # Label Studio's NER template
 
 def model_version(ref: str | Path) -> str:
     """``<folder name>-<8 hex>`` for a model folder: a SHA-256 of its ``config.json`` and weight
-    files, so two different models saved under the same name do not share a version. A hub id
-    is returned as it is."""
+    files (safetensors, bin, pt, onnx), so two different models saved under the same name do not
+    share a version. A hub id is returned as it is."""
     path = Path(ref)
     if not path.is_dir():
         return str(ref)
     digest = hashlib.sha256()
     files = sorted(p for p in path.iterdir() if p.is_file() and (
-        p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".pt")))
+        p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".pt", ".onnx")))
     for p in files:
         digest.update(p.name.encode() + b"\0")
         with p.open("rb") as fh:
