@@ -431,3 +431,13 @@ def test_unlabelled_notes_are_disjoint_from_train_dev_test(tmp_path, capsys):
     ms.write_unlabeled(40, tmp_path / "u.txt")   # the committed file is reproducible, and a run for N is a prefix
     assert (tmp_path / "u.txt").read_text(encoding="utf-8").splitlines() == notes[:40]
     assert "draws equal to a labelled sentence skipped" in capsys.readouterr().out
+
+
+def test_labelstudio_array_stays_valid_when_input_breaks(runner, in_tmp, tiny_bio):
+    src = in_tmp / "bad.txt"
+    src.write_bytes("Mme Lefèvre\nà Lyon\n".encode() + b"\xff\xfe pas utf8\nfin\n")
+    res = runner.invoke(app, ["infer", "--model", str(tiny_bio), "-i", str(src), "-o", str(in_tmp / "t.json"),
+                              "--format", "labelstudio"])
+    assert res.exit_code == 1 and f"{src}:3:" in res.stderr
+    tasks = orjson.loads((in_tmp / "t.json").read_bytes())   # closed: the tasks written before the error
+    assert [t["data"]["text"] for t in tasks] == ["Mme Lefèvre", "à Lyon"]
