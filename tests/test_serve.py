@@ -403,6 +403,25 @@ def test_batcher_keeps_to_the_word_budget():
     assert batcher.close(10)
 
 
+def test_batcher_waits_for_company_only_after_a_shared_batch():
+    rec = Recorder()
+    batcher = MicroBatcher(rec, max_batch_words=100, max_wait_ms=10_000)
+    assert batcher.submit(["alone"]).result(5) == ["<alone>"]   # a lone client does not wait the 10 s
+    rec.gate.clear()
+    rec.entered.clear()
+    held = batcher.submit(["held"])
+    assert rec.entered.wait(30)
+    pair = [batcher.submit(["a"]), batcher.submit(["b"])]       # queued: they share the next batch
+    rec.gate.set()
+    assert [f.result(10) for f in (held, *pair)] == [["<held>"], ["<a>"], ["<b>"]]
+    third = batcher.submit(["c"])
+    wait_until(lambda: batcher.queued == 0)                     # the worker took it and waits for company
+    fourth = batcher.submit(["d"])
+    assert batcher.close(10)                                    # ends the wait at once: the queue runs first
+    assert third.result(0) == ["<c>"] and fourth.result(0) == ["<d>"]
+    assert rec.calls == [["alone"], ["held"], ["a", "b"], ["c", "d"]]
+
+
 def test_batcher_isolates_a_failing_job_and_skips_cancelled_ones():
     batcher, rec = held_batcher(max_batch_words=100, max_wait_ms=0)
     good, bad, gone, good2 = (batcher.submit([t]) for t in ("ok", "boom", "gone", "ok2"))

@@ -2,8 +2,9 @@
 
 Requests are queued as jobs (a list of texts and a :class:`concurrent.futures.Future`). One worker
 thread takes the oldest job, then keeps taking jobs while they fit in ``max_batch_words``
-(whitespace-separated words) and ``max_wait_ms`` has not passed since it took the first one;
-it runs ``predict`` once over all their texts and hands job *k* exactly the slice of results of
+(whitespace-separated words) and ``max_wait_ms`` has not passed since it took the first one (it
+waits only when its previous batch held more than one request: a lone client pays no wait); it
+runs ``predict`` once over all their texts and hands job *k* exactly the slice of results of
 its own texts, in order. A job larger than the budget runs alone. A failed batch is retried job
 by job, so one bad request cannot fail the others. A job whose client went away (its future was
 cancelled while queued) is skipped. :meth:`MicroBatcher.close` refuses new jobs, lets the worker
@@ -83,6 +84,7 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._closed = False
         self.stats = BatchStats()
+        self._last_batch = 0      # requests in the previous batch: wait for company only after a shared one
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -139,7 +141,7 @@ class MicroBatcher:
             if first is None:
                 return None
             batch, words = [first], first.words
-            deadline = time.monotonic() + self.max_wait
+            deadline = time.monotonic() + (self.max_wait if self._last_batch > 1 else 0.0)
             while words < self.max_batch_words:
                 if self._queue:
                     nxt = self._queue[0]
@@ -157,6 +159,7 @@ class MicroBatcher:
                 if self._closed or remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            self._last_batch = len(batch)
             return batch
 
     def _run(self) -> None:
