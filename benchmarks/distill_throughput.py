@@ -31,11 +31,11 @@ import torch
 from nerkd.data.encode import Window, bucket_batches, collate
 from nerkd.data.labels import LabelSpace, type_mapping
 from nerkd.device import autocast, resolve_precision
-from nerkd.distill import DistillObjective
 from nerkd.models.ner import NerModel
 from nerkd.models.scratch import tiny_config
 from nerkd.models.student import default_layers, student_from_teacher
 from nerkd.settings import DistillSettings
+from nerkd.train.kd import DistillObjective
 from nerkd.train.optim import optimizer_step
 
 PRESETS = {  # teacher layers, hidden, heads, intermediate, vocab -> student layers

@@ -56,8 +56,8 @@ def main() -> None:
     from nerkd.data.schemes import entity_types
     from nerkd.models import quiet_transformers
     from nerkd.prune.importance import compute_importance
-    from nerkd.prune.run import make_batches
     from nerkd.settings import load_settings
+    from nerkd.stages.prune import make_batches
 
     quiet_transformers()
     settings = load_settings(None, [f"data.dev={args.data}", f"data.limit={args.sentences}",

@@ -7,6 +7,7 @@ would otherwise fall back to 80 columns, or to the width of whichever stream is 
 
 from __future__ import annotations
 
+import logging
 import os
 
 from rich.console import Console, ConsoleDimensions
@@ -18,6 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 UNLIMITED = 1_000_000  # columns off a terminal: wider than any table or log line
 
@@ -66,3 +68,38 @@ def progress(*extra_columns, transient: bool = False) -> Progress:
         transient=transient,
         disable=os.environ.get("NERKD_NO_PROGRESS") == "1",
     )
+
+
+def is_main_rank() -> bool:
+    """Rank 0 under torchrun (read from the environment: no torch import)."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+class _Handler(logging.Handler):
+    """Engine log lines (logger ``nerkd``) on stderr: one line each, warnings marked, no markup parsed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = Text(record.getMessage())
+            if record.levelno >= logging.WARNING:
+                text = Text.assemble(("warning: ", "yellow"), text)
+            err.print(text, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+_installed: list[bool] = []
+
+
+def install() -> None:
+    """Route the engines' log lines and progress (:mod:`nerkd.log`) here: rank 0 speaks, others stay quiet."""
+    from nerkd import log as engine_log
+
+    logger = engine_log.logger
+    for handler in [h for h in logger.handlers if isinstance(h, _Handler | logging.NullHandler)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.INFO)
+    main = is_main_rank()
+    logger.addHandler(_Handler() if main else logging.NullHandler())
+    engine_log.set_progress_factory(progress if main else None)
+    _installed.append(True)

@@ -67,6 +67,14 @@ def tiny_crf(tmp_path_factory) -> Path:
                             layers=2, hidden=64, heads=4, vocab_size=800, seed=2, crf=True)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def engine_logs_on_stderr():
+    """As under the CLI: the engines' log lines (logger "nerkd") and warnings go to stderr."""
+    from nerkd.ui import install
+
+    install()
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in an empty project folder (so .nerkd/ state never leaks between tests)."""

@@ -10,10 +10,10 @@ import statistics
 import orjson
 import pytest
 
-from nerkd.bench import _quantile, add_speedups, bench_texts, bench_ticks, disk_bytes, name_models, run_bench
 from nerkd.cli.app import app
 from nerkd.models.ner import NerModel
 from nerkd.settings import load_settings
+from nerkd.stages.bench import _quantile, add_speedups, bench_texts, bench_ticks, disk_bytes, name_models, run_bench
 from tests.conftest import DATA
 
 MACHINE_KEYS = {"cpu", "threads", "torch", "device"}
@@ -228,9 +228,9 @@ def test_blocks_capped_by_sentences_and_skipped_models_keep_ticks():
 
 @pytest.mark.parametrize("load_avg, warned", [(9.0, True), (0.3, False)])
 def test_load_warning(monkeypatch, load_avg, warned):
-    import nerkd.bench
+    import nerkd.stages.bench
 
-    monkeypatch.setattr(nerkd.bench, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(nerkd.stages.bench, "cpu_cores", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (load_avg, 0.0, 0.0))
     doc, _ = fake_run(TEXTS, blocks=2)
     assert doc["load"]["cores"] == 2 and doc["load"]["load_avg_1min"] == [load_avg] * 4  # before, then per round
@@ -240,7 +240,7 @@ def test_load_warning(monkeypatch, load_avg, warned):
 
 
 def test_load_watch_discounts_the_bench_itself(monkeypatch):
-    from nerkd.bench import LoadWatch
+    from nerkd.stages.bench import LoadWatch
 
     monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.0, 0.0))
     busy = LoadWatch(own_threads=2, cores=2)

@@ -11,11 +11,11 @@ import torch
 from nerkd.data.dataset import encode_split, read_split
 from nerkd.data.encode import collate
 from nerkd.data.labels import LabelSpace, type_mapping
-from nerkd.distill import DistillObjective, check_layer_map
 from nerkd.errors import SettingsError
 from nerkd.models.ner import NerModel, load_tokenizer
 from nerkd.models.student import student_from_teacher
 from nerkd.settings import DistillSettings, LayerMap, Settings, load_settings
+from nerkd.train.kd import DistillObjective, check_layer_map
 
 from .conftest import DATA
 

@@ -279,8 +279,8 @@ def test_hf_export_of_a_crf_model_warns(runner, in_tmp, tiny_crf):
 
 # -- bench -----------------------------------------------------------------------------------------
 def test_bench_rows_side_by_side(tiny_bio, onnx_bio, one_thread):
-    from nerkd.bench import load_engine, name_models, run_bench
     from nerkd.settings import load_settings
+    from nerkd.stages.bench import load_engine, name_models, run_bench
 
     models = name_models([str(tiny_bio), str(onnx_bio)])
     assert [name for name, _ in models] == ["tiny_bio", "bio_onnx [onnx]"]

@@ -10,29 +10,27 @@ import pytest
 import torch
 from rich.console import Console
 
+from nerkd.cli.render import head_table
 from nerkd.data.dataset import read_split
 from nerkd.decode import predict_tags
 from nerkd.errors import SettingsError
 from nerkd.models.heads import EmptySelfAttention, encoder_layers
 from nerkd.models.ner import NerModel, load_tokenizer
 from nerkd.prune import (
-    IMPORTANCE_FILE,
     HeadGates,
     compute_importance,
     count_parameters,
-    head_table,
     heads_for_rate,
     masked_logits,
     normalize,
     original_heads,
     remove_heads,
-    run_prune,
     select_global,
     select_per_layer,
 )
 from nerkd.prune.importance import row_losses
-from nerkd.prune.run import make_batches
 from nerkd.settings import load_settings
+from nerkd.stages.prune import IMPORTANCE_FILE, make_batches, run_prune
 from tests.conftest import DATA
 
 

@@ -106,8 +106,9 @@ def expected_cells(scores: dict, types: list[str]) -> list[str]:
 
 def run(models, output: Path, bench: list[Path] = ()):
     from nerkd.project import Project
-    from nerkd.report import build_report, named_models, write_report
+    from nerkd.report.render import write_report
     from nerkd.settings import Settings
+    from nerkd.stages.report import build_report, named_models
 
     rep = build_report(Settings(data={"limit": LIMIT}), Project.discover(output.parent), data=str(TEST),
                        models=named_models([f"{n}={p}" for n, p in models.items()]), bench_files=list(bench),
@@ -135,14 +136,14 @@ def test_pareto_front():
 
 
 def test_named_models():
-    from nerkd.report import named_models
+    from nerkd.stages.report import named_models
 
     specs = named_models(["a/final", "b/final", "best=c/x"])
     assert [(s.name, s.path) for s in specs] == [("final", "a/final"), ("b/final", "b/final"), ("best", "c/x")]
 
 
 def test_match_bench_by_path_alias_and_int8(tmp_path):
-    from nerkd.report.bench import match_bench, read_bench
+    from nerkd.infer.benchfile import match_bench, read_bench
 
     (tmp_path / "m" / "student").mkdir(parents=True)
     fig = {"latency_ms_p50": 1.0, "words_per_s": 10.0}
@@ -163,7 +164,7 @@ def test_match_bench_by_path_alias_and_int8(tmp_path):
 
 def test_bad_bench_file_names_the_problem(tmp_path):
     from nerkd.errors import DataError
-    from nerkd.report.bench import read_bench
+    from nerkd.infer.benchfile import read_bench
 
     path = tmp_path / "bench.json"
     path.write_bytes(orjson.dumps({"models": [{"name": "a", "latency_ms_p50": "fast"}]}))
@@ -291,7 +292,7 @@ def test_bench_warnings_reach_the_report(tiny_bio, tmp_path):
     assert data["benches"][1]["blocks"] is None
     assert any("no spread over timing blocks" in n and str(old) in n for n in rep.notes)
     assert md_row(section(md, "Size and speed"), "student")[6] == "18.0–22.0"
-    from nerkd.report.bench import read_bench
+    from nerkd.infer.benchfile import read_bench
 
     bad = tmp_path / "bad.json"
     bad.write_bytes(orjson.dumps({"models": [], "warnings": "loaded"}))

@@ -153,7 +153,7 @@ def test_distill_and_finetune_refuse_a_foreign_output_before_loading_anything(in
     from nerkd.cli.app import app
 
     monkeypatch.setattr("nerkd.data.dataset.load_splits", lambda *a, **k: pytest.fail("data loaded"))
-    monkeypatch.setattr("nerkd.finetune.load_splits", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr("nerkd.stages.finetune.load_training_splits", lambda *a, **k: pytest.fail("data loaded"))
     foreign_folder(in_tmp / "artifacts")
     for args in (["distill", "--output", "artifacts"], ["finetune", "--base", "scratch", "--output", "artifacts"]):
         res = runner.invoke(app, args)
@@ -346,7 +346,7 @@ def test_resume_with_nothing_to_resume_fails_before_loading(tiny_bio, in_tmp, ru
     from nerkd.cli.app import app
 
     monkeypatch.setattr("nerkd.data.dataset.load_splits", lambda *a, **k: pytest.fail("data loaded"))
-    monkeypatch.setattr("nerkd.finetune.load_splits", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr("nerkd.stages.finetune.load_training_splits", lambda *a, **k: pytest.fail("data loaded"))
     monkeypatch.setattr(NerModel, "load", lambda *a, **k: pytest.fail("model loaded"))
     for args in (["distill", "--output", "run", "--resume"],
                  ["finetune", "--model", str(tiny_bio), "--output", "run", "--resume"]):

@@ -68,6 +68,9 @@ def main_callback(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (or set NERKD_DEBUG=1)."),
 ) -> None:
     set_debug(debug)
+    from nerkd.ui import install
+
+    install()  # engines' log lines and progress bars on stderr (rank 0 only)
 
 
 COMMANDS = {

@@ -64,8 +64,8 @@ def bench(
     Example:
       nerkd bench --model artifacts/teacher --model artifacts/final --sentences 30
     """
-    from nerkd.bench import bench_texts, bench_ticks, default_models, name_models, run_bench
     from nerkd.io import write_json
+    from nerkd.stages.bench import bench_texts, bench_ticks, default_models, name_models, run_bench
     from nerkd.threads import describe_threads, set_threads
     from nerkd.ui import err, warn
 

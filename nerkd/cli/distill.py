@@ -42,28 +42,18 @@ def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt =
       nerkd distill --set distill.temperature=4 --output artifacts/student_t4
     """
     settings, project = resolve(config, set_)
-    from nerkd.distill import run_distill
+    from nerkd.stages.distill import run_distill
 
     teacher_ref = teacher or settings.teacher.model
     out_dir = output or project.default_output("distill", settings.paths.artifacts)
     result = run_distill(settings, project, teacher_ref, out_dir, resume=resume, overwrite=overwrite)
-    _render(result, out_dir)
+    _render(result)
 
 
-def _render(result, out_dir: Path) -> None:
-    from rich.table import Table
+def _render(result) -> None:
+    from nerkd.cli.render import training_result
+    from nerkd.ui import is_main_rank, out
 
-    from nerkd.distill import _rank0
-    from nerkd.ui import out
-
-    if not _rank0():
-        return
-    table = Table(title="nerkd distill", title_justify="left")
-    table.add_column("result")
-    table.add_column("value", justify="right", overflow="fold")
-    table.add_row("run folder", str(out_dir))
-    for name in ("best_f1", "best_epoch", "epochs_run", "steps", "stop_reason"):
-        value = getattr(result, name, None)
-        if value is not None:
-            table.add_row(name.replace("_", " "), f"{value:.4f}" if isinstance(value, float) else str(value))
-    out.print(table)
+    if is_main_rank():
+        for part in training_result(result, "distill"):
+            out.print(part)

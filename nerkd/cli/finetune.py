@@ -67,7 +67,7 @@ def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt =
       nerkd finetune --base scratch --epochs 10 --lr 2e-3 -o artifacts/teacher_2
     """
     settings, project = resolve(config, set_)
-    from nerkd.finetune import run_finetune
+    from nerkd.stages.finetune import run_finetune
 
     result = run_finetune(settings, project, model_ref=model, base=base, teacher_ref=teacher, output=output,
                           crf=crf, resume=resume, epochs=epochs, lr=lr, scratch_layers=scratch_layers,
@@ -76,11 +76,13 @@ def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt =
 
 
 def _render(result) -> None:
-    from nerkd.train import ddp
-    from nerkd.ui import out
+    from nerkd.cli.render import scores_table
+    from nerkd.ui import is_main_rank, out
 
-    if not ddp.detect().is_main:
+    if not is_main_rank():
         return
+    if result.dev is not None:
+        out.print(scores_table(result.dev, f"{result.stage}: dev scores (best epoch {result.best_epoch})"))
     best = f"best dev F1 {result.best_f1:.4f} at epoch {result.best_epoch}" if result.best_f1 is not None \
         else "no dev set: last model kept"
     stops = {"early_stopping": ", stopped early", "max_steps": ", stopped at train.max_steps"}

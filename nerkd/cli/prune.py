@@ -33,8 +33,8 @@ def prune(model: ModelOpt = None, rate: RateOpt = None, output: OutputOpt = None
     Example:
       nerkd prune --model artifacts/student --rate 0.25 -o artifacts/pruned_25
     """
-    from nerkd.prune import run_prune
-    from nerkd.prune.table import LEGEND, head_table
+    from nerkd.cli.render import LEGEND, head_table
+    from nerkd.stages.prune import run_prune
     from nerkd.ui import log, out
 
     settings, project = resolve(config, set_)

@@ -36,16 +36,15 @@ def report(
       nerkd report --data data/dev.jsonl --model artifacts/teacher \\
         --model artifacts/final --output artifacts/report_dev
     """
-    from nerkd.report import (
+    from nerkd.report.render import rich_tables, write_report
+    from nerkd.stages.report import (
         build_report,
         default_bench,
         default_data,
         default_models,
         default_output,
         named_models,
-        write_report,
     )
-    from nerkd.report.render import rich_tables
     from nerkd.ui import err, log, out, progress
 
     settings, project = resolve(config, set_)

@@ -7,8 +7,8 @@ import typer
 from nerkd.cli.common import ConfigOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
 
-if TYPE_CHECKING:  # nerkd.validate imports torch: not for --help
-    from nerkd.validate import ValidateReport
+if TYPE_CHECKING:  # nerkd.stages.validate imports torch: not for --help
+    from nerkd.stages.validate import ValidateReport
 
 _STYLE = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
 
@@ -27,8 +27,8 @@ def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """
     from rich.markup import escape
 
+    from nerkd.stages.validate import run_validate
     from nerkd.ui import err
-    from nerkd.validate import run_validate
 
     settings, project = resolve(config, set_)
     cfg = project.config_path(config)

@@ -104,7 +104,7 @@ def crf_tables(crf) -> dict | None:
 def base_manifest(fmt: str, ref: str | Path, model, *, max_length: int, stride: int) -> dict:
     """The fields every export shares (``model``: the loaded :class:`~nerkd.models.ner.NerModel`)."""
     from nerkd import __version__
-    from nerkd.infer.engine import position_limit
+    from nerkd.models.ner import position_limit
 
     space = model.labels
     config = model.config

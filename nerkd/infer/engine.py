@@ -11,7 +11,6 @@ comes out whole.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,38 +26,13 @@ from nerkd.device import DTYPES, autocast, resolve_device, resolve_precision
 from nerkd.errors import SettingsError
 from nerkd.infer.io import Doc, chunked, result_line
 from nerkd.infer.spans import SCORES, entities_of, io_entities
+from nerkd.models.ner import position_limit
+from nerkd.models.quantize import quantize_int8
 
-_ROBERTA_LIKE = ("roberta", "camembert", "xlm-roberta")
 BATCH_SIZE = {"cpu": 32, "cuda": 256}   # default texts per batch (BENCHMARKS.md)
 CHUNK_SIZE = {"cpu": 512, "cuda": 2048}  # default texts read, tagged and written together
 TOKENIZE = ("words", "text")  # sub-words per French word (as in training), or of the raw text
 CPU_MAX_TOKENS = 512   # padded sub-words per batch on CPU: activations stay in cache (BENCHMARKS.md)
-
-
-def position_limit(config) -> int | None:
-    """Sub-word tokens (specials included) the model's position embeddings allow."""
-    max_pos = getattr(config, "max_position_embeddings", None)
-    if max_pos is None:
-        return None
-    return int(max_pos) - 2 if getattr(config, "model_type", "") in _ROBERTA_LIKE else int(max_pos)
-
-
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantisation of every ``nn.Linear`` of ``model.encoder_model`` (CPU only).
-
-    Uses ``torch.ao.quantization.quantize_dynamic`` (fbgemm/x86 int8 kernels). It still works on
-    torch 2.13 but is deprecated in favour of torchao's ``quantize_``; its deprecation warnings
-    are silenced here. Linear layers with no weights (a layer whose heads were all pruned) are
-    left in fp32.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-
-        spec = {name: default_dynamic_qconfig for name, mod in model.encoder_model.named_modules()
-                if isinstance(mod, nn.Linear) and mod.weight.numel() > 0}
-        model.encoder_model = quantize_dynamic(model.encoder_model, spec, dtype=torch.qint8, inplace=True)
-    return model
 
 
 def compile_encoder(model: nn.Module, device: torch.device) -> None:

@@ -31,6 +31,7 @@ from nerkd.models.heads import apply_head_layout, head_counts
 from nerkd.models.hub import check_ref, short_reason
 
 PRUNED_MODEL_TYPE = "nerkd-pruned"
+_ROBERTA_LIKE = ("roberta", "camembert", "xlm-roberta")  # positions start at padding_idx + 1
 
 
 class NerOutput(NamedTuple):
@@ -275,3 +276,11 @@ def load_config(ref: str | Path, *, revision: str | None = None, trust_remote_co
         return AutoConfig.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
         raise ModelLoadError(f"{what} {ref}: cannot read its config ({short_reason(e)})") from e
+
+
+def position_limit(config) -> int | None:
+    """Sub-word tokens (specials included) the model's position embeddings allow."""
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos is None:
+        return None
+    return int(max_pos) - 2 if getattr(config, "model_type", "") in _ROBERTA_LIKE else int(max_pos)

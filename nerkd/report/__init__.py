@@ -1,17 +1,4 @@
-"""``nerkd report``: entity scores, size, speed and plots of every model, as Markdown, HTML and JSON."""
+"""Report building blocks: gold-data scoring (evaluate), plots, and rendering (Markdown, HTML, JSON).
 
-from nerkd.report.build import (
-    ModelRow,
-    ModelSpec,
-    Report,
-    build_report,
-    default_bench,
-    default_data,
-    default_models,
-    default_output,
-    named_models,
-)
-from nerkd.report.render import write_report
-
-__all__ = ["ModelRow", "ModelSpec", "Report", "build_report", "default_bench", "default_data", "default_models",
-           "default_output", "named_models", "write_report"]
+The ``nerkd report`` stage that strings them together is :mod:`nerkd.stages.report`.
+"""

@@ -147,7 +147,7 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
                         disk_bytes=weights_bytes(path), heads=list(model.heads),
                         pruned=model.is_pruned)
     if variant == "int8":
-        from nerkd.infer import quantize_int8  # the same int8 as `nerkd infer --int8` and `nerkd bench`
+        from nerkd.models.quantize import quantize_int8  # the same int8 as `nerkd infer --int8` and `nerkd bench`
 
         device, precision = torch.device("cpu"), "fp32"
         model = quantize_int8(model.cpu())

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 from nerkd.io import atomic_write_text, write_json
-from nerkd.report.build import Report
+from nerkd.report.records import Report
 
 Table = tuple[list[str], list[list[str]]]
 DASH = "-"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from rich.table import Table
 
 from nerkd.io import dumps_line
 from nerkd.train import ddp
@@ -108,31 +107,3 @@ def _last_line_end(f, end: int, block: int = 1 << 16) -> int:
             return start + cut + 1
         end = start
     return 0
-
-
-class NullBar:
-    """Progress bar stand-in for ranks other than 0."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def add_task(self, *args, **kwargs) -> int:
-        return 0
-
-    def update(self, *args, **kwargs) -> None:
-        pass
-
-
-def scores_table(result: dict, title: str) -> Table:
-    """Entity-level precision / recall / F1 per type (from :func:`nerkd.metrics.evaluate`)."""
-    table = Table(title=title, title_justify="left")
-    for col in ("type", "precision", "recall", "f1", "support"):
-        table.add_column(col, justify="left" if col == "type" else "right")
-    for name, row in sorted(result["per_type"].items()):
-        table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
-    table.add_row("[bold]overall[/]", f"{result['precision']:.4f}", f"{result['recall']:.4f}",
-                  f"[bold]{result['f1']:.4f}[/]", str(result["support"]))
-    return table

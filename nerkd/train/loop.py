@@ -27,13 +27,14 @@ from pathlib import Path
 
 import torch
 
-from nerkd import rundir, ui
+from nerkd import rundir
 from nerkd.data.encode import Window, bucket_batches, collate
 from nerkd.device import autocast, describe
 from nerkd.errors import TrainingError
 from nerkd.io import write_json
+from nerkd.log import progress, say
 from nerkd.train import checkpoint, ddp
-from nerkd.train.logs import Accumulator, MetricsLog, NullBar, scores_table
+from nerkd.train.logs import Accumulator, MetricsLog
 from nerkd.train.objective import Objective
 from nerkd.train.optim import (
     build_optimizer,
@@ -73,6 +74,7 @@ class TrainResult:
     stop_reason: str             # completed | early_stopping | max_steps
     dev: dict | None             # nerkd.metrics.evaluate() of the best epoch
     history: list[dict]
+    stage: str = "distill"       # distill | finetune | teacher
 
 
 def epoch_plan(lengths: Sequence[int], settings, epoch: int,
@@ -120,7 +122,7 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
            extra_fingerprint):
     t = settings.train
     main = env.is_main
-    log = ui.log if main else (lambda _msg: None)
+    log = say   # rank 0 only: the CLI's handler (nerkd.ui.install) is silent on other ranks
     if not train_windows:
         raise TrainingError("no training windows: the train split is empty")
     if main:
@@ -191,7 +193,7 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
         f"lr {lr:g}, {describe(device)}, {precision}{' + GradScaler' if scaler else ''}"
         f"{f', {env.world_size} ranks' if env.enabled else ''}{', compiled' if t.compile else ''}")
     if duplicated:
-        log(f"[yellow]note:[/] {duplicated} rows duplicated over {epochs} epochs so that every rank gets a row "
+        log(f"note: {duplicated} rows duplicated over {epochs} epochs so that every rank gets a row "
             f"(batches smaller than {env.world_size} ranks)")
 
     # -- training -------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
             checkpoint.save_last(out_dir, model=model, extras=extras, optimizer=optimizer, scheduler=scheduler,
                                  scaler=scaler, rng=rng, state=snapshot)
 
-    bar = ui.progress() if main else NullBar()
+    bar = progress()
     with bar:
         task = bar.add_task(stage, total=total_steps, completed=min(step, total_steps), info="")
         while epoch <= epochs and not state["finished"]:
@@ -306,7 +308,7 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
             epoch += 1
 
     result = TrainResult(out_dir, state["best_f1"], state["best_epoch"], len(state["history"]), step,
-                         state["stopped_early"], state["stop_reason"], state["best_dev"], state["history"])
+                         state["stopped_early"], state["stop_reason"], state["best_dev"], state["history"], stage)
     if main:
         write_json(out_dir / "train_summary.json", {
             "stage": stage, "best_f1": result.best_f1, "best_epoch": result.best_epoch,
@@ -314,8 +316,6 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
             "stop_reason": result.stop_reason, "dev": result.dev, "history": result.history,
             "precision": precision, "device": describe(device), "world_size": env.world_size,
             "duplicated_rows": duplicated, "train_windows": len(train_windows), "lr": lr, "epochs": epochs})
-        if result.dev is not None:
-            ui.out.print(scores_table(result.dev, f"{stage}: dev scores (best epoch {result.best_epoch})"))
     return result
 
 

@@ -1,4 +1,9 @@
-"""The layers x heads table: cells shaded by importance, removed heads marked."""
+"""Results as rich tables, for the commands to print (engines return data; only the CLI draws).
+
+- :func:`scores_table`: entity precision / recall / F1 per type (a dev or test evaluation);
+- :func:`training_result`: what a training run (distill, finetune) ended with;
+- :func:`head_table`: the layers x heads importance table, cells shaded, removed heads marked.
+"""
 
 from __future__ import annotations
 
@@ -60,3 +65,33 @@ def head_table(grid: Sequence[Sequence[float | None]], pruned: Collection[tuple[
 
 
 LEGEND = f"{PRUNED_MARK} = removed now (red), {GONE_MARK} = removed earlier; darker = more important"
+
+
+def scores_table(result: dict, title: str) -> Table:
+    """Entity-level precision / recall / F1 per type (from :func:`nerkd.metrics.evaluate`)."""
+    table = Table(title=title, title_justify="left")
+    for col in ("type", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "type" else "right")
+    for name, row in sorted(result["per_type"].items()):
+        table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    table.add_row("[bold]overall[/]", f"{result['precision']:.4f}", f"{result['recall']:.4f}",
+                  f"[bold]{result['f1']:.4f}[/]", str(result["support"]))
+    return table
+
+
+def training_result(result, stage: str) -> list:
+    """What a training run returns (:class:`nerkd.train.loop.TrainResult`) as printables:
+    the best epoch's dev scores, then one summary table."""
+    parts: list = []
+    if result.dev is not None:
+        parts.append(scores_table(result.dev, f"{stage}: dev scores (best epoch {result.best_epoch})"))
+    table = Table(title=f"nerkd {stage}", title_justify="left")
+    table.add_column("result")
+    table.add_column("value", justify="right", overflow="fold")
+    table.add_row("run folder", str(result.out_dir))
+    for name in ("best_f1", "best_epoch", "epochs_run", "steps", "stop_reason"):
+        value = getattr(result, name, None)
+        if value is not None:
+            table.add_row(name.replace("_", " "), f"{value:.4f}" if isinstance(value, float) else str(value))
+    parts.append(table)
+    return parts

@@ -26,23 +26,29 @@ from pathlib import Path
 
 import torch
 
-from nerkd.data.dataset import data_warnings, encode_split, label_space_for, load_splits, read_notes
+from nerkd.data.dataset import label_space_for
 from nerkd.data.labels import LabelSpace
 from nerkd.errors import ModelLoadError, SettingsError
+from nerkd.log import say
 from nerkd.models.ner import NerModel, load_tokenizer
+from nerkd.stages.common import (
+    check_positions,
+    encode_and_log,
+    is_main,
+    load_teacher,
+    load_teacher_tokenizer,
+    load_training_splits,
+    log_mapping,
+    model_ref_id,
+    shared_mapping,
+    write_run_files,
+)
 from nerkd.train import ddp
 from nerkd.train.loop import DevSet, TrainResult, train
 from nerkd.train.objective import CEObjective
 
 SCRATCH = "scratch"
 SCRATCH_LAYERS, SCRATCH_HIDDEN, SCRATCH_HEADS, SCRATCH_VOCAB = 4, 128, 4, 2000
-
-
-def _say(message: str) -> None:
-    if ddp.detect().is_main:
-        from nerkd.ui import log
-
-        log(message)
 
 
 def scratch_model(texts: list[str], space: LabelSpace, crf: bool, max_length: int, *, layers: int = SCRATCH_LAYERS,
@@ -88,27 +94,21 @@ def _set_crf(model: NerModel, crf: bool | None) -> None:
         from torchcrf import CRF
 
         model.crf = CRF(model.num_labels, batch_first=True)
-        _say("--crf: the model had no CRF; a new one is trained with it")
+        say("--crf: the model had no CRF; a new one is trained with it")
     else:
         model.crf = None
-        _say("--no-crf: the model's CRF is dropped")
+        say("--no-crf: the model's CRF is dropped")
 
 
 def _kd_objective(settings, student: NerModel, tokenizer, teacher_ref: str):
-    from nerkd.data.labels import type_mapping
-    from nerkd.distill import DistillObjective, load_teacher, log_mapping
+    from nerkd.train.kd import DistillObjective
 
-    teacher = load_teacher(settings, teacher_ref, option="--teacher")
-    t = settings.teacher
-    t_tok = load_tokenizer(teacher_ref, revision=t.revision, trust_remote_code=t.trust_remote_code, what="teacher",
-                           option="--teacher")
+    teacher = load_teacher(settings.teacher, teacher_ref, option="--teacher")
+    t_tok = load_teacher_tokenizer(settings.teacher, teacher_ref, option="--teacher")
     if t_tok.get_vocab() != tokenizer.get_vocab():
         raise SettingsError(f"finetune.teacher {teacher_ref}: its tokenizer differs from the model's; distillation "
                             "compares sub-word positions, so both must share one tokenizer")
-    mapping = type_mapping(teacher.labels, student.labels, settings.labels.rename, settings.labels.teacher_only)
-    if len(mapping.shared) < 2:
-        raise SettingsError(f"labels.rename: teacher types ({', '.join(teacher.labels.types)}) and model types "
-                            f"({', '.join(student.labels.types)}) share none")
+    mapping = shared_mapping(teacher.labels, student.labels, settings.labels, data_side="model")
     log_mapping(mapping, teacher.labels, student.labels, settings.labels.teacher_only)
     return DistillObjective(student, teacher, mapping, settings.distill), mapping
 
@@ -141,8 +141,8 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
             model_ref = str(found)
         if Path(model_ref).exists() and Path(model_ref).resolve() == out_dir.resolve():
             raise SettingsError(f"--output {out_dir} is the input model's folder: choose another output folder")
-    main = ddp.detect().is_main
-    with RunFolder(out_dir, overwrite=overwrite, resume=resume, main=main, log=_say) as run:
+    main = is_main()
+    with RunFolder(out_dir, overwrite=overwrite, resume=resume, main=main, log=say) as run:
         result = _finetune(settings, stage, out_dir, run, model_ref=model_ref, base=base, teacher_ref=teacher_ref,
                            crf=crf, resume=resume, epochs=epochs, lr=lr, scratch_layers=scratch_layers,
                            scratch_hidden=scratch_hidden)
@@ -154,15 +154,7 @@ def run_finetune(settings, project, *, model_ref: str | None = None, base: str |
 def _finetune(settings, stage: str, out_dir: Path, run, *, model_ref: str | None, base: str | None,
               teacher_ref: str | None, crf: bool | None, resume: bool, epochs: int | None, lr: float | None,
               scratch_layers: int, scratch_hidden: int) -> TrainResult:
-    from nerkd.distill import model_ref_id
-
-    splits = load_splits(settings.data, ("train", "dev"), settings.labels)
-    if "train" not in splits:
-        raise SettingsError("data.train: not set; nerkd finetune needs training data")
-    if "dev" not in splits:
-        _say("[yellow]warning:[/] data.dev is not set: no evaluation, no early stopping, the last model is kept")
-    for warning in data_warnings(splits):
-        _say(f"[yellow]warning:[/] {warning}")
+    splits = load_training_splits(settings, "finetune", ("train", "dev"))
     torch.manual_seed(settings.train.seed)
 
     if base:
@@ -195,10 +187,8 @@ def _finetune(settings, stage: str, out_dir: Path, run, *, model_ref: str | None
         space = model.labels
         pruned = f", pruned heads {model.heads}" if model.is_pruned else ""
         source = f"{model_ref}{pruned}"
-    max_pos = getattr(model.config, "max_position_embeddings", None)
-    if max_pos is not None and settings.data.max_length > max_pos - 2:
-        raise SettingsError(f"data.max_length: {settings.data.max_length} > the model's {max_pos - 2} positions")
-    _say(f"{stage}: {source}; {model.num_layers} layers, {model.num_parameters() / 1e6:.2f}M parameters, "
+    check_positions(settings.data.max_length, model.config, "model")
+    say(f"{stage}: {source}; {model.num_layers} layers, {model.num_parameters() / 1e6:.2f}M parameters, "
          f"labels {' '.join(space.labels)}{', CRF' if model.crf is not None else ''}")
 
     teacher_ref = teacher_ref or settings.finetune.teacher
@@ -211,18 +201,11 @@ def _finetune(settings, stage: str, out_dir: Path, run, *, model_ref: str | None
     else:
         objective = CEObjective(model)
 
-    for name, split in splits.items():
-        encode_split(split, tokenizer, space, settings.data)
-        _say(f"{name} ({split.path}): {split.encoded.summary()}{read_notes(split)}")
+    encode_and_log(splits, list(splits), tokenizer, space, settings.data)
     dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
 
     run.fresh_start()
-    if ddp.detect().is_main:
-        from nerkd.io import write_json
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        settings.save(out_dir)
-        write_json(out_dir / "labels.json", record)
+    write_run_files(settings, out_dir, record)
     fingerprint = {"model.ref": model_ref_id(model_ref) if model_ref else None,
                    "base": model_ref_id(base) if base else None, "crf": model.crf is not None,
                    "scratch": [scratch_layers, scratch_hidden] if base == SCRATCH else None,

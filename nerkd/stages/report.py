@@ -4,57 +4,16 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerkd.errors import NerkdError, SettingsError
+from nerkd.infer.benchfile import machines, match_bench, read_bench
 from nerkd.project import STAGE_DIRS, Project
 from nerkd.report import plots
-from nerkd.report.bench import BenchFile, machines, match_bench, read_bench
-from nerkd.report.evaluate import GoldData, ModelScore, load_gold, read_run_file, score_model
+from nerkd.report.evaluate import GoldData, load_gold, read_run_file, score_model
+from nerkd.report.records import ModelRow, ModelSpec, Report
 
 PIPELINE = ("distill", "prune", "finetune")
-
-
-@dataclass
-class ModelSpec:
-    name: str
-    path: str
-    stage: str | None = None
-
-
-@dataclass
-class ModelRow:
-    score: ModelScore
-    stage: str | None = None
-    bench: dict | None = None
-    train_summary: dict | None = None
-    head_importance: dict | None = None
-    compression: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.score.name
-
-
-@dataclass
-class Report:
-    output: Path
-    created: str
-    data: GoldData
-    rows: list[ModelRow]
-    device: str
-    precision: str
-    benches: list[BenchFile] = field(default_factory=list)
-    bench_unmatched: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)          # figures not to trust (bench timed under load)
-    plots: dict[str, Path] = field(default_factory=dict)      # title -> PNG
-    plots_skipped: str | None = None
-
-    @property
-    def has_bench(self) -> bool:
-        return any(r.bench for r in self.rows)
 
 
 # -- defaults ----------------------------------------------------------------------------

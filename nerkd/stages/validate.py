@@ -16,6 +16,7 @@ from nerkd.data.schemes import detect_scheme
 from nerkd.device import describe, resolve_device, resolve_precision
 from nerkd.errors import NerkdError
 from nerkd.settings import Settings
+from nerkd.stages.common import check_positions, shared_types
 
 
 @dataclass
@@ -122,16 +123,16 @@ def run_validate(settings: Settings, config_name: str | None = None) -> Validate
                                            f"student {bad_s} (max {settings.student.num_layers})")
         else:
             report.add("layer map", "ok", f"teacher {lm.teacher} -> student {lm.student}")
-        max_pos = getattr(teacher_cfg, "max_position_embeddings", None)
-        if max_pos is not None and settings.data.max_length > max_pos - 2:
-            report.add("max length", "fail", f"data.max_length {settings.data.max_length} > the model's "
-                                            f"{max_pos - 2} positions")
+        try:
+            check_positions(settings.data.max_length, teacher_cfg, "teacher")
+        except NerkdError as e:
+            report.add("max length", "fail", str(e))
 
     if report.teacher_space is not None and report.data_space is not None:
         m = type_mapping(report.teacher_space, report.data_space, settings.labels.rename,
                          settings.labels.teacher_only)
         report.mapping = m
-        shared = [t for t in m.shared if t != "O"]
+        shared = shared_types(m)
         if not shared:
             report.add("label mapping", "fail", "teacher and data share no entity type (see labels.rename)")
         else:

@@ -17,6 +17,7 @@ from nerkd.data.encode import bucket_batches, collate
 from nerkd.device import describe, resolve_device
 from nerkd.errors import SettingsError
 from nerkd.io import write_json
+from nerkd.log import progress, say, warn
 from nerkd.prune.apply import attention_macs, count_parameters, original_heads, remove_heads
 from nerkd.prune.importance import Importance, compute_importance, loss_name, normalize
 from nerkd.prune.select import Selection, select_heads
@@ -42,7 +43,7 @@ def importance_split(settings: Settings, log: Callable[[str], None]) -> Split:
         raise SettingsError("prune needs gold data for head importance: set data.dev (or data.train)")
     split = read_split(name, getattr(settings.data, name), settings.data, settings.labels)
     if name == "train":
-        log("[yellow]warning:[/] data.dev is not set: head importance uses data.train")
+        warn("data.dev is not set: head importance uses data.train")
     cap = settings.prune.max_sentences
     total = len(split.sentences)
     if cap is not None and total > cap:
@@ -66,8 +67,6 @@ def make_batches(split: Split, tokenizer, model, settings: Settings) -> list[dic
 
 def score_heads(model, batches: list[dict[str, torch.Tensor]], device) -> Importance:
     """:func:`compute_importance` with a progress bar over batches."""
-    from nerkd.ui import progress
-
     rows = sum(int(b["input_ids"].shape[0]) for b in batches)
     with progress() as bar:
         task = bar.add_task("head importance", total=len(batches), info=f"{rows} windows")
@@ -102,9 +101,7 @@ def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | No
     is loaded; a non-empty folder that is not nerkd's needs ``overwrite``; a previous model and
     run files there are replaced, nothing else is deleted."""
     from nerkd.rundir import RunFolder
-    from nerkd.ui import log as ui_log
-
-    log = log or ui_log
+    log = log or say
     model_ref = str(model_ref)
     if output is None:
         return _prune(settings, model_ref, None, log, None)
@@ -123,7 +120,7 @@ def _prune(settings: Settings, model_ref: str, output: Path | None, log: Callabl
     notes = []
     if not known:
         notes.append("the input was pruned outside nerkd: head numbers are its current ones, not the original")
-        log(f"[yellow]warning:[/] {notes[-1]}")
+        warn(notes[-1])
     select_heads([[0.0] * n for n in model.heads], rate=settings.prune.rate,  # fail before the long pass
                  per_layer=settings.prune.per_layer, allow_empty=settings.prune.allow_empty_layers)
     split = importance_split(settings, log)

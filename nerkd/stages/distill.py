@@ -1,0 +1,111 @@
+"""``nerkd distill``: teacher -> student knowledge distillation.
+
+Builds the student from the teacher (:func:`nerkd.models.student.build_student`) and the
+distillation objective (:class:`nerkd.train.kd.DistillObjective`, where the four losses and
+their phases are described), then trains it with :func:`nerkd.train.loop.train` (optimiser,
+AMP, checkpoints, resume, early stopping, DDP).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nerkd.data.labels import LabelSpace, TypeMapping
+from nerkd.log import say
+from nerkd.stages.common import (
+    check_positions,
+    encode_and_log,
+    is_main,
+    load_teacher,
+    load_teacher_tokenizer,
+    load_training_splits,
+    log_mapping,
+    model_ref_id,
+    shared_mapping,
+    write_run_files,
+)
+from nerkd.train.kd import DistillObjective
+
+# -- the command's engine ----------------------------------------------------------------------
+
+
+def mapping_record(mapping: TypeMapping, teacher: LabelSpace, student: LabelSpace, settings,
+                   teacher_ref: str, kept_layers: list[int] | None, pairs) -> dict:
+    """What ``labels.json`` records about the label mapping used."""
+    from nerkd.models.student import classifier_row_map
+
+    rows = classifier_row_map(teacher, student, settings.labels.rename)
+    same = tuple(teacher.labels) == tuple(student.labels)
+    return {
+        "teacher": {"model": str(teacher_ref), "labels": list(teacher.labels), "scheme": teacher.scheme},
+        "student": {"labels": list(student.labels), "scheme": student.scheme},
+        "shared": list(mapping.shared),
+        "teacher_cols": list(mapping.teacher_cols),
+        "student_cols": list(mapping.student_cols),
+        "teacher_only": list(mapping.teacher_only),
+        "teacher_only_policy": settings.labels.teacher_only,
+        "data_only": list(mapping.data_only),
+        "renamed": dict(mapping.renamed),
+        "table": [{"teacher": t, "student": s, "shared": c} for t, s, c in mapping.describe(teacher, student)],
+        "classifier_init": None if kept_layers is None else (
+            "copied" if same else {lab: (teacher.labels[r] if r is not None else None)
+                                   for lab, r in zip(student.labels, rows, strict=True)}),
+        "kept_teacher_layers": kept_layers,
+        "crf_transitions": pairs,
+    }
+
+
+def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, resume: bool = False,
+                overwrite: bool = False):
+    """Distil ``teacher_ref`` into a student saved in ``output``; returns the loop's ``TrainResult``.
+
+    ``output`` is guarded by :class:`nerkd.rundir.RunFolder` (checked and locked before anything is
+    loaded; with ``resume``, a checkpoint must be there; ``overwrite`` allows a non-nerkd folder)."""
+    from nerkd.rundir import RunFolder
+
+    output = Path(output)
+    with RunFolder(output, overwrite=overwrite, resume=resume, main=is_main(), log=say) as run:
+        result = _distill(settings, teacher_ref, output, resume, run)
+    if is_main():
+        project.remember_output("distill", output)
+    return result
+
+
+def _distill(settings, teacher_ref: str | Path, output: Path, resume: bool, run):
+    from nerkd.data.dataset import label_space_for
+    from nerkd.models.student import build_student
+    from nerkd.train.loop import DevSet, train
+
+    splits = load_training_splits(settings, "distill")
+    space = label_space_for(list(splits.values()), settings.data)
+    teacher = load_teacher(settings.teacher, teacher_ref)
+    tokenizer = load_teacher_tokenizer(settings.teacher, teacher_ref)
+    check_positions(settings.data.max_length, teacher.config, "teacher")
+    mapping = shared_mapping(teacher.labels, space, settings.labels)
+    log_mapping(mapping, teacher.labels, space, settings.labels.teacher_only)
+
+    torch.manual_seed(settings.train.seed)
+    student, kept = build_student(settings, teacher, space, tokenizer)
+    where = f"teacher layers {kept}" if kept is not None else f"from {settings.student.config}"
+    say(f"student: {student.num_layers} layers ({where}), {student.num_parameters() / 1e6:.1f}M parameters; "
+        f"teacher: {teacher.num_layers} layers, {teacher.num_parameters() / 1e6:.1f}M")
+    objective = DistillObjective(student, teacher, mapping, settings.distill)
+    if settings.train.compile:
+        objective.compile_teacher()   # the loop compiles the student forward itself
+    pairs = "skipped (a model has no CRF)" if not objective.use_crf else (
+        "identity" if objective.pairs is None else f"{len(objective.pairs)} matched scores")
+    record = mapping_record(mapping, teacher.labels, space, settings, str(teacher_ref), kept, pairs)
+    record["kd_over"] = "labels (same label space)" if objective.kd_per_label else "shared types"
+    run.fresh_start()
+    write_run_files(settings, output, record)
+
+    encode_and_log(splits, ("train", "dev"), tokenizer, space, settings.data)
+    dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
+    fingerprint = {"teacher.ref": model_ref_id(teacher_ref), "teacher.revision": settings.teacher.revision,
+                   "student": settings.student.model_dump(mode="json"),
+                   "labels": settings.labels.model_dump(mode="json"),
+                   "distill": settings.distill.model_dump(mode="json")}
+    return train(objective, tokenizer, splits["train"].windows, dev, settings, output, resume=resume,
+                 stage="distill", fingerprint=fingerprint)
