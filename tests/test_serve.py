@@ -158,7 +158,7 @@ def test_health_and_model(served, tiny_bio):
     assert info["max_length"] == MAX_LENGTH and info["backend"] == "torch"
     assert info["limits"]["max_texts"] == LIMITS["max_texts"]
     schema = client.get("/openapi.json").json()
-    assert {"/health", "/v1/model", "/v1/entities"} <= set(schema["paths"])
+    assert {"/health", "/v1/model", "/v1/stats", "/v1/entities"} <= set(schema["paths"])
     assert "EntitiesRequest" in schema["components"]["schemas"]
 
 
@@ -245,6 +245,7 @@ def test_token(served):
         check_error(res, 401, "bearer token")
         assert res.headers["www-authenticate"] == "Bearer"
         check_error(client.get("/v1/model", headers=headers), 401, "bearer token")
+        check_error(client.get("/v1/stats", headers=headers), 401, "bearer token")
     assert client.post("/v1/entities", json={"text": "Mme Lefèvre"}).status_code == 200
 
 
@@ -269,6 +270,9 @@ def test_concurrent_requests_get_their_own_answers(served):
     finally:
         gated.gate.set()
     assert state.batcher.stats.largest >= 19                  # they went through one predict call together
+    stats = client.get("/v1/stats").json()
+    assert stats["largest"] >= 19 and stats["requests"] >= 20 and stats["queued_texts"] == 0
+    assert stats["mean_requests_per_batch"] == round(stats["requests"] / stats["batches"], 2)
     for req, res in zip(requests, answers, strict=True):
         assert res.status_code == 200, res.text
         results = res.json()["results"]

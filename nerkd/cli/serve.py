@@ -38,7 +38,7 @@ def serve(
         "--threads", min=1, help="CPU threads for the model. Default: serve.threads, else the physical cores.")
     ] = None,
 ) -> None:
-    """Serve a model over HTTP (FastAPI + uvicorn): POST /v1/entities, GET /health, GET /v1/model, docs at /docs.
+    """Serve a model over HTTP (FastAPI + uvicorn): POST /v1/entities, GET /health, /v1/model, /v1/stats; docs at /docs.
 
     POST /v1/entities takes {"text": "..."} and answers {"entities": [...]}, or takes {"texts": [...],
     "ids"?: [...]} and answers {"results": [{"id"?, "entities": [...]}]}: the entities of nerkd infer
@@ -116,8 +116,9 @@ def serve(
 
 @contextlib.contextmanager
 def _stderr_logs():
-    """uvicorn's and nerkd's logs (uvicorn's format, access log included) on stderr while serving; the
-    loggers are restored afterwards. stdout carries nothing."""
+    """uvicorn's and the server's logs (uvicorn's format, access log included) on stderr while serving;
+    the loggers are restored afterwards. stdout carries nothing. Other ``nerkd`` loggers keep their own
+    handler (the CLI's)."""
     import logging
     import sys
 
@@ -128,7 +129,7 @@ def _stderr_logs():
     access = logging.StreamHandler(sys.stderr)
     access.setFormatter(AccessFormatter('%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'))
     saved = []
-    for name, handler in (("uvicorn", default), ("uvicorn.access", access), ("nerkd", default)):
+    for name, handler in (("uvicorn", default), ("uvicorn.access", access), ("nerkd.serve", default)):
         logger = logging.getLogger(name)
         saved.append((logger, handler, logger.level, logger.propagate))
         logger.addHandler(handler)

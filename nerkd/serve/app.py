@@ -10,6 +10,7 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 - ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded, 503 before (``loading``), after
   a failed load (``error``) and while shutting down.
 - ``GET /v1/model``: labels, parameters, nerkd version, the weights' sha256 (:mod:`nerkd.serve.info`).
+- ``GET /v1/stats``: requests, texts, words and batches served, texts waiting (for monitoring).
 
 Every error is JSON ``{"error": "...", "request_id": "..."}`` (the id is also in the
 ``X-Request-ID`` header, taken from the request's own header when it is a short plain token):
@@ -25,6 +26,7 @@ while it loads; the lifespan's shutdown closes the batcher, which first runs eve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import re
@@ -232,6 +234,7 @@ class ServeState:
         self.ready = threading.Event()
         self.stopping = False
         self.load_seconds = 0.0
+        self.loaded_at = 0.0
 
 
 def create_app(load: Callable[[], Any], settings: ServeSettings | None = None, *, token: str | None = None,
@@ -252,7 +255,8 @@ def create_app(load: Callable[[], Any], settings: ServeSettings | None = None, *
             state.batcher = MicroBatcher(engine.predict, max_batch_words=st.max_batch_words,
                                          max_wait_ms=st.max_wait_ms, max_queue_texts=st.max_queue_texts)
             state.engine, state.info = engine, info
-            state.load_seconds = time.perf_counter() - start
+            state.loaded_at = time.perf_counter()
+            state.load_seconds = state.loaded_at - start
             state.ready.set()
             runtime = ", ".join(str(x) for x in (info.get("backend"), info.get("device"), info.get("precision"))
                                 if x)
@@ -341,6 +345,16 @@ def create_app(load: Callable[[], Any], settings: ServeSettings | None = None, *
         return _json(200, {**state.info, "limits": {
             "max_body_bytes": st.max_body_bytes, "max_texts": st.max_texts, "max_chars": st.max_chars},
             "batching": {"max_batch_words": st.max_batch_words, "max_wait_ms": st.max_wait_ms}})
+
+    @app.get("/v1/stats", responses=ERRORS, dependencies=[Depends(authorized)], tags=["service"])
+    async def batching_stats() -> Response:
+        """Counters since the model loaded: requests, texts, words and batches served (mean requests per batch),
+        failed and cancelled requests, texts waiting now."""
+        batcher = ready_batcher()
+        stats = dataclasses.asdict(batcher.stats)
+        stats["mean_requests_per_batch"] = round(stats["requests"] / stats["batches"], 2) if stats["batches"] else 0.0
+        return _json(200, {**stats, "queued_texts": batcher.queued,
+                           "uptime_s": round(time.perf_counter() - state.loaded_at, 1)})
 
     @app.post("/v1/entities", response_model=EntitiesResponse | BatchResponse, responses=ERRORS,
               dependencies=[Depends(authorized)], tags=["entities"])
