@@ -42,6 +42,10 @@ class DataSettings(Section):
     stride: int = Field(32, ge=0, description="sub-word overlap between windows of a long sentence")
     max_tokens_per_batch: int | None = Field(None, ge=64, description="length-bucketed batches by tokens")
     limit: int | None = Field(None, ge=1, description="read at most this many sentences per file")
+    unlabeled: str | None = Field(
+        None, description="unlabelled in-domain texts for distillation (the transfer set): plain text, one text "
+                          "per line, or JSONL with \"text\", read as nerkd infer reads its input; texts that are "
+                          "dev or test sentences, duplicates and empty lines are dropped and counted")
 
     @model_validator(mode="after")
     def _stride_fits(self) -> DataSettings:
@@ -155,6 +159,17 @@ class DistillSettings(Section):
     temperature: float = Field(2.5, gt=0)
     layer_map: LayerMap = Field(default_factory=LayerMap)
     phases: list[Phase] = Field(default_factory=_default_phases, min_length=1)
+    unlabeled_ratio: float = Field(
+        1.0, ge=0, description="with data.unlabeled: unlabelled texts per gold training window in each epoch "
+                               "(round(ratio x gold windows) texts, taken in turn from the set, which is cycled; "
+                               "batched like gold, so about `ratio` unlabelled batches per gold batch, more when "
+                               "long texts split into several windows); 0 = the set is not used")
+    unlabeled_weight: float = Field(1.0, ge=0, description="multiplies the loss of unlabelled batches (their KD "
+                                                           "and hidden terms; they have no CE or CRF term)")
+    unlabeled_max: int | None = Field(None, ge=1, description="use at most this many texts of data.unlabeled "
+                                                               "(the first ones kept; the rest is never read)")
+    cache_teacher: bool = Field(False, description="run the teacher once over the unlabelled windows and reuse "
+                                                   "its outputs every epoch")
 
     @model_validator(mode="after")
     def _phases_sorted(self) -> DistillSettings:
