@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE = -100
+from nerkd.data.schemes import IGNORE
+
 _NEG = -1e9  # "log 0" that keeps gradients finite (never -inf)
 
 

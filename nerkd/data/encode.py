@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE = -100
+from nerkd.data.schemes import IGNORE
 
 
 @dataclass

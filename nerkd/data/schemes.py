@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 SCHEMES = ("IO", "BIO", "BIOES")
+IGNORE = -100  # label id of the positions no loss reads (specials, padding, sub-tokens after a word's first)
 
 
 def split_tag(tag: str) -> tuple[str, str | None]:

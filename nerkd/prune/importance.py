@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nerkd.data.schemes import IGNORE
 from nerkd.errors import TrainingError
 from nerkd.models.heads import encoder_layers
-
-IGNORE = -100
 
 
 class HeadGates:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from nerkd.data.encode import IGNORE
 from nerkd.data.labels import TypeMapping
+from nerkd.data.schemes import IGNORE
 from nerkd.errors import SettingsError
 from nerkd.log import say
 from nerkd.losses import ce_loss, crf_nll, crf_transition_loss, hidden_loss, kd_loss, transition_pairs
