@@ -169,8 +169,7 @@ def transition_pairs(teacher, student, rename: Mapping[str, str] | None = None) 
     approximation for BIO <-> BIOES (``I -> I`` inside a longer entity). Transitions involving a
     type the other side lacks are left out.
     """
-    from nerkd.data.schemes import convert, split_tag
-    from nerkd.decode import transition_masks
+    from nerkd.data.schemes import convert, split_tag, transition_masks
 
     if tuple(teacher.labels) == tuple(student.labels):
         return None

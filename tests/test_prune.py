@@ -12,8 +12,8 @@ from rich.console import Console
 
 from nerkd.cli.render import head_table
 from nerkd.data.dataset import read_split
-from nerkd.decode import predict_tags
 from nerkd.errors import SettingsError
+from nerkd.models.decode import predict_tags
 from nerkd.models.heads import EmptySelfAttention, encoder_layers
 from nerkd.models.ner import NerModel, load_tokenizer
 from nerkd.prune import (

@@ -72,8 +72,8 @@ def gold_tags() -> list[list[str]]:
 def reference_scores(folder: Path, drop: tuple[str, ...] = ()) -> dict:
     """seqeval on predictions made here; types in ``drop`` are replaced by O (IO tags only)."""
     from nerkd.data.encode import encode
-    from nerkd.decode import predict_tags
     from nerkd.metrics import evaluate
+    from nerkd.models.decode import predict_tags
     from nerkd.models.ner import NerModel, load_tokenizer
 
     model, tok = NerModel.load(folder), load_tokenizer(folder)

@@ -1,8 +1,15 @@
-"""Tag schemes IO, BIO (IOB2) and BIOES: detection, validation and conversion."""
+"""Tag schemes IO, BIO (IOB2) and BIOES: detection, validation, conversion, and which tag may
+follow which (:func:`transition_masks`, read by decoding and by the CRF losses)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from nerkd.data.labels import LabelSpace
 
 SCHEMES = ("IO", "BIO", "BIOES")
 IGNORE = -100  # label id of the positions no loss reads (specials, padding, sub-tokens after a word's first)
@@ -110,3 +117,34 @@ def invalid_tags(tags: Sequence[str], scheme: str) -> list[int]:
                     bad.append(i)
         prev_prefix, prev_type = prefix, etype
     return bad
+
+
+def transition_masks(space: LabelSpace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(start[L], trans[L, L], end[L])`` booleans: which tags may start, follow, end a sentence."""
+    import torch
+
+    labels = space.labels
+    n = len(labels)
+    parts = [split_tag(lab) for lab in labels]
+    scheme = space.scheme
+    start = torch.ones(n, dtype=torch.bool)
+    end = torch.ones(n, dtype=torch.bool)
+    trans = torch.ones(n, n, dtype=torch.bool)
+    if scheme == "IO":
+        return start, trans, end
+    for j, (pj, tj) in enumerate(parts):
+        if pj in ("I", "E"):
+            start[j] = False
+        if scheme == "BIOES" and pj in ("B", "I"):
+            end[j] = False
+        for i, (pi, ti) in enumerate(parts):
+            inside_prev = pi in ("B", "I")
+            if scheme == "BIO":
+                ok = pj != "I" or (inside_prev and ti == tj)
+            else:
+                if inside_prev:
+                    ok = pj in ("I", "E") and ti == tj
+                else:
+                    ok = pj in ("O", "B", "S")
+            trans[i, j] = ok
+    return start, trans, end

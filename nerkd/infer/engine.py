@@ -3,7 +3,7 @@
 Text -> French words (:func:`~nerkd.data.words.split_words`, exact offsets) -> sub-word windows
 (:func:`~nerkd.data.encode.encode`: long texts are cut at word boundaries into overlapping
 windows, each word owned by exactly one window, nothing truncated) -> length-bucketed batches
--> logits on the first sub-token of each owned word -> tags (:class:`~nerkd.decode.Decoder`: CRF
+-> logits on the first sub-token of each owned word -> tags (:class:`~nerkd.models.decode.Decoder`: CRF
 Viterbi, or argmax constrained to valid transitions) -> entity spans with character offsets.
 Because each word gets its tag from exactly one window, an entity crossing a window border
 comes out whole.
@@ -21,11 +21,11 @@ from torch import nn
 from nerkd.data.encode import EncodeStats, PieceCache, bucket_batches, collate, encode
 from nerkd.data.textpieces import TextPieceCache, encode_text
 from nerkd.data.words import split_words
-from nerkd.decode import Decoder
 from nerkd.device import DTYPES, autocast, resolve_device, resolve_precision
 from nerkd.errors import SettingsError
 from nerkd.infer.io import Doc, chunked, result_line
 from nerkd.infer.spans import SCORES, entities_of, io_entities
+from nerkd.models.decode import Decoder
 from nerkd.models.ner import position_limit
 from nerkd.models.quantize import quantize_int8
 

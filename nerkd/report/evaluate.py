@@ -127,8 +127,8 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
     """Load ``path``, predict every gold sentence, align to the data's labels and score."""
     import torch
 
-    from nerkd.decode import predict_tags
     from nerkd.device import resolve_device, resolve_precision
+    from nerkd.models.decode import predict_tags
     from nerkd.models.ner import NerModel, load_tokenizer
 
     model = NerModel.load(path, what=name, option="--model")

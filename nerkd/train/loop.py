@@ -320,8 +320,8 @@ def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, dev
 
 
 def _evaluate(model, dev: DevSet, tokenizer, settings, device, precision) -> dict:
-    from nerkd.decode import predict_tags
     from nerkd.metrics import evaluate
+    from nerkd.models.decode import predict_tags
 
     pred = predict_tags(model, dev.windows, dev.n_words, pad_id=tokenizer.pad_token_id,
                         batch_size=max(settings.train.batch_size, 32), device=device, precision=precision)

@@ -1,11 +1,12 @@
-"""Word-level decoding shared by evaluation, ``infer``, ``bench`` and ``report``.
+"""Word-level decoding (model prediction) shared by evaluation, ``infer``, ``bench`` and ``report``.
 
 Sub-token logits are gathered onto the first sub-token of every owned word (see
 :mod:`nerkd.data.encode`), giving one ``[W, L]`` score matrix per sentence. Tags are then
 decoded with the model's CRF (Viterbi) when it has one, otherwise with a Viterbi pass over
 log-softmax scores restricted to valid transitions (the "constrained argmax": no ``I-X``
 after ``O`` in BIO, no dangling ``B-X`` in BIOES...). In IO every transition is valid, so it
-equals the plain argmax.
+equals the plain argmax. Which transitions are valid is the scheme's rule
+(:func:`nerkd.data.schemes.transition_masks`, which the CRF losses read too).
 """
 
 from __future__ import annotations
@@ -16,39 +17,10 @@ import torch
 
 from nerkd.data.encode import Window, bucket_batches, collate
 from nerkd.data.labels import LabelSpace
-from nerkd.data.schemes import split_tag
+from nerkd.data.schemes import transition_masks
 from nerkd.device import autocast
 
 NEG = -1e4
-
-
-def transition_masks(space: LabelSpace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(start[L], trans[L, L], end[L])`` booleans: which tags may start, follow, end a sentence."""
-    labels = space.labels
-    n = len(labels)
-    parts = [split_tag(lab) for lab in labels]
-    scheme = space.scheme
-    start = torch.ones(n, dtype=torch.bool)
-    end = torch.ones(n, dtype=torch.bool)
-    trans = torch.ones(n, n, dtype=torch.bool)
-    if scheme == "IO":
-        return start, trans, end
-    for j, (pj, tj) in enumerate(parts):
-        if pj in ("I", "E"):
-            start[j] = False
-        if scheme == "BIOES" and pj in ("B", "I"):
-            end[j] = False
-        for i, (pi, ti) in enumerate(parts):
-            inside_prev = pi in ("B", "I")
-            if scheme == "BIO":
-                ok = pj != "I" or (inside_prev and ti == tj)
-            else:
-                if inside_prev:
-                    ok = pj in ("I", "E") and ti == tj
-                else:
-                    ok = pj in ("O", "B", "S")
-            trans[i, j] = ok
-    return start, trans, end
 
 
 def viterbi(scores: torch.Tensor, start: torch.Tensor, trans: torch.Tensor, end: torch.Tensor,
