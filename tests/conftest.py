@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import orjson
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -20,24 +19,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "data"
-IO_LABELS = ["O", "I-LOC", "I-PER", "I-MISC", "I-ORG"]
-
-
-def sample_texts() -> list[str]:
-    texts = []
-    for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
-        for line in (DATA / name).read_bytes().splitlines():
-            if line.strip():
-                texts.append(" ".join(orjson.loads(line)["tokens"]))
-    texts += (DATA / "texts.txt").read_text(encoding="utf-8").splitlines()
-    return texts
-
-
-def bio_labels() -> list[str]:
-    mapping = orjson.loads((DATA / "label2id.json").read_bytes())
-    return [lab for lab, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+from tests.helpers import DATA, IO_LABELS, REPO, bio_labels, sample_texts  # noqa: E402, F401 (shared helpers)
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,7 @@ import shutil
 import pytest
 
 from nerkd.cli.app import app
-from tests.conftest import DATA, REPO
-from tests.test_data import BAD_INPUTS
+from tests.helpers import BAD_INPUTS, DATA, REPO
 
 COMMANDS = ("validate", "distill", "prune", "finetune", "infer", "bench", "report", "export")
 

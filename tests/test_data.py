@@ -11,7 +11,7 @@ from nerkd.data.schemes import convert, detect_scheme, spans_of
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
 from nerkd.settings import load_settings
-from tests.conftest import DATA
+from tests.helpers import BAD_INPUTS, DATA, GOOD, wordpiece_tokenizer
 
 
 def test_sample_files_read():
@@ -39,25 +39,6 @@ def _write(tmp_path, name, content: bytes | str):
     p = tmp_path / name
     p.write_bytes(content if isinstance(content, bytes) else content.encode())
     return p
-
-
-GOOD = '{"tokens": ["a", "b"], "tags": ["O", "B-PER"]}\n'
-
-
-BAD_INPUTS = [
-    ("bad.jsonl", GOOD + "{not json\n", 2, "invalid JSON"),
-    ("len.jsonl", GOOD + '{"tokens": ["a"], "tags": ["O", "O"]}\n', 2, "1 tokens but 2 tags"),
-    ("tag.jsonl", GOOD + GOOD + '{"tokens": ["a"], "tags": ["X-PER"]}\n', 3, "unknown tag"),
-    ("utf.jsonl", GOOD.encode() + b'{"tokens": ["\xff"], "tags": ["O"]}\n', 2, "invalid UTF-8"),
-    ("range.jsonl", '{"text": "abc", "entities": [{"start": 1, "end": 9, "label": "PER"}]}\n', 1,
-     "out of range"),
-    ("overlap.jsonl", '{"text": "Jean Dupont", "entities": [{"start": 0, "end": 11, "label": "PER"},'
-     ' {"start": 5, "end": 11, "label": "PER"}]}\n', 1, "overlap"),
-    ("cols.conll", "a\tO\nb\tc\td\te\n", 2, "4 columns where line 1 has 2"),
-    ("one.conll", "a O\nb\n", 2, "got 1 column"),
-    ("idx.conll", "0\ta\tO\n1\tb\tO\n\nx\tc\tO\n", 4, "not a token index"),
-    ("tag.conll", "a\tO\nb\tPER\n", 2, "unknown tag"),
-]
 
 
 @pytest.mark.parametrize(("name", "content", "line", "message"), BAD_INPUTS)
@@ -165,21 +146,6 @@ def test_spans_split_words_inside_entity_boundaries(tmp_path):
     assert sents[0].tags == ["O", "B-PER", "O", "O"]
 
 
-def _wordpiece_tokenizer(texts):
-    """A BERT-style WordPiece tokenizer (lower-casing, accent-stripping normaliser, punctuation
-    pre-splitting): a second tokenizer family for the piece cache."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]",
-                                                                                             "[CLS]", "[SEP]"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]")
-
-
 @pytest.mark.parametrize("family", ["unigram", "wordpiece"])
 def test_piece_cache_equals_the_tokenizer(tiny_bio, family):
     from nerkd.data.encode import PieceCache
@@ -188,7 +154,7 @@ def test_piece_cache_equals_the_tokenizer(tiny_bio, family):
     sents, _ = read_sentences(DATA / "dev.jsonl")
     words = [s.tokens for s in sents]
     words += [["l'", "EHPAD", "\x00", "😀", "Saint-Étienne", "ÉTÉ", "a"], ["\x00"], ["12,5", "%", "a", "a"]]
-    tok = load_tokenizer(tiny_bio) if family == "unigram" else _wordpiece_tokenizer([" ".join(w) for w in words])
+    tok = load_tokenizer(tiny_bio) if family == "unigram" else wordpiece_tokenizer([" ".join(w) for w in words])
     cache = PieceCache(tok, max_entries=50)
     for _ in range(2):  # cold, then (partly) cached
         got = cache.pieces(words)

@@ -11,8 +11,7 @@ from nerkd.data.textpieces import TextPieceCache, chunks_of, encode_text, repres
 from nerkd.data.words import split_words
 from nerkd.infer import Engine, detokenize
 from nerkd.models.ner import NerModel, load_tokenizer
-from tests.conftest import DATA
-from tests.test_data import _wordpiece_tokenizer
+from tests.helpers import DATA, wordpiece_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +46,7 @@ def reference_slots(tok, text: str) -> list[int]:
 @pytest.mark.parametrize("family", ["unigram", "wordpiece"])
 def test_text_pieces_equal_the_tokenizer_on_raw_text(tiny_bio, family):
     texts = texts_of_dev()
-    tok = load_tokenizer(tiny_bio) if family == "unigram" else _wordpiece_tokenizer(texts)
+    tok = load_tokenizer(tiny_bio) if family == "unigram" else wordpiece_tokenizer(texts)
     for size in (10_000, 7):       # plenty, then a cache that keeps emptying itself
         cache = TextPieceCache(tok, max_entries=size)
         words = [split_words(t) for t in texts]
@@ -65,7 +64,7 @@ def test_text_pieces_equal_the_tokenizer_on_raw_text(tiny_bio, family):
 @pytest.mark.parametrize("family", ["unigram", "wordpiece"])
 def test_chunk_the_tokenizer_drops_gets_unknown(tiny_bio, family):
     text = "Lyon \x00 ."
-    tok = load_tokenizer(tiny_bio) if family == "unigram" else _wordpiece_tokenizer(texts_of_dev())
+    tok = load_tokenizer(tiny_bio) if family == "unigram" else wordpiece_tokenizer(texts_of_dev())
     (w,) = encode_text(TextPieceCache(tok), PieceCache(tok), [text], [split_words(text)], 64, 8)
     dropped = not tok("\x00", add_special_tokens=False)["input_ids"]
     head, tail = special_ids(tok)
