@@ -20,7 +20,7 @@ from nerkd.infer.onnx_backend import MissingExtraError, OnnxModel, make_session
 from nerkd.models.heads import encoder_layers
 from nerkd.models.ner import NerModel, load_tokenizer
 from nerkd.prune.apply import original_heads, remove_heads
-from tests.conftest import DATA, sample_texts
+from tests.helpers import DATA, sample_texts
 
 TEXTS = sample_texts()[:40]
 REMOVED = [(0, 1), (0, 2), (1, 0)]   # layer 0 keeps original heads 0 and 3, layer 1 keeps 1, 2, 3

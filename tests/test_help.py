@@ -14,7 +14,7 @@ import typer
 
 from nerkd.cli.app import app
 from nerkd.project import STAGE_DIRS
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 COMMANDS = list(typer.main.get_command(app).commands)
 

@@ -31,7 +31,7 @@ from nerkd.prune import (
 from nerkd.prune.importance import row_losses
 from nerkd.settings import load_settings
 from nerkd.stages.prune import IMPORTANCE_FILE, make_batches, run_prune
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 
 def _settings(*extra: str):

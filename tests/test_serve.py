@@ -26,7 +26,7 @@ from nerkd.serve.app import create_app
 from nerkd.serve.batcher import MicroBatcher, QueueClosed, QueueFull
 from nerkd.serve.info import model_info
 from nerkd.settings import ServeSettings
-from tests.conftest import sample_texts
+from tests.helpers import sample_texts
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,7 +9,7 @@ import torch
 
 import nerkd.threads as threads
 from nerkd.cli.app import app
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 # 4 logical CPUs on 2 hyper-threaded cores of one package
 HT_CPUINFO = "\n\n".join(f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {cpu % 2}\ncpu cores\t: 2"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nerkd.settings import load_settings
 from nerkd.stages.validate import run_validate
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 TRAIN_LINES = (DATA / "train.jsonl").read_text(encoding="utf-8").splitlines()
 
