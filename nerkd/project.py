@@ -17,27 +17,81 @@ Default layout under ``<root>/<paths.artifacts>`` (``artifacts`` by default)::
     final/     finetune (recovery)
     bench.json bench
     report/    report
+
+The pipeline (:data:`STAGE_DIRS`, :data:`PIPELINE`) is spelled here once: each stage's default output
+folder, each stage's default input (:data:`STAGE_INPUTS`), and which models ``nerkd bench`` and
+``nerkd report`` take by default (:meth:`Project.pipeline_models`). :func:`parse_models` names the
+models given with ``--model``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
 from nerkd.io import write_json
 from nerkd.rundir import has_model
 
+# The pipeline, in order: stage -> its default output folder under <paths.artifacts>. The teacher
+# (finetune --base) makes the model the student learns from; the student stages follow it.
 STAGE_DIRS = {"teacher": "teacher", "distill": "student", "prune": "pruned", "finetune": "final"}
-# Each stage's default input: the newest output among these stages.
+PIPELINE = tuple(STAGE_DIRS)          # teacher -> distill -> prune -> finetune
+STUDENT_STAGES = PIPELINE[1:]         # distill -> prune -> finetune
+# Each stage's default input: the newest output among the student stages before it (distill reads the
+# teacher named in the settings; infer, export and serve take the newest of them all).
 STAGE_INPUTS = {
-    "distill": (),
-    "prune": ("distill",),
-    "finetune": ("prune", "distill"),
-    "infer": ("finetune", "prune", "distill"),
+    **{stage: tuple(reversed(STUDENT_STAGES[:i])) for i, stage in enumerate(STUDENT_STAGES)},
+    "infer": tuple(reversed(STUDENT_STAGES)),
 }
+
+
+class ModelRef(NamedTuple):
+    """A model given with ``--model``: its name in tables and files, and its folder (or hub id)."""
+
+    name: str
+    path: str
+
+
+def parse_models(refs: Sequence[str], *, short: bool = False) -> list[ModelRef]:
+    """``--model`` values (``PATH`` or ``NAME=PATH``) -> unique names, in order.
+
+    A name is the folder's name unless given as ``NAME=PATH`` (a path that exists is a path even
+    with ``=`` in it). A name already taken gets its parent folder first (``b/final``), then a
+    number (``final#2``); ``short`` (the bench's table): the number only.
+    """
+    out, used = [], set()
+    for ref in refs:
+        name, sep, path = str(ref).partition("=")
+        if not sep or Path(ref).exists():
+            name, path = Path(str(ref).rstrip("/")).name or str(ref), str(ref)
+        base, k = name, 2
+        if name in used and not short:
+            parent = Path(path.rstrip("/")).parent.name
+            name = f"{parent}/{base}" if parent else base
+        while name in used:
+            name, k = f"{base}#{k}", k + 1
+        used.add(name)
+        out.append(ModelRef(name, path))
+    return out
+
+
+@dataclass(frozen=True)
+class StageModel:
+    """The model a pipeline stage made, as ``nerkd bench`` and ``nerkd report`` take it by default."""
+
+    stage: str    # a key of STAGE_DIRS: "teacher", "distill", "prune", "finetune"
+    path: str     # a model folder, or the hub id of a teacher
+    local: bool   # a model folder on this machine (False: a hub id, loaded from the hub or its cache)
+
+    @property
+    def folder(self) -> str:
+        """The stage's default folder name (``student`` for distill): the name ``nerkd report`` shows."""
+        return STAGE_DIRS[self.stage]
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -93,21 +147,50 @@ class Project:
     def default_output(self, stage: str, artifacts_setting: str) -> Path:
         return self.artifacts(artifacts_setting) / STAGE_DIRS[stage]
 
+    def stage_output(self, stage: str, artifacts_setting: str) -> Path:
+        """Where ``stage``'s output is: its remembered folder, else (none remembered, or deleted
+        since) its default folder. It may hold no model: see :func:`nerkd.rundir.has_model`."""
+        remembered = self.state.get("outputs", {}).get(stage)
+        folder = self.root / remembered if remembered else None
+        return folder if folder is not None and folder.exists() else self.default_output(stage, artifacts_setting)
+
     def default_input(self, stage: str, artifacts_setting: str) -> Path | None:
-        """Newest output of the stages feeding ``stage`` that holds a model (config.json and
-        weights): the remembered folder of a stage, else (none remembered, or gone) its default folder.
+        """Newest output of the stages feeding ``stage`` (:data:`STAGE_INPUTS`) that holds a model
+        (config.json and weights), found by :meth:`stage_output`.
 
         A run folder without a model (a killed run, a fresh run that never saved) is never offered,
         and an older default folder is not offered in place of a remembered one that lost its model.
         """
-        outputs = self.state.get("outputs", {})
         for prev in STAGE_INPUTS.get(stage, ()):
-            folder = self.root / outputs[prev] if prev in outputs else None
-            if folder is None or not folder.exists():   # none remembered, or the folder was deleted since
-                folder = self.default_output(prev, artifacts_setting)
+            folder = self.stage_output(prev, artifacts_setting)
             if has_model(folder):
                 return folder
         return None
+
+    def local_model(self, ref: str | Path) -> Path | None:
+        """``ref`` as a model folder on this machine (as given, else under the project root), or None."""
+        p = Path(ref).expanduser()
+        for cand in [p] if p.is_absolute() else [p, self.root / p]:
+            if has_model(cand):
+                return cand
+        return None
+
+    def pipeline_models(self, teacher: str, artifacts_setting: str) -> list[StageModel]:
+        """The models ``nerkd bench`` and ``nerkd report`` take by default, in pipeline order.
+
+        First the teacher of the settings (``teacher.model``: a local folder, or a hub id, kept as
+        given), then each student stage's output (:meth:`stage_output`) that holds a model. A folder
+        already listed (a stage writing into another's folder) is listed once.
+        """
+        found = self.local_model(teacher)
+        models = [StageModel("teacher", str(found) if found else teacher, found is not None)]
+        seen = {found.resolve()} if found else set()
+        for stage in STUDENT_STAGES:
+            folder = self.stage_output(stage, artifacts_setting)
+            if has_model(folder) and folder.resolve() not in seen:
+                models.append(StageModel(stage, str(folder), True))
+                seen.add(folder.resolve())
+        return models
 
     def remember_output(self, stage: str, path: Path) -> None:
         self.state.setdefault("outputs", {})[stage] = _rel(path, self.root)

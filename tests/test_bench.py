@@ -11,9 +11,11 @@ import orjson
 import pytest
 
 from nerkd.cli.app import app
+from nerkd.infer.bench import add_speedups, bench_ticks, disk_bytes
+from nerkd.infer.bench import quantile as _quantile
 from nerkd.models.ner import NerModel
 from nerkd.settings import load_settings
-from nerkd.stages.bench import _quantile, add_speedups, bench_texts, bench_ticks, disk_bytes, name_models, run_bench
+from nerkd.stages.bench import bench_texts, name_models, run_bench
 from tests.conftest import DATA
 
 MACHINE_KEYS = {"cpu", "threads", "torch", "device"}
@@ -228,9 +230,9 @@ def test_blocks_capped_by_sentences_and_skipped_models_keep_ticks():
 
 @pytest.mark.parametrize("load_avg, warned", [(9.0, True), (0.3, False)])
 def test_load_warning(monkeypatch, load_avg, warned):
-    import nerkd.stages.bench
+    import nerkd.infer.bench
 
-    monkeypatch.setattr(nerkd.stages.bench, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(nerkd.infer.bench, "cpu_cores", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (load_avg, 0.0, 0.0))
     doc, _ = fake_run(TEXTS, blocks=2)
     assert doc["load"]["cores"] == 2 and doc["load"]["load_avg_1min"] == [load_avg] * 4  # before, then per round
@@ -240,7 +242,7 @@ def test_load_warning(monkeypatch, load_avg, warned):
 
 
 def test_load_watch_discounts_the_bench_itself(monkeypatch):
-    from nerkd.stages.bench import LoadWatch
+    from nerkd.infer.bench import LoadWatch
 
     monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 0.0, 0.0))
     busy = LoadWatch(own_threads=2, cores=2)
@@ -264,3 +266,42 @@ def test_cli_prints_and_records_the_load_warning(runner, in_tmp, tiny_bio, monke
     assert "p50 min–max" in res.stdout and "2 interleaved blocks" in res.stdout
     doc = orjson.loads((in_tmp / "artifacts" / "bench.json").read_bytes())
     assert len(doc["warnings"]) == 1 and "under load" in doc["warnings"][0]
+
+
+# -- the bench.json contract and the default models (one place each) -------------------------
+
+def test_written_file_is_the_contract_the_report_reads(tmp_path):
+    from nerkd.infer.benchfile import MACHINE_FIELDS, MODEL_FIELDS, TOP_FIELDS, read_bench, write_bench
+
+    assert (set(TOP_FIELDS), set(MACHINE_FIELDS), set(MODEL_FIELDS)) == (TOP_KEYS, MACHINE_KEYS, MODEL_KEYS)
+    doc, _ = fake_run(TEXTS, blocks=2)
+    assert list(doc) == list(TOP_FIELDS) and all(list(m) == list(MODEL_FIELDS) for m in doc["models"])
+    back = read_bench(write_bench(tmp_path / "bench.json", doc))
+    assert back.entries == doc["models"] and back.blocks == 2 and back.machine == doc["machine"]
+    assert (back.sentences, back.words, back.precision, back.warnings) == (10, doc["words"], "fp32", doc["warnings"])
+    del doc["models"][1]["words_per_s_min"], doc["load"]
+    with pytest.raises(ValueError, match=r"load, models\[1\]\.words_per_s_min"):
+        write_bench(tmp_path / "bad.json", doc)
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_default_models_follow_the_stage_map(in_tmp, tiny_bio, tiny_crf):
+    """The settings' teacher (a hub id kept as given), then each student stage's output holding a model:
+    the remembered folder, else the default one; a folder without a model is not offered."""
+    from nerkd.project import STAGE_DIRS, STUDENT_STAGES, Project
+    from nerkd.stages.bench import default_models
+
+    settings = load_settings(None, [])
+    assert default_models(settings, Project.discover()) == [("teacher", settings.teacher.model)]
+    art = in_tmp / "artifacts"
+    shutil.copytree(tiny_bio, art / STAGE_DIRS["distill"])
+    (art / STAGE_DIRS["prune"]).mkdir()                              # a killed run: no model
+    shutil.copytree(tiny_crf, in_tmp / "elsewhere")
+    Project.discover().remember_output("finetune", in_tmp / "elsewhere")
+    shutil.copytree(tiny_crf, art / STAGE_DIRS["finetune"])          # older default folder: not taken
+    assert STUDENT_STAGES == ("distill", "prune", "finetune")
+    assert default_models(settings, Project.discover()) == [
+        ("teacher", settings.teacher.model), ("distill", str(art / "student")), ("finetune", str(in_tmp / "elsewhere"))]
+    local = load_settings(None, ["teacher.model=artifacts/student"])    # a local teacher: listed once
+    assert default_models(local, Project.discover()) == [
+        ("teacher", "artifacts/student"), ("finetune", str(in_tmp / "elsewhere"))]

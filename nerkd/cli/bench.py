@@ -64,7 +64,7 @@ def bench(
     Example:
       nerkd bench --model artifacts/teacher --model artifacts/final --sentences 30
     """
-    from nerkd.io import write_json
+    from nerkd.infer.benchfile import write_bench
     from nerkd.stages.bench import bench_texts, bench_ticks, default_models, name_models, run_bench
     from nerkd.threads import describe_threads, set_threads
     from nerkd.ui import err, warn
@@ -90,7 +90,7 @@ def bench(
                            tick=lambda k: bar.advance(task, k),
                            on_skip=None if model else lambda name, why: warn(f"skipped {name}: {why}"))
     path = json_path or project.artifacts(settings.paths.artifacts) / "bench.json"
-    write_json(path, result)
+    write_bench(path, result)
     render(result)
     for message in result.get("warnings", []):
         warn(message)

@@ -1,24 +1,84 @@
-"""Read ``nerkd bench`` JSON files and match their entries to the evaluated models.
+"""The ``bench.json`` contract, both sides: what ``nerkd bench`` writes and ``nerkd report`` reads.
 
-An entry matches a model by path (resolved against the project root, the current folder and
-the bench file's folder), else by name. An entry is an int8 variant when the bench ran in int8
+One JSON object (:data:`TOP_FIELDS`, in this order):
+
+* ``machine``: ``cpu``, ``threads``, ``torch``, ``device`` (:data:`MACHINE_FIELDS`);
+* ``date`` (UTC, ISO 8601), ``precision`` (fp32, bf16, int8), ``sentences``, ``words`` (timed);
+* ``blocks``: interleaved timing blocks; ``load``: the load average while timing (``cores``,
+  ``bench_threads``, ``load_avg_1min``, ``others_max``); ``warnings``: why not to trust the timings;
+* ``models``: one entry per model in bench order (:data:`MODEL_FIELDS`): medians over the blocks,
+  their min and max and per-block values, sizes, peak memory, speed-ups against the first model.
+
+There is no version key: a file is read by its fields. Version 1 (an older nerkd bench) has no
+``blocks``, ``load``, ``warnings`` nor min/max/per-block figures; the reader takes it (``blocks`` None,
+and the report says so). Version 2 is what :func:`bench_document` and :func:`write_bench` write now.
+
+Reading: an entry matches a model by path (resolved against the project root, the current folder
+and the bench file's folder), else by name. An entry is an int8 variant when the bench ran in int8
 (``"precision": "int8"``) or its name says ``int8``; it then becomes its own row, scored with
 dynamic int8 quantisation of the matched model.
 """
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 
 from nerkd.errors import DataError
+from nerkd.io import write_json
 
-FIGURES = ("parameters", "disk_bytes", "latency_ms_p50", "latency_ms_p95", "words_per_s", "peak_mem_mb",
-           "speedup_latency", "speedup_throughput", "latency_ms_p50_min", "latency_ms_p50_max", "words_per_s_min",
-           "words_per_s_max")
+VERSION = 2  # what is written now (see the module doc; not a key of the file)
+TOP_FIELDS = ("machine", "date", "precision", "sentences", "words", "blocks", "load", "warnings", "models")
+MACHINE_FIELDS = ("cpu", "threads", "torch", "device")
+MODEL_FIELDS = ("name", "path", "parameters", "disk_bytes", "latency_ms_p50", "latency_ms_p95",
+                "latency_ms_p50_min", "latency_ms_p50_max", "words_per_s", "words_per_s_min", "words_per_s_max",
+                "latency_ms_p50_blocks", "words_per_s_blocks", "peak_mem_mb", "speedup_latency",
+                "speedup_throughput")
+# The single numbers of an entry (checked when read); version 1 files lack the min/max ones.
+FIGURES = tuple(k for k in MODEL_FIELDS if k not in ("name", "path") and not k.endswith("_blocks"))
 
+
+# -- writing (nerkd bench) -----------------------------------------------------------------------
+
+def model_entry(name: str, path: str, *, parameters: int, disk_bytes: int, latency_ms_p50_blocks: Sequence[float],
+                latency_ms_p95: float, words_per_s_blocks: Sequence[float], peak_mem_mb: float) -> dict:
+    """One ``models`` entry from one model's figures: medians over the blocks, their spread, rounded.
+    Speed-ups start at 1.0 (:func:`nerkd.infer.bench.add_speedups` sets them against the first model)."""
+    p50, wps = list(latency_ms_p50_blocks), list(words_per_s_blocks)
+    return {"name": name, "path": str(path), "parameters": int(parameters), "disk_bytes": int(disk_bytes),
+            "latency_ms_p50": round(statistics.median(p50), 3), "latency_ms_p95": round(latency_ms_p95, 3),
+            "latency_ms_p50_min": round(min(p50), 3), "latency_ms_p50_max": round(max(p50), 3),
+            "words_per_s": round(statistics.median(wps), 1),
+            "words_per_s_min": round(min(wps), 1), "words_per_s_max": round(max(wps), 1),
+            "latency_ms_p50_blocks": [round(x, 3) for x in p50],
+            "words_per_s_blocks": [round(x, 1) for x in wps],
+            "peak_mem_mb": round(peak_mem_mb, 1), "speedup_latency": 1.0, "speedup_throughput": 1.0}
+
+
+def bench_document(*, machine: dict, precision: str, sentences: int, words: int, blocks: int, load: dict,
+                   warnings: Sequence[str], models: Sequence[dict], date: str | None = None) -> dict:
+    """The whole ``bench.json`` object (``date``: now, UTC, unless given)."""
+    date = date or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {"machine": {k: machine.get(k) for k in MACHINE_FIELDS}, "date": date, "precision": precision,
+            "sentences": sentences, "words": words, "blocks": blocks, "load": load, "warnings": list(warnings),
+            "models": list(models)}
+
+
+def write_bench(path: str | Path, doc: dict) -> Path:
+    """Write ``doc`` (:func:`bench_document`) atomically, after checking it has every field of the contract."""
+    missing = [k for k in TOP_FIELDS if k not in doc]
+    missing += [f"models[{i}].{k}" for i, m in enumerate(doc.get("models", [])) for k in MODEL_FIELDS if k not in m]
+    if missing:
+        raise ValueError(f"bench document lacks {', '.join(missing)}")
+    return write_json(path, doc)
+
+
+# -- reading (nerkd report) ----------------------------------------------------------------------
 
 @dataclass
 class BenchFile:
@@ -42,6 +102,7 @@ class BenchMatch:
 
 
 def read_bench(path: str | Path) -> BenchFile:
+    """A bench file of either version, checked: one line naming the file and the field when it is not one."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "bench file not found (run `nerkd bench --json` first)")
