@@ -1,8 +1,8 @@
 """Offline building blocks: a Unigram tokenizer trained on local text and a tiny CamemBERT.
 
-Used by the tests and by the quickstart (``nerkd finetune --base scratch``) so that the whole
-chain runs with no download. Real use starts from ``Jean-Baptiste/camembert-ner`` or your own
-teacher instead.
+Used by the tests and by the quickstart (``nerkd finetune --base scratch``, built by
+:func:`scratch_model`) so that the whole chain runs with no download. Real use starts from
+``Jean-Baptiste/camembert-ner`` or your own teacher instead.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from nerkd.errors import SettingsError
+
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+SCRATCH = "scratch"   # ``nerkd finetune --base scratch``
+SCRATCH_LAYERS, SCRATCH_HIDDEN, SCRATCH_HEADS, SCRATCH_VOCAB = 4, 128, 4, 2000
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
@@ -64,3 +68,21 @@ def build_tiny_model(folder: str | Path, texts: Iterable[str], labels: list[str]
     model = NerModel.from_config(config, crf=crf)
     model.save(folder, tokenizer=tokenizer)
     return Path(folder)
+
+
+def scratch_model(texts: list[str], space, crf: bool, max_length: int, *, layers: int = SCRATCH_LAYERS,
+                  hidden: int = SCRATCH_HIDDEN, heads: int = SCRATCH_HEADS, vocab_size: int = SCRATCH_VOCAB,
+                  tokenizer=None):
+    """``--base scratch``: a fresh tiny CamemBERT token classifier over ``space`` (a
+    :class:`~nerkd.data.labels.LabelSpace`) and its Unigram tokenizer trained on ``texts``
+    (``tokenizer`` given: that one, e.g. the one a resumed run saved). Returns ``(NerModel, tokenizer)``."""
+    from nerkd.models.ner import NerModel
+
+    if layers < 1 or hidden < heads or hidden % heads:
+        raise SettingsError(f"--scratch-layers {layers} / --scratch-hidden {hidden}: need >= 1 layer and a hidden "
+                            f"size that is a multiple of {heads} (the heads)")
+    if tokenizer is None:
+        tokenizer = train_tokenizer(texts, vocab_size)
+    config = tiny_config(len(tokenizer), list(space.labels), layers=layers, hidden=hidden, heads=heads,
+                         max_positions=max(128, max_length), pad_token_id=tokenizer.pad_token_id)
+    return NerModel.from_config(config, crf=crf), tokenizer

@@ -99,6 +99,18 @@ def _fresh_crf(n: int):
     return CRF(n, batch_first=True)
 
 
+def set_crf(model: NerModel, crf: bool | None) -> str | None:
+    """Add (``crf`` True) or drop (False) the model's CRF in place; None keeps it as it is.
+    Returns what changed, as a log line, or None when nothing did."""
+    if crf is None or crf == (model.crf is not None):
+        return None
+    if crf:
+        model.crf = _fresh_crf(model.num_labels)
+        return "--crf: the model had no CRF; a new one is trained with it"
+    model.crf = None
+    return "--no-crf: the model's CRF is dropped"
+
+
 def student_from_teacher(teacher: NerModel, layers: Sequence[int], space: LabelSpace, crf: bool,
                          rename: Mapping[str, str] | None = None) -> NerModel:
     """A student with the teacher's embeddings and ``layers`` (1-based) and the data's labels."""
