@@ -97,3 +97,15 @@ def test_known_errors_are_one_line(tiny_bio, tiny_io_teacher, in_tmp, runner):
     assert res.exit_code == 1 and "input model's folder" in res.output
     res = invoke(runner, "--model", str(tiny_bio), "--teacher", str(tiny_io_teacher), "--output", "kd")
     assert res.exit_code == 1 and "tokenizer differs" in res.output          # KD needs one shared tokenizer
+
+
+def test_set_crf_adds_drops_or_keeps_the_crf(tiny_bio, tiny_crf):
+    from nerkd.models.student import set_crf
+
+    model = NerModel.load(tiny_bio)
+    assert set_crf(model, None) is None and set_crf(model, False) is None and model.crf is None
+    assert set_crf(model, True).startswith("--crf:") and model.crf.num_tags == model.num_labels
+    crf = NerModel.load(tiny_crf)
+    kept = crf.crf
+    assert set_crf(crf, True) is None and crf.crf is kept
+    assert set_crf(crf, False).startswith("--no-crf:") and crf.crf is None

@@ -7,6 +7,7 @@ import typer
 
 from nerkd.cli.common import ConfigOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
+from nerkd.errors import SettingsError
 
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="nerkd model to keep training (default: the last prune, else distill, output).")]
@@ -67,11 +68,20 @@ def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt =
       nerkd finetune --base scratch --epochs 10 --lr 2e-3 -o artifacts/teacher_2
     """
     settings, project = resolve(config, set_)
-    from nerkd.stages.finetune import run_finetune
+    common = {"teacher_ref": teacher, "output": output, "crf": crf, "resume": resume, "epochs": epochs, "lr": lr,
+              "overwrite": overwrite}
+    if base:   # stage "teacher": a new classifier on an encoder
+        if model:
+            raise SettingsError("--model and --base exclude each other: --model continues training a nerkd model, "
+                                "--base starts a teacher from an encoder")
+        from nerkd.stages.teacher import run_teacher
 
-    result = run_finetune(settings, project, model_ref=model, base=base, teacher_ref=teacher, output=output,
-                          crf=crf, resume=resume, epochs=epochs, lr=lr, scratch_layers=scratch_layers,
-                          scratch_hidden=scratch_hidden, overwrite=overwrite)
+        result = run_teacher(settings, project, base=base, scratch_layers=scratch_layers,
+                             scratch_hidden=scratch_hidden, **common)
+    else:      # stage "finetune": recovery of a pruned/distilled model
+        from nerkd.stages.finetune import run_finetune
+
+        result = run_finetune(settings, project, model_ref=model, **common)
     _render(result)
 
 

@@ -1,19 +1,33 @@
 """The run set-up that the training stages (teacher, distill, finetune) share, written once:
 the position-length check, the teacher/data label mapping and its "no shared type" check, the
-teacher load, the data warnings and summaries, and the run files (``settings.yaml`` and
-``labels.json``, written once per run, by rank 0)."""
+teacher load, the data warnings and summaries, the run folder (guarded, then remembered), the
+run files (``labels.json``; ``settings.yaml`` is written once by the training loop) and, for the
+two stages that train on gold data (teacher, finetune), the run itself (:func:`train_on_gold`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from nerkd.data.labels import LabelSpace, TypeMapping, type_mapping
 from nerkd.errors import SettingsError
 from nerkd.io import write_json
 from nerkd.log import say, warn
 from nerkd.models.ner import NerModel, position_limit
+from nerkd.settings import DataSettings, LabelSettings, Settings, TeacherSettings
 from nerkd.train import ddp
 from nerkd.train.kd import freeze
+
+if TYPE_CHECKING:
+    from nerkd.project import Project
+    from nerkd.rundir import RunFolder
+    from nerkd.train.kd import DistillObjective
+    from nerkd.train.loop import TrainResult
+
+T = TypeVar("T")
 
 
 def is_main() -> bool:
@@ -28,8 +42,8 @@ def check_positions(max_length: int, config, whose: str) -> None:
         raise SettingsError(f"data.max_length: {max_length} > the {whose}'s {limit} positions")
 
 
-def shared_mapping(teacher: LabelSpace, data: LabelSpace, labels_settings, *, data_side: str = "data"
-                   ) -> TypeMapping:
+def shared_mapping(teacher: LabelSpace, data: LabelSpace, labels_settings: LabelSettings, *,
+                   data_side: str = "data") -> TypeMapping:
     """The teacher -> data type mapping (``labels.rename``, ``labels.teacher_only``); an error when
     the two share no entity type."""
     mapping = type_mapping(teacher, data, labels_settings.rename, labels_settings.teacher_only)
@@ -58,14 +72,14 @@ def log_mapping(mapping: TypeMapping, teacher: LabelSpace, data: LabelSpace, pol
         say(f"data-only types {', '.join(mapping.data_only)}: gold supervision only, no KD on their tokens")
 
 
-def load_teacher(teacher_settings, ref: str | Path, option: str = "teacher.model") -> NerModel:
+def load_teacher(teacher_settings: TeacherSettings, ref: str | Path, option: str = "teacher.model") -> NerModel:
     """The frozen teacher (eval mode, no gradients)."""
     t = teacher_settings
     return freeze(NerModel.load(ref, revision=t.revision, trust_remote_code=t.trust_remote_code, what="teacher",
                                 option=option))
 
 
-def load_teacher_tokenizer(teacher_settings, ref: str | Path, option: str = "teacher.model"):
+def load_teacher_tokenizer(teacher_settings: TeacherSettings, ref: str | Path, option: str = "teacher.model"):
     from nerkd.models.ner import load_tokenizer
 
     t = teacher_settings
@@ -79,11 +93,13 @@ def model_ref_id(ref: str | Path) -> str:
     return str(path.resolve()) if path.exists() else str(ref)
 
 
-def load_training_splits(settings, stage: str, names: tuple[str, ...] = ("train", "dev", "test")) -> dict:
-    """Read the gold splits for a training stage; say what is missing or suspicious."""
+def load_training_splits(data: DataSettings, labels: LabelSettings, stage: str,
+                         names: tuple[str, ...] = ("train", "dev", "test")) -> dict:
+    """Read the gold splits for a training stage (``nerkd <stage>`` in the error when data.train is
+    not set); say what is missing or suspicious."""
     from nerkd.data.dataset import data_warnings, load_splits
 
-    splits = load_splits(settings.data, names, settings.labels)
+    splits = load_splits(data, names, labels)
     if "train" not in splits:
         raise SettingsError(f"data.train: not set; nerkd {stage} needs training data")
     if "dev" not in splits:
@@ -93,7 +109,7 @@ def load_training_splits(settings, stage: str, names: tuple[str, ...] = ("train"
     return splits
 
 
-def encode_and_log(splits: dict, names, tokenizer, space: LabelSpace, data_settings) -> None:
+def encode_and_log(splits: dict, names, tokenizer, space: LabelSpace, data_settings: DataSettings) -> None:
     """Encode the named splits into windows and log one summary line each."""
     from nerkd.data.dataset import encode_split, read_notes
 
@@ -103,9 +119,94 @@ def encode_and_log(splits: dict, names, tokenizer, space: LabelSpace, data_setti
             say(f"{name} ({sp.path}): {sp.encoded.summary()}{read_notes(sp)}")
 
 
-def write_run_files(settings, output: Path, record: dict) -> None:
+def write_run_files(output: Path, record: dict) -> None:
     """``labels.json`` (what the run's labels are and where they came from), rank 0 only.
     ``settings.yaml`` is written by the training loop, once, when the run starts."""
     if is_main():
         output.mkdir(parents=True, exist_ok=True)
         write_json(output / "labels.json", record)
+
+
+def check_lr(lr: float | None) -> None:
+    """``--lr`` as ``finetune.lr`` bounds it (for library callers; the CLI checks it too)."""
+    if lr is not None and not 0 < lr < 1:
+        raise SettingsError(f"--lr {lr}: must be > 0 and < 1")
+
+
+def in_run_folder(project: Project, stage: str, output: Path, body: Callable[[RunFolder], T], *,
+                  overwrite: bool = False, resume: bool = False) -> T:
+    """Run ``body(run)`` inside the guarded run folder ``output`` (:class:`nerkd.rundir.RunFolder`:
+    checked and locked before anything is loaded; with ``resume`` a checkpoint must be there;
+    ``overwrite`` allows a non-nerkd folder), then remember it as the stage's last output (rank 0)."""
+    from nerkd.rundir import RunFolder
+
+    main = is_main()
+    with RunFolder(output, overwrite=overwrite, resume=resume, main=main, log=say) as run:
+        result = body(run)
+    if main:
+        project.remember_output(stage, output)
+    return result
+
+
+def kd_objective(settings: Settings, student: NerModel, tokenizer, teacher_ref: str
+                 ) -> tuple[DistillObjective, TypeMapping]:
+    """``--teacher`` / ``finetune.teacher`` on a gold-data run: the distillation objective of
+    ``nerkd distill`` from that teacher (which must share the model's tokenizer), and its mapping.
+    Needs three sections (teacher, labels, distill): it takes the settings."""
+    from nerkd.train.kd import DistillObjective
+
+    teacher = load_teacher(settings.teacher, teacher_ref, option="--teacher")
+    t_tok = load_teacher_tokenizer(settings.teacher, teacher_ref, option="--teacher")
+    if t_tok.get_vocab() != tokenizer.get_vocab():
+        raise SettingsError(f"finetune.teacher {teacher_ref}: its tokenizer differs from the model's; distillation "
+                            "compares sub-word positions, so both must share one tokenizer")
+    mapping = shared_mapping(teacher.labels, student.labels, settings.labels, data_side="model")
+    log_mapping(mapping, teacher.labels, student.labels, settings.labels.teacher_only)
+    return DistillObjective(student, teacher, mapping, settings.distill), mapping
+
+
+@dataclass
+class Trainee:
+    """The model a gold-data stage (teacher, finetune) has built or loaded, before training."""
+
+    model: NerModel
+    tokenizer: object
+    space: LabelSpace      # the labels it is trained on
+    source: str            # where it came from, for the log line
+
+
+def train_on_gold(settings: Settings, stage: str, out_dir: Path, run: RunFolder, trainee: Trainee, splits: dict, *,
+                  teacher_ref: str | None, resume: bool, epochs: int | None, lr: float | None,
+                  fingerprint: dict) -> TrainResult:
+    """Train ``trainee`` on the gold ``splits`` for ``finetune.epochs`` at ``finetune.lr`` (unless
+    given): gold CE, or the distillation objective with ``teacher_ref`` (else ``finetune.teacher``).
+    Writes ``labels.json``; the loop writes the rest. The whole settings: the loop takes them."""
+    from nerkd.data.dataset import label_space_for
+    from nerkd.train.loop import DevSet, train
+    from nerkd.train.objective import CEObjective
+
+    model, tokenizer, space = trainee.model, trainee.tokenizer, trainee.space
+    check_positions(settings.data.max_length, model.config, "model")
+    say(f"{stage}: {trainee.source}; {model.num_layers} layers, {model.num_parameters() / 1e6:.2f}M parameters, "
+        f"labels {' '.join(space.labels)}{', CRF' if model.crf is not None else ''}")
+
+    teacher_ref = teacher_ref or settings.finetune.teacher
+    record: dict = {"labels": list(space.labels), "scheme": space.scheme, "label2id": space.label2id,
+                    "data_types": list(label_space_for(list(splits.values()), settings.data).types)}
+    if teacher_ref:
+        objective, mapping = kd_objective(settings, model, tokenizer, str(teacher_ref))
+        record["teacher"] = {"model": str(teacher_ref), "shared": list(mapping.shared),
+                             "teacher_cols": list(mapping.teacher_cols), "student_cols": list(mapping.student_cols)}
+    else:
+        objective = CEObjective(model)
+
+    encode_and_log(splits, list(splits), tokenizer, space, settings.data)
+    dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
+    run.fresh_start()
+    write_run_files(out_dir, record)
+    fingerprint = {**fingerprint, "teacher.ref": model_ref_id(teacher_ref) if teacher_ref else None,
+                   "labels": settings.labels.model_dump(mode="json"),
+                   "distill": settings.distill.model_dump(mode="json") if teacher_ref else None}
+    return train(objective, tokenizer, splits["train"].windows, dev, settings, out_dir,
+                 epochs=epochs or settings.finetune.epochs, lr=lr or settings.finetune.lr, resume=resume,
+                 stage=stage, fingerprint=fingerprint)

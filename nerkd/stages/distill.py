@@ -9,15 +9,17 @@ AMP, checkpoints, resume, early stopping, DDP).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from nerkd.data.labels import LabelSpace, TypeMapping
 from nerkd.log import say
+from nerkd.settings import LabelSettings, Settings
 from nerkd.stages.common import (
     check_positions,
     encode_and_log,
-    is_main,
+    in_run_folder,
     load_teacher,
     load_teacher_tokenizer,
     load_training_splits,
@@ -28,15 +30,18 @@ from nerkd.stages.common import (
 )
 from nerkd.train.kd import DistillObjective
 
-# -- the command's engine ----------------------------------------------------------------------
+if TYPE_CHECKING:
+    from nerkd.project import Project
+    from nerkd.rundir import RunFolder
+    from nerkd.train.loop import TrainResult
 
 
-def mapping_record(mapping: TypeMapping, teacher: LabelSpace, student: LabelSpace, settings,
+def mapping_record(mapping: TypeMapping, teacher: LabelSpace, student: LabelSpace, labels: LabelSettings,
                    teacher_ref: str, kept_layers: list[int] | None, pairs) -> dict:
     """What ``labels.json`` records about the label mapping used."""
     from nerkd.models.student import classifier_row_map
 
-    rows = classifier_row_map(teacher, student, settings.labels.rename)
+    rows = classifier_row_map(teacher, student, labels.rename)
     same = tuple(teacher.labels) == tuple(student.labels)
     return {
         "teacher": {"model": str(teacher_ref), "labels": list(teacher.labels), "scheme": teacher.scheme},
@@ -45,7 +50,7 @@ def mapping_record(mapping: TypeMapping, teacher: LabelSpace, student: LabelSpac
         "teacher_cols": list(mapping.teacher_cols),
         "student_cols": list(mapping.student_cols),
         "teacher_only": list(mapping.teacher_only),
-        "teacher_only_policy": settings.labels.teacher_only,
+        "teacher_only_policy": labels.teacher_only,
         "data_only": list(mapping.data_only),
         "renamed": dict(mapping.renamed),
         "table": [{"teacher": t, "student": s, "shared": c} for t, s, c in mapping.describe(teacher, student)],
@@ -57,28 +62,25 @@ def mapping_record(mapping: TypeMapping, teacher: LabelSpace, student: LabelSpac
     }
 
 
-def run_distill(settings, project, teacher_ref: str | Path, output: str | Path, resume: bool = False,
-                overwrite: bool = False):
+def run_distill(settings: Settings, project: Project, teacher_ref: str | Path, output: str | Path,
+                resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Distil ``teacher_ref`` into a student saved in ``output``; returns the loop's ``TrainResult``.
 
-    ``output`` is guarded by :class:`nerkd.rundir.RunFolder` (checked and locked before anything is
-    loaded; with ``resume``, a checkpoint must be there; ``overwrite`` allows a non-nerkd folder)."""
-    from nerkd.rundir import RunFolder
-
+    ``output`` is guarded as :func:`~nerkd.stages.common.in_run_folder` says (checked and locked
+    before anything is loaded; with ``resume``, a checkpoint must be there; ``overwrite`` allows a
+    non-nerkd folder)."""
     output = Path(output)
-    with RunFolder(output, overwrite=overwrite, resume=resume, main=is_main(), log=say) as run:
-        result = _distill(settings, teacher_ref, output, resume, run)
-    if is_main():
-        project.remember_output("distill", output)
-    return result
+    return in_run_folder(project, "distill", output, lambda run: _distill(settings, teacher_ref, output, resume, run),
+                         overwrite=overwrite, resume=resume)
 
 
-def _distill(settings, teacher_ref: str | Path, output: Path, resume: bool, run):
+def _distill(settings: Settings, teacher_ref: str | Path, output: Path, resume: bool, run: RunFolder
+             ) -> TrainResult:
     from nerkd.data.dataset import label_space_for
     from nerkd.models.student import build_student
     from nerkd.train.loop import DevSet, train
 
-    splits = load_training_splits(settings, "distill")
+    splits = load_training_splits(settings.data, settings.labels, "distill")
     space = label_space_for(list(splits.values()), settings.data)
     teacher = load_teacher(settings.teacher, teacher_ref)
     tokenizer = load_teacher_tokenizer(settings.teacher, teacher_ref)
@@ -96,10 +98,10 @@ def _distill(settings, teacher_ref: str | Path, output: Path, resume: bool, run)
         objective.compile_teacher()   # the loop compiles the student forward itself
     pairs = "skipped (a model has no CRF)" if not objective.use_crf else (
         "identity" if objective.pairs is None else f"{len(objective.pairs)} matched scores")
-    record = mapping_record(mapping, teacher.labels, space, settings, str(teacher_ref), kept, pairs)
+    record = mapping_record(mapping, teacher.labels, space, settings.labels, str(teacher_ref), kept, pairs)
     record["kd_over"] = "labels (same label space)" if objective.kd_per_label else "shared types"
     run.fresh_start()
-    write_run_files(settings, output, record)
+    write_run_files(output, record)
 
     encode_and_log(splits, ("train", "dev"), tokenizer, space, settings.data)
     dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
