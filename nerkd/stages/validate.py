@@ -1,7 +1,8 @@
 """``nerkd validate``: the pre-flight check before renting a GPU.
 
 Collects every problem instead of stopping at the first; ``ready`` is False when any check
-failed.
+failed. Each check is its own function adding rows to the :class:`ValidateReport` (settings, data,
+labels, teacher, student and layer map, label mapping, device), in that order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from nerkd.data.labels import LabelSpace, TypeMapping, type_mapping
 from nerkd.data.schemes import detect_scheme
 from nerkd.device import describe, resolve_device, resolve_precision
 from nerkd.errors import NerkdError
-from nerkd.settings import Settings
+from nerkd.settings import DataSettings, LabelSettings, Settings, TeacherSettings
 from nerkd.stages.common import check_positions, shared_types
 
 
@@ -43,7 +44,8 @@ class ValidateReport:
 
 
 def _memory_estimate(settings: Settings, teacher_cfg, precision: str) -> str:
-    """Rough GPU memory for one training step (weights, AdamW state, activations)."""
+    """Rough GPU memory for one training step (weights, AdamW state, activations): needs the
+    student, train and data sections, so it takes the settings."""
     h, layers = teacher_cfg.hidden_size, teacher_cfg.num_hidden_layers
     inter = getattr(teacher_cfg, "intermediate_size", 4 * h)
     vocab = getattr(teacher_cfg, "vocab_size", 32000)
@@ -59,17 +61,29 @@ def _memory_estimate(settings: Settings, teacher_cfg, precision: str) -> str:
 
 
 def run_validate(settings: Settings, config_name: str | None = None) -> ValidateReport:
+    """Every check, in order; the report says which failed (nothing is printed here)."""
     report = ValidateReport()
     report.add("settings", "ok", f"{config_name or 'defaults only'} parsed and checked")
+    check_data(report, settings.data, settings.labels)
+    check_labels(report, settings.data)
+    teacher_cfg = check_teacher(report, settings.teacher)
+    if teacher_cfg is not None:
+        check_student(report, settings, teacher_cfg)
+    check_mapping(report, settings.labels)
+    check_device(report, settings, teacher_cfg)
+    return report
 
-    paths = split_paths(settings.data)
+
+def check_data(report: ValidateReport, data: DataSettings, labels: LabelSettings) -> None:
+    """Each data split read (its counts and warnings), then the overlaps between splits."""
+    paths = split_paths(data)
     if "train" not in paths:
         report.add("data", "fail", "data.train is not set")
     if "dev" not in paths:
         report.add("data", "warn", "data.dev is not set: no evaluation, no early stopping, no best checkpoint")
     for name, path in paths.items():
         try:
-            split = read_split(name, path, settings.data, settings.labels)
+            split = read_split(name, path, data, labels)
         except NerkdError as e:
             report.add(f"data {name}", "fail", str(e))
             continue
@@ -83,67 +97,87 @@ def run_validate(settings: Settings, config_name: str | None = None) -> Validate
     for o in overlaps({sp.name: sp for sp in report.splits}):
         report.add(f"overlap {o.name}", "warn", o.message())
 
-    if report.splits:
-        try:
-            space = label_space_for(report.splits, settings.data)
-            report.data_space = space
-            report.add("labels", "ok", f"{len(space)} labels, scheme {space.scheme}, types {', '.join(space.types)}")
-            for sp in report.splits:
-                bad = unknown_tags(sp, space)
-                if bad is not None:
-                    report.add(f"labels {sp.name}", "fail", str(bad.error()))
-        except NerkdError as e:
-            report.add("labels", "fail", str(e))
 
-    teacher_cfg = None
+def check_labels(report: ValidateReport, data: DataSettings) -> None:
+    """The data's label space (``report.data_space``) and the tags outside it, per split."""
+    if not report.splits:
+        return
     try:
-        from nerkd.models.ner import load_config
+        space = label_space_for(report.splits, data)
+        report.data_space = space
+        report.add("labels", "ok", f"{len(space)} labels, scheme {space.scheme}, types {', '.join(space.types)}")
+        for sp in report.splits:
+            bad = unknown_tags(sp, space)
+            if bad is not None:
+                report.add(f"labels {sp.name}", "fail", str(bad.error()))
+    except NerkdError as e:
+        report.add("labels", "fail", str(e))
 
-        teacher_cfg = load_config(settings.teacher.model, revision=settings.teacher.revision,
-                                  trust_remote_code=settings.teacher.trust_remote_code, what="teacher",
-                                  option="teacher.model")
-        report.teacher_space = LabelSpace.from_config(teacher_cfg)
-        report.add("teacher", "ok",
-                   f"{settings.teacher.model}: {teacher_cfg.model_type}, {teacher_cfg.num_hidden_layers} layers, "
-                   f"hidden {teacher_cfg.hidden_size}, labels {' '.join(report.teacher_space.labels)}")
+
+def check_teacher(report: ValidateReport, teacher: TeacherSettings):
+    """The teacher's config and labels (``report.teacher_space``); returns the config (even when
+    its labels are unreadable: the depth checks still apply), or None when it cannot be read."""
+    from nerkd.models.ner import load_config
+
+    cfg = None
+    try:
+        cfg = load_config(teacher.model, revision=teacher.revision, trust_remote_code=teacher.trust_remote_code,
+                          what="teacher", option="teacher.model")
+        report.teacher_space = LabelSpace.from_config(cfg)
     except NerkdError as e:
         report.add("teacher", "fail", str(e))
+        return cfg
     except ValueError as e:
         report.add("teacher", "fail", f"teacher labels: {e}")
+        return cfg
+    report.add("teacher", "ok",
+               f"{teacher.model}: {cfg.model_type}, {cfg.num_hidden_layers} layers, "
+               f"hidden {cfg.hidden_size}, labels {' '.join(report.teacher_space.labels)}")
+    return cfg
 
-    if teacher_cfg is not None:
-        n_t = teacher_cfg.num_hidden_layers
-        if settings.student.num_layers > n_t and settings.student.config is None:
-            report.add("student", "fail", f"student.num_layers {settings.student.num_layers} > teacher's {n_t}")
-        lm = settings.distill.layer_map
-        bad_t = [i for i in lm.teacher if i > n_t]
-        bad_s = [i for i in lm.student if i > settings.student.num_layers]
-        if bad_t or bad_s:
-            report.add("layer map", "fail", f"layers out of range: teacher {bad_t} (max {n_t}), "
-                                           f"student {bad_s} (max {settings.student.num_layers})")
-        else:
-            report.add("layer map", "ok", f"teacher {lm.teacher} -> student {lm.student}")
-        try:
-            check_positions(settings.data.max_length, teacher_cfg, "teacher")
-        except NerkdError as e:
-            report.add("max length", "fail", str(e))
 
-    if report.teacher_space is not None and report.data_space is not None:
-        m = type_mapping(report.teacher_space, report.data_space, settings.labels.rename,
-                         settings.labels.teacher_only)
-        report.mapping = m
-        shared = shared_types(m)
-        if not shared:
-            report.add("label mapping", "fail", "teacher and data share no entity type (see labels.rename)")
-        else:
-            report.add("label mapping", "ok",
-                       f"{report.teacher_space.scheme} -> {report.data_space.scheme} over {', '.join(shared)}")
-        if m.teacher_only:
-            fate = "folded into O" if settings.labels.teacher_only == "outside" else "dropped from KD"
-            report.add("teacher-only types", "warn", f"{', '.join(m.teacher_only)}: {fate}")
-        if m.data_only:
-            report.add("data-only types", "warn", f"{', '.join(m.data_only)}: gold supervision only, no KD signal")
+def check_student(report: ValidateReport, settings: Settings, teacher_cfg) -> None:
+    """Against the teacher's depth and positions: the student's depth, ``distill.layer_map`` and
+    ``data.max_length`` (three sections: it takes the settings)."""
+    n_t, n_s = teacher_cfg.num_hidden_layers, settings.student.num_layers
+    if n_s > n_t and settings.student.config is None:
+        report.add("student", "fail", f"student.num_layers {n_s} > teacher's {n_t}")
+    lm = settings.distill.layer_map
+    bad_t = [i for i in lm.teacher if i > n_t]
+    bad_s = [i for i in lm.student if i > n_s]
+    if bad_t or bad_s:
+        report.add("layer map", "fail", f"layers out of range: teacher {bad_t} (max {n_t}), "
+                                       f"student {bad_s} (max {n_s})")
+    else:
+        report.add("layer map", "ok", f"teacher {lm.teacher} -> student {lm.student}")
+    try:
+        check_positions(settings.data.max_length, teacher_cfg, "teacher")
+    except NerkdError as e:
+        report.add("max length", "fail", str(e))
 
+
+def check_mapping(report: ValidateReport, labels: LabelSettings) -> None:
+    """The teacher -> data type mapping (``report.mapping``), when both label spaces are known."""
+    if report.teacher_space is None or report.data_space is None:
+        return
+    m = type_mapping(report.teacher_space, report.data_space, labels.rename, labels.teacher_only)
+    report.mapping = m
+    shared = shared_types(m)
+    if not shared:
+        report.add("label mapping", "fail", "teacher and data share no entity type (see labels.rename)")
+    else:
+        report.add("label mapping", "ok",
+                   f"{report.teacher_space.scheme} -> {report.data_space.scheme} over {', '.join(shared)}")
+    if m.teacher_only:
+        fate = "folded into O" if labels.teacher_only == "outside" else "dropped from KD"
+        report.add("teacher-only types", "warn", f"{', '.join(m.teacher_only)}: {fate}")
+    if m.data_only:
+        report.add("data-only types", "warn", f"{', '.join(m.data_only)}: gold supervision only, no KD signal")
+
+
+def check_device(report: ValidateReport, settings: Settings, teacher_cfg) -> None:
+    """The training device and precision, the memory estimate (:func:`_memory_estimate`: the whole
+    settings) and, on a GPU, its free memory."""
     try:
         device = resolve_device(settings.train.device)
         precision = resolve_precision(settings.train.precision, device)
@@ -156,4 +190,3 @@ def run_validate(settings: Settings, config_name: str | None = None) -> Validate
             report.add("gpu memory", "ok", f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
     except NerkdError as e:
         report.add("device", "fail", str(e))
-    return report
