@@ -21,7 +21,7 @@ from nerkd.log import progress, say, warn
 from nerkd.prune.apply import attention_macs, count_parameters, original_heads, remove_heads
 from nerkd.prune.importance import Importance, compute_importance, loss_name, normalize
 from nerkd.prune.select import Selection, select_heads
-from nerkd.settings import Settings
+from nerkd.settings import DataSettings, LabelSettings, PruneSettings, Settings
 
 IMPORTANCE_FILE = "head_importance.json"
 
@@ -36,15 +36,16 @@ class PruneResult:
     notes: list[str] = field(default_factory=list)
 
 
-def importance_split(settings: Settings, log: Callable[[str], None]) -> Split:
+def importance_split(data: DataSettings, labels: LabelSettings, prune: PruneSettings,
+                     log: Callable[[str], None]) -> Split:
     """data.dev, else data.train (said), cut to prune.max_sentences (said)."""
-    name = "dev" if settings.data.dev else "train" if settings.data.train else None
+    name = "dev" if data.dev else "train" if data.train else None
     if name is None:
         raise SettingsError("prune needs gold data for head importance: set data.dev (or data.train)")
-    split = read_split(name, getattr(settings.data, name), settings.data, settings.labels)
+    split = read_split(name, getattr(data, name), data, labels)
     if name == "train":
         warn("data.dev is not set: head importance uses data.train")
-    cap = settings.prune.max_sentences
+    cap = prune.max_sentences
     total = len(split.sentences)
     if cap is not None and total > cap:
         split.sentences = split.sentences[:cap]
@@ -57,6 +58,7 @@ def importance_split(settings: Settings, log: Callable[[str], None]) -> Split:
 
 
 def make_batches(split: Split, tokenizer, model, settings: Settings) -> list[dict[str, torch.Tensor]]:
+    """Encode ``split`` and cut it into length-bucketed batches (data and train sections)."""
     encode_split(split, tokenizer, model.labels, settings.data)
     windows = split.windows
     order = bucket_batches([len(w) for w in windows], settings.train.batch_size,
@@ -73,8 +75,8 @@ def score_heads(model, batches: list[dict[str, torch.Tensor]], device) -> Import
         return compute_importance(model, batches, device=device, on_batch=lambda _: bar.advance(task))
 
 
-def prune_model(model, scores: list[list[float]], prune_settings) -> tuple[Selection, list[list[int]],
-                                                                           list[tuple[int, int]]]:
+def prune_model(model, scores: list[list[float]], prune_settings: PruneSettings
+                ) -> tuple[Selection, list[list[int]], list[tuple[int, int]]]:
     """Select by the settings and remove in place: (selection, kept original heads, removed original)."""
     index, _ = original_heads(model)
     selection = select_heads(scores, rate=prune_settings.rate, per_layer=prune_settings.per_layer,
@@ -95,11 +97,13 @@ def _grid(values: list[list[float]], index: list[list[int]], heads: int) -> list
 
 def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | None, *,
               log: Callable[[str], None] | None = None, overwrite: bool = False) -> PruneResult:
-    """Load, score, select, remove, save (``output`` None: nothing written, for dry runs/tests).
+    """Load, score, select, remove, save (``output`` None: nothing written, for dry runs/tests);
+    returns what was done, and prints nothing (lines go to ``log``, default :func:`nerkd.log.say`).
 
     ``output`` is guarded by :class:`nerkd.rundir.RunFolder`: checked and locked before the model
     is loaded; a non-empty folder that is not nerkd's needs ``overwrite``; a previous model and
-    run files there are replaced, nothing else is deleted."""
+    run files there are replaced, nothing else is deleted. The whole settings: they are saved
+    with the model (``settings.yaml``, written once, here)."""
     from nerkd.rundir import RunFolder
     log = log or say
     model_ref = str(model_ref)
@@ -121,9 +125,37 @@ def _prune(settings: Settings, model_ref: str, output: Path | None, log: Callabl
     if not known:
         notes.append("the input was pruned outside nerkd: head numbers are its current ones, not the original")
         warn(notes[-1])
-    select_heads([[0.0] * n for n in model.heads], rate=settings.prune.rate,  # fail before the long pass
-                 per_layer=settings.prune.per_layer, allow_empty=settings.prune.allow_empty_layers)
-    split = importance_split(settings, log)
+    p = settings.prune
+    select_heads([[0.0] * n for n in model.heads], rate=p.rate, per_layer=p.per_layer,  # fail before the long pass
+                 allow_empty=p.allow_empty_layers)
+    split = importance_split(settings.data, settings.labels, p, log)
+    imp = _importance(model, tokenizer, split, settings, log)
+    scores = normalize(imp.raw) if p.normalize else imp.raw
+    before = _size(model)
+    selection, kept, removed = prune_model(model, scores, p)
+    after = _size(model)
+    log(f"removed {len(removed)} of {before['heads']} heads ({selection.mode}): "
+        + (", ".join(f"L{layer}H{head}" for layer, head in removed) or "none"))
+    heads = int(model.config.num_attention_heads)
+    report = {
+        "layers": model.num_layers, "heads": heads,
+        "scores": _grid(scores, index, heads), "raw_scores": _grid(imp.raw, index, heads),
+        "pruned": [list(pair) for pair in removed], "kept": kept,
+        "normalize": p.normalize, "sentences": len(split.sentences),
+        "params_before": before["params"], "params_after": after["params"],
+        "heads_before": before["heads"], "heads_after": sum(len(k) for k in kept),
+        "attention_macs_128_before": before["macs"], "attention_macs_128_after": after["macs"],
+        "windows": imp.windows, "tokens": imp.tokens, "loss": loss_name(model),
+        "data": {"split": split.name, "path": split.path}, "rule": selection.mode,
+        "model": model_ref, "head_index": "original" if known else "current",
+    }
+    if output is not None:
+        _save(settings, model, tokenizer, report, output, run, log)
+    return PruneResult(output, report, report["scores"], removed, selection, notes)
+
+
+def _importance(model, tokenizer, split: Split, settings: Settings, log: Callable[[str], None]) -> Importance:
+    """Encode ``split`` and score the model's heads on ``train.device`` (the model ends on the CPU)."""
     batches = make_batches(split, tokenizer, model, settings)
     log(f"encoded: {split.encoded.summary()}")
     device = resolve_device(settings.train.device)
@@ -132,29 +164,17 @@ def _prune(settings: Settings, model_ref: str, output: Path | None, log: Callabl
     model.to(device)
     imp = score_heads(model, batches, device)
     model.to("cpu")
-    scores = normalize(imp.raw) if settings.prune.normalize else imp.raw
-    params_before, macs_before, heads_before = count_parameters(model), attention_macs(model), sum(model.heads)
-    selection, kept, removed = prune_model(model, scores, settings.prune)
-    params_after, macs_after = count_parameters(model), attention_macs(model)
-    log(f"removed {len(removed)} of {heads_before} heads ({selection.mode}): "
-        + (", ".join(f"L{layer}H{head}" for layer, head in removed) or "none"))
-    heads = int(model.config.num_attention_heads)
-    report = {
-        "layers": model.num_layers, "heads": heads,
-        "scores": _grid(scores, index, heads), "raw_scores": _grid(imp.raw, index, heads),
-        "pruned": [list(p) for p in removed], "kept": kept,
-        "normalize": settings.prune.normalize, "sentences": len(split.sentences),
-        "params_before": params_before, "params_after": params_after,
-        "heads_before": heads_before, "heads_after": sum(len(k) for k in kept),
-        "attention_macs_128_before": macs_before, "attention_macs_128_after": macs_after,
-        "windows": imp.windows, "tokens": imp.tokens, "loss": loss_name(model),
-        "data": {"split": split.name, "path": split.path}, "rule": selection.mode,
-        "model": model_ref, "head_index": "original" if known else "current",
-    }
-    if output is not None:
-        run.fresh_start()
-        model.save(output, tokenizer=tokenizer)
-        write_json(output / IMPORTANCE_FILE, report)
-        settings.save(output)
-        log(f"saved the pruned model to {output}")
-    return PruneResult(output, report, report["scores"], removed, selection, notes)
+    return imp
+
+
+def _size(model) -> dict[str, int]:
+    return {"params": count_parameters(model), "macs": attention_macs(model), "heads": sum(model.heads)}
+
+
+def _save(settings: Settings, model, tokenizer, report: dict, output: Path, run, log: Callable[[str], None]) -> None:
+    """The pruned model, ``head_importance.json`` and ``settings.yaml`` (once per run folder)."""
+    run.fresh_start()
+    model.save(output, tokenizer=tokenizer)
+    write_json(output / IMPORTANCE_FILE, report)
+    settings.save(output)
+    log(f"saved the pruned model to {output}")
