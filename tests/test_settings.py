@@ -7,6 +7,7 @@ import pytest
 from nerkd.errors import SettingsError
 from nerkd.project import Project
 from nerkd.settings import load_settings, parse_overrides
+from tests.conftest import DATA
 
 
 def test_defaults_and_phase_schedule():
@@ -135,3 +136,34 @@ def test_labels_drop_and_map_typos(pairs, expected):
     with pytest.raises(SettingsError) as e:
         load_settings(None, pairs)
     assert str(e.value).startswith(expected)
+
+
+# -- settings.yaml: written once per run folder --------------------------------------------------
+
+RUN_SETS = [f"data.train={DATA / 'train.jsonl'}", f"data.dev={DATA / 'dev.jsonl'}",
+            f"data.label2id={DATA / 'label2id.json'}", "data.limit=8", "data.max_length=48", "data.stride=8",
+            "train.batch_size=8", "train.max_steps=2", "train.device=cpu", "prune.max_sentences=8"]
+
+
+@pytest.mark.parametrize("stage", ["distill", "prune", "finetune", "teacher"])
+def test_each_stage_writes_settings_yaml_once(stage, tiny_io_teacher, tiny_bio, in_tmp, runner, monkeypatch):
+    from nerkd.cli.app import app
+    from nerkd.settings import Settings
+
+    writes: list[Path] = []
+    save = Settings.save
+
+    def counted(self, folder, name="settings.yaml"):
+        writes.append(Path(folder).resolve() / name)
+        return save(self, folder, name)
+
+    monkeypatch.setattr(Settings, "save", counted)
+    args = {"distill": ["distill", "--teacher", str(tiny_io_teacher), "--set", "student.num_layers=2",
+                        "--set", "distill.layer_map.teacher=[2,4]", "--set", "distill.layer_map.student=[1,2]"],
+            "prune": ["prune", "--model", str(tiny_bio)],
+            "finetune": ["finetune", "--model", str(tiny_bio)],
+            "teacher": ["finetune", "--base", "scratch", "--scratch-layers", "1", "--scratch-hidden", "32"]}[stage]
+    res = runner.invoke(app, [*args, "--output", "run", *(x for s in RUN_SETS for x in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    assert writes == [in_tmp.resolve() / "run" / "settings.yaml"]
+    assert load_settings(in_tmp / "run" / "settings.yaml").train.max_steps == 2
