@@ -59,23 +59,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_ranks_match_one_process(tiny_crf, tmp_path, monkeypatch):
+def spawn_and_compare(model_dir, tmp_path, monkeypatch) -> None:
+    """Train once in one process and once on two gloo ranks; both must end with the same weights."""
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     single, multi = tmp_path / "single", tmp_path / "ddp"
-    train_once(str(tiny_crf), str(single))
-    mp.spawn(_rank, args=(2, free_port(), str(tiny_crf), str(multi)), nprocs=2, join=True)
+    train_once(str(model_dir), str(single))
+    mp.spawn(_rank, args=(2, free_port(), str(model_dir), str(multi)), nprocs=2, join=True)
 
     a = load_file(str(single / "checkpoints/last/model.safetensors"))
     b = load_file(str(multi / "checkpoints/last/model.safetensors"))
-    start = load_file(str(tiny_crf / "model.safetensors"))
+    start = load_file(str(model_dir / "model.safetensors"))
     assert a.keys() == b.keys() and any(k.startswith("crf.") for k in a)
     moved = [k for k in start if not torch.equal(start[k], a["encoder_model." + k])]
     assert len(moved) > len(start) // 2                                    # training did change the weights
-    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    worst = max((a[k] - b[k]).abs().max().item() for k in a if a[k].numel())
     assert worst < 1e-5, f"largest weight difference {worst:.2e}"          # encoder via DDP, CRF via all-reduce
 
     sa = orjson.loads((single / "train_summary.json").read_bytes())
@@ -85,3 +86,20 @@ def test_two_gloo_ranks_match_one_process(tiny_crf, tmp_path, monkeypatch):
     la = [x["loss"] for x in map(orjson.loads, (single / "metrics.jsonl").read_bytes().splitlines())]
     lb = [x["loss"] for x in map(orjson.loads, (multi / "metrics.jsonl").read_bytes().splitlines())]
     assert lb == pytest.approx(la, rel=1e-5)                               # losses gathered over both ranks
+
+
+def test_two_gloo_ranks_match_one_process(tiny_crf, tmp_path, monkeypatch):
+    spawn_and_compare(tiny_crf, tmp_path, monkeypatch)
+
+
+def test_a_layer_pruned_empty_trains_under_ddp(tiny_crf, tmp_path, monkeypatch):
+    """A layer that lost every head has no zero-size parameter (DDP would wait for its gradient
+    forever) and needs no private DDP call: two ranks still match one process."""
+    from nerkd.models.ner import NerModel, load_tokenizer
+    from nerkd.prune.apply import remove_heads
+
+    model = NerModel.load(tiny_crf)
+    remove_heads(model, [(1, h) for h in range(4)])
+    assert model.heads == [4, 0] and all(p.numel() for p in model.parameters())
+    model.save(tmp_path / "pruned", tokenizer=load_tokenizer(tiny_crf))
+    spawn_and_compare(tmp_path / "pruned", tmp_path, monkeypatch)

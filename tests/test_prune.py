@@ -223,6 +223,24 @@ def test_save_reload_and_second_prune(tiny_bio, tmp_path):
     assert third.heads == [2, 1] and original_heads(third) == ([[0, 3], [2]], True)
 
 
+def test_an_emptied_layer_round_trips_and_has_no_zero_size_parameter(tiny_bio, tmp_path):
+    model = NerModel.load(tiny_bio)
+    ids, mask = _inputs()
+    remove_heads(model, [(1, h) for h in range(4)])
+    assert model.heads == [4, 0]
+    assert all(p.numel() for p in model.parameters())   # DDP would wait forever for a zero-size parameter's grad
+    out = encoder_layers(model)[1].out_proj
+    assert out.weight.shape == (64, 0) and out.bias.requires_grad
+    with torch.no_grad():
+        before = model(ids, mask).logits
+    model.save(tmp_path / "p", tokenizer=load_tokenizer(tiny_bio))
+    again = NerModel.load(tmp_path / "p")
+    assert again.heads == [4, 0] and again.state_dict().keys() == model.state_dict().keys()
+    assert isinstance(encoder_layers(again)[1].self_attn, EmptySelfAttention)
+    with torch.no_grad():
+        assert torch.equal(again(ids, mask).logits, before)
+
+
 def test_run_prune_engine_writes_json_and_reprunes(tiny_crf, tmp_path):
     settings = _settings("prune.rate=0.25")
     first = run_prune(settings, tiny_crf, tmp_path / "p1", log=lambda _: None)

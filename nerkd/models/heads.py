@@ -73,15 +73,16 @@ class EmptySelfAttention(nn.Module):
 class EmptyOutput(nn.Module):
     """Output projection of a layer with no head left: adds its bias only.
 
-    Keeps ``weight [hidden, 0]`` and ``bias [hidden]`` (same state-dict keys as the ``nn.Linear``
-    it replaces) but is not an ``nn.Linear``, so int8 dynamic quantisation (which cannot handle a
-    zero-width matrix) leaves it alone.
+    Same state-dict keys as the ``nn.Linear`` it replaces (``weight [hidden, 0]``, ``bias
+    [hidden]``), but the empty ``weight`` is a buffer, not a parameter: every parameter of the
+    model then gets a gradient, so DDP needs no list of parameters to ignore. Not an ``nn.Linear``,
+    so int8 dynamic quantisation (which cannot handle a zero-width matrix) leaves it alone.
     """
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = 0, linear.out_features
-        self.weight = nn.Parameter(linear.weight.detach()[:, :0].clone(), requires_grad=linear.weight.requires_grad)
+        self.register_buffer("weight", linear.weight.detach()[:, :0].clone())
         source = linear.bias if linear.bias is not None else linear.weight.new_zeros(self.out_features)
         self.bias = nn.Parameter(source.detach().clone(), requires_grad=linear.weight.requires_grad)
 

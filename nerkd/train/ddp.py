@@ -137,11 +137,8 @@ def forward_wrapper(model: nn.Module, env: DistEnv, device: torch.device,
 
     ids = [device.index] if device.type == "cuda" else None
     encoder = model.encoder_model
-    # zero-size parameters (the output weight of a layer whose heads were all pruned) never get a
-    # gradient; DDP would wait for them forever
-    empty = [name for name, p in encoder.named_parameters() if p.numel() == 0]
-    if empty:
-        DDP._set_params_and_buffers_to_ignore_for_model(encoder, empty)
+    # every parameter gets a gradient at each step (a layer whose heads were all pruned keeps its
+    # empty output weight as a buffer: nerkd.models.heads.EmptyOutput), so DDP ignores none
     # buffers (position ids) are constants: no need to re-broadcast them at every forward
     params = inspect.signature(DDP.__init__).parameters
     sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
