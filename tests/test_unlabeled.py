@@ -286,6 +286,20 @@ def test_unlabeled_settings_range_errors(pair, key):
         load_settings(overrides=[pair])
 
 
+def test_transfer_set_from_settings(in_tmp):
+    from nerkd.data.dataset import load_splits
+
+    dev = _gold("dev.jsonl")
+    _write(in_tmp / "u.txt", [_note(1), detokenize(dev[5]), _note(2), _note(3), _note(1)])
+    s = load_settings(overrides=[f"data.dev={DATA / 'dev.jsonl'}", f"data.test={DATA / 'test.jsonl'}"])
+    splits = load_splits(s.data, ("dev", "test"))
+    assert U.transfer_set(s, splits) is None                     # data.unlabeled not set
+    s = load_settings(overrides=[f"data.dev={DATA / 'dev.jsonl'}", f"data.test={DATA / 'test.jsonl'}",
+                                 "data.unlabeled=u.txt", "distill.unlabeled_max=2"])
+    summary = U.transfer_set(s, splits).summary
+    assert (summary.texts, summary.leaked, summary.duplicates, summary.capped) == (2, {"dev": 1, "test": 0}, 0, True)
+
+
 def test_texts_per_epoch():
     assert U.texts_per_epoch(1.0, 400) == 400
     assert U.texts_per_epoch(2.5, 41) == 103                     # 102.5 rounded half up

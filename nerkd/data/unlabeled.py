@@ -320,6 +320,15 @@ def summarize_unlabeled(path: str | Path, gold: Mapping[str, Iterable[Sequence[s
     return index.summary
 
 
+def transfer_set(settings, splits: Mapping, leak_splits: Sequence[str] = ("dev", "test")) -> UnlabeledIndex | None:
+    """The scanned ``data.unlabeled`` of ``settings`` (None when unset), dev and test of ``splits`` (as
+    ``load_splits`` returns them) as the leak filter, ``distill.unlabeled_max`` as the cap."""
+    if not settings.data.unlabeled:
+        return None
+    return scan_unlabeled(settings.data.unlabeled, LeakFilter.from_splits(splits, leak_splits),
+                          settings.distill.unlabeled_max)
+
+
 # --------------------------------------------------------------------------------------------- sampling
 
 
