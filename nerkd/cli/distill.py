@@ -44,9 +44,7 @@ def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt =
     settings, project = resolve(config, set_)
     from nerkd.stages.distill import run_distill
 
-    teacher_ref = teacher or settings.teacher.model
-    out_dir = output or project.default_output("distill", settings.paths.artifacts)
-    result = run_distill(settings, project, teacher_ref, out_dir, resume=resume, overwrite=overwrite)
+    result = run_distill(settings, project, teacher, output, resume=resume, overwrite=overwrite)
     _render(result)
 
 

@@ -62,14 +62,16 @@ def mapping_record(mapping: TypeMapping, teacher: LabelSpace, student: LabelSpac
     }
 
 
-def run_distill(settings: Settings, project: Project, teacher_ref: str | Path, output: str | Path,
-                resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Distil ``teacher_ref`` into a student saved in ``output``; returns the loop's ``TrainResult``.
+def run_distill(settings: Settings, project: Project, teacher_ref: str | Path | None = None,
+                output: str | Path | None = None, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Distil ``teacher_ref`` (default ``teacher.model``) into a student saved in ``output`` (default
+    ``<artifacts>/student``); returns the loop's ``TrainResult``.
 
     ``output`` is guarded as :func:`~nerkd.stages.common.in_run_folder` says (checked and locked
     before anything is loaded; with ``resume``, a checkpoint must be there; ``overwrite`` allows a
     non-nerkd folder)."""
-    output = Path(output)
+    teacher_ref = teacher_ref or settings.teacher.model
+    output = Path(output) if output else project.default_output("distill", settings.paths.artifacts)
     return in_run_folder(project, "distill", output, lambda run: _distill(settings, teacher_ref, output, resume, run),
                          overwrite=overwrite, resume=resume)
 
