@@ -336,3 +336,17 @@ def test_gold_applies_labels_drop_and_map(tmp_path):
     s = Settings(labels={"drop": ["DATE"], "map": {"PERSON": "PER"}})
     gold = load_gold(data, s.data, s.labels)
     assert gold.types == ["LOC", "PER"] and gold.gold_tags == [["B-PER", "O", "B-LOC", "O"]]
+
+
+def test_cli_notes_keep_brackets(in_tmp, runner, tiny_bio):
+    """A note naming a bench row like ``bio_onnx [onnx]`` keeps its brackets (they are not rich markup)."""
+    from nerkd.cli.app import app
+
+    bench = bench_file(in_tmp / "bench.json", {"tiny_bio": tiny_bio})
+    doc = orjson.loads(bench.read_bytes())
+    doc["models"][-1]["name"] = "bio_onnx [onnx]"  # the stranger: matches no evaluated model
+    bench.write_bytes(orjson.dumps(doc))
+    result = runner.invoke(app, ["report", "--data", str(TEST), "-m", str(tiny_bio), "--bench", str(bench),
+                                 "--set", "data.limit=5", "--output", str(in_tmp / "r")])
+    assert result.exit_code == 0, result.output
+    assert "match no evaluated model: bio_onnx [onnx]" in result.stderr

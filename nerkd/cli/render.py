@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 from rich.style import Style
 from rich.table import Table
@@ -95,3 +96,60 @@ def training_result(result, stage: str) -> list:
             table.add_row(name.replace("_", " "), f"{value:.4f}" if isinstance(value, float) else str(value))
     parts.append(table)
     return parts
+
+
+# -- nerkd report ----------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from nerkd.report.records import Report
+    from nerkd.report.render import TableData
+
+
+def rich_table(data: TableData) -> Table:
+    """A :class:`nerkd.report.render.TableData` as a rich table (cells never wrapped)."""
+    table = Table(title=data.title, title_justify="left")
+    for header, justify in zip(data.columns, data.justify, strict=True):
+        table.add_column(header, justify=justify, no_wrap=True)
+    for row in data.rows:
+        table.add_row(*row)
+    return table
+
+
+def compact_entity_table(report: Report) -> TableData:
+    """The entity table for a terminal: one ``P/R/F1`` cell per type."""
+    from nerkd.report.render import TableData, entity_table
+
+    full = entity_table(report)
+    n = (len(full.columns) - 1) // 3
+    names = [full.columns[1 + 3 * i].rsplit(" ", 1)[0] for i in range(n)]
+    return TableData("entity scores (%)", ["model"] + [f"{t} P/R/F1" for t in names],
+                     [[r[0]] + ["/".join(r[1 + 3 * i : 4 + 3 * i]) for i in range(n)] for r in full.rows])
+
+
+def terminal_size_speed(report: Report) -> list[TableData]:
+    """The size and speed table cut in two, with short headers, for an 80-column terminal."""
+    from nerkd.report.render import TableData, size_speed_table
+
+    full = size_speed_table(report)
+    rows = full.rows
+    out = [TableData("size (ratios vs the first model)", ["model", "params", "x", "weights", "x"],
+                     [r[:5] for r in rows])]
+    if len(full.columns) > 5:
+        out.append(TableData("speed (nerkd bench; speed-ups vs the first model)",
+                             ["model", "p50 ms", "min–max", "p95 ms", "words/s", "min–max", "x latency",
+                              "x throughput", "mem MB"],
+                             [[r[0], *r[5:]] for r in rows]))
+    return out
+
+
+def report_tables(report: Report) -> list[Table]:
+    """What ``nerkd report`` prints: entity scores, size, speed, training runs and pruning (when any)."""
+    from dataclasses import replace
+
+    from nerkd.report.render import heads_table, training_table
+
+    tables = [compact_entity_table(report), *terminal_size_speed(report)]
+    for data, title in ((training_table(report), "training runs (dev)"), (heads_table(report), "pruning")):
+        if data is not None:
+            tables.append(replace(data, title=title))
+    return [rich_table(t) for t in tables]

@@ -36,7 +36,10 @@ def report(
       nerkd report --data data/dev.jsonl --model artifacts/teacher \\
         --model artifacts/final --output artifacts/report_dev
     """
-    from nerkd.report.render import rich_tables, write_report
+    from rich.markup import escape
+
+    from nerkd.cli.render import report_tables
+    from nerkd.report.render import write_report
     from nerkd.stages.report import (
         build_report,
         default_bench,
@@ -45,7 +48,7 @@ def report(
         default_output,
         named_models,
     )
-    from nerkd.ui import err, log, out, progress
+    from nerkd.ui import err, log, out
 
     settings, project = resolve(config, set_)
     specs = named_models(model) if model else default_models(settings, project)
@@ -57,16 +60,12 @@ def report(
     log(f"report: {len(specs)} models on {data_path}: " + ", ".join(f"{s.name} ({s.path})" for s in specs))
     if bench_files:
         log("bench figures: " + ", ".join(str(p) for p in bench_files))
-    with progress() as bar:
-        rep = build_report(settings, project, data=data_path, models=specs, bench_files=bench_files,
-                           output=out_dir, progress=bar)
+    rep = build_report(settings, project, data=data_path, models=specs, bench_files=bench_files, output=out_dir)
     files = write_report(rep)
-    for table in rich_tables(rep):
+    for table in report_tables(rep):
         out.print(table)
     for note in rep.notes:
-        err.print(f"[yellow]note:[/] {note}", markup=True, highlight=False, soft_wrap=True)
-    from rich.markup import escape
-
+        err.print(f"[yellow]note:[/] {escape(note)}", markup=True, highlight=False, soft_wrap=True)
     for message in rep.warnings:  # last, so they are not lost among the notes
         err.print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     log("wrote " + ", ".join(str(p) for p in [*files.values(), *rep.plots.values()]))

@@ -1,16 +1,32 @@
-"""The report as tables, then as Markdown, self-contained HTML, JSON and rich tables for the terminal."""
+"""The report as tables of plain strings (:class:`TableData`), then as Markdown, self-contained HTML and
+JSON. The terminal's rich tables are drawn from the same tables by :mod:`nerkd.cli.render`."""
 
 from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerkd.io import atomic_write_text, write_json
 from nerkd.report.records import Report
 
-Table = tuple[list[str], list[list[str]]]
 DASH = "-"
+
+
+@dataclass
+class TableData:
+    """A table as plain strings: a title, column headers, rows of cells, each column's justification
+    (``"left"`` or ``"right"``; by default the first column left, the figures right)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    justify: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.justify:
+            self.justify = ["left"] + ["right"] * (len(self.columns) - 1)
 
 LEGEND = [
     "Scores are entity-level (seqeval, CoNLL-style): an entity counts only when its type and both borders "
@@ -58,7 +74,7 @@ def span(bench: dict, key: str, fmt: str = ".1f") -> str:
 
 # -- tables ---------------------------------------------------------------------------------
 
-def entity_table(report: Report) -> Table:
+def entity_table(report: Report) -> TableData:
     types = report.data.types
     headers = ["model"] + [f"{t} {m}" for t in [*types, "all"] for m in ("P", "R", "F1")]
     rows = []
@@ -70,10 +86,10 @@ def entity_table(report: Report) -> Table:
             cells += [pct(r["precision"]), pct(r["recall"]), pct(r["f1"])] if r else [DASH] * 3
         cells += [pct(s["precision"]), pct(s["recall"]), pct(s["f1"])]
         rows.append(cells)
-    return headers, rows
+    return TableData("Entity scores (P / R / F1, %)", headers, rows)
 
 
-def size_speed_table(report: Report) -> Table:
+def size_speed_table(report: Report) -> TableData:
     bench = report.has_bench
     headers = ["model", "parameters", "x fewer params", "weights on disk", "x smaller on disk"]
     if bench:
@@ -89,10 +105,10 @@ def size_speed_table(report: Report) -> Table:
                       num(b.get("words_per_s"), ",.0f"), span(b, "words_per_s", ",.0f"),
                       ratio(c["speedup_latency"]), ratio(c["speedup_throughput"]), num(b.get("peak_mem_mb"))]
         rows.append(cells)
-    return headers, rows
+    return TableData("Size and speed", headers, rows)
 
 
-def training_table(report: Report) -> Table | None:
+def training_table(report: Report) -> TableData | None:
     rows = []
     for row in report.rows:
         t = row.train_summary
@@ -100,10 +116,11 @@ def training_table(report: Report) -> Table | None:
             stopped = t.get("stopped_early")
             rows.append([row.name, pct(t.get("best_f1")), str(t.get("best_epoch", DASH)),
                          str(t.get("epochs_run", DASH)), DASH if stopped is None else ("yes" if stopped else "no")])
-    return (["model", "best dev F1", "best epoch", "epochs run", "stopped early"], rows) if rows else None
+    columns = ["model", "best dev F1", "best epoch", "epochs run", "stopped early"]
+    return TableData("Training runs (dev set)", columns, rows) if rows else None
 
 
-def heads_table(report: Report) -> Table | None:
+def heads_table(report: Report) -> TableData | None:
     rows = []
     for row in report.rows:
         hi = row.head_importance
@@ -112,7 +129,8 @@ def heads_table(report: Report) -> Table | None:
         pruned = len((hi or {}).get("pruned") or [])
         rows.append([row.name, " ".join(str(h) for h in row.score.heads), str(pruned) if hi else DASH,
                      count((hi or {}).get("params_before")), count((hi or {}).get("params_after"))])
-    return (["model", "heads per layer", "pruned heads", "params before", "params after"], rows) if rows else None
+    columns = ["model", "heads per layer", "pruned heads", "params before", "params after"]
+    return TableData("Pruning", columns, rows) if rows else None
 
 
 def speed_lines(report: Report) -> list[str]:
@@ -134,26 +152,25 @@ def data_line(report: Report) -> str:
 
 # -- Markdown -------------------------------------------------------------------------------
 
-def _md_table(table: Table) -> str:
-    headers, rows = table
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in
-                                                              range(len(headers))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+def _md_table(table: TableData) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |",
+             "|" + "|".join("---:" if j == "right" else "---" for j in table.justify) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in table.rows]
     return "\n".join(lines)
 
 
 def markdown(report: Report) -> str:
+    entities, sizes = entity_table(report), size_speed_table(report)
     parts = ["# nerkd report", "", f"Created {report.created}.", "", f"Data: {data_line(report)}", "",
-             "## Entity scores (P / R / F1, %)", "", _md_table(entity_table(report)), "",
-             "## Size and speed", ""]
+             f"## {entities.title}", "", _md_table(entities), "", f"## {sizes.title}", ""]
     for line in speed_lines(report):
         parts += [f"**{line}**" if line.startswith("Warning:") else line, ""]
-    parts += [_md_table(size_speed_table(report)), ""]
+    parts += [_md_table(sizes), ""]
     if not report.has_bench:
         parts += ["Bench figures missing: run `nerkd bench` for latency and throughput.", ""]
-    for title, table in (("Training runs (dev set)", training_table(report)), ("Pruning", heads_table(report))):
+    for table in (training_table(report), heads_table(report)):
         if table:
-            parts += [f"## {title}", "", _md_table(table), ""]
+            parts += [f"## {table.title}", "", _md_table(table), ""]
     parts += ["## Plots", ""]
     if report.plots_skipped:
         parts += [f"Plots skipped: {report.plots_skipped}.", ""]
@@ -184,10 +201,10 @@ def _e(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _html_table(table: Table) -> str:
-    headers, rows = table
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+def _html_table(table: TableData) -> str:
+    """Columns justified by the page's CSS (first left, figures right)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in table.rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -198,21 +215,21 @@ def _code(text: str) -> str:
 
 
 def html_page(report: Report) -> str:
+    entities, sizes = entity_table(report), size_speed_table(report)
     parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              "<title>nerkd report</title>", f"<style>{CSS}</style></head><body>",
              "<h1>nerkd report</h1>", f'<p class="meta">Created {_e(report.created)}.<br>Data: '
              f"{_e(data_line(report))}</p>",
-             "<h2>Entity scores (P / R / F1, %)</h2>", _html_table(entity_table(report)),
-             "<h2>Size and speed</h2>"]
+             f"<h2>{_e(entities.title)}</h2>", _html_table(entities), f"<h2>{_e(sizes.title)}</h2>"]
     parts += [f"<p><strong>{_code(line)}</strong></p>" if line.startswith("Warning:") else f"<p>{_code(line)}</p>"
               for line in speed_lines(report)]
-    parts.append(_html_table(size_speed_table(report)))
+    parts.append(_html_table(sizes))
     if not report.has_bench:
         parts.append(f"<p>{_code('Bench figures missing: run `nerkd bench` for latency and throughput.')}</p>")
-    for title, table in (("Training runs (dev set)", training_table(report)), ("Pruning", heads_table(report))):
+    for table in (training_table(report), heads_table(report)):
         if table:
-            parts += [f"<h2>{_e(title)}</h2>", _html_table(table)]
+            parts += [f"<h2>{_e(table.title)}</h2>", _html_table(table)]
     parts.append("<h2>Plots</h2>")
     if report.plots_skipped:
         parts.append(f"<p>Plots skipped: {_code(report.plots_skipped)}.</p>")
@@ -263,44 +280,3 @@ def write_report(report: Report) -> dict[str, Path]:
         "json": write_json(out / "report.json", as_json(report)),
     }
 
-
-# -- terminal -------------------------------------------------------------------------------
-
-def compact_entity_table(report: Report) -> Table:
-    """The entity table for a terminal: one ``P/R/F1`` cell per type."""
-    headers, rows = entity_table(report)
-    n = (len(headers) - 1) // 3
-    names = [headers[1 + 3 * i].rsplit(" ", 1)[0] for i in range(n)]
-    return (["model"] + [f"{t} P/R/F1" for t in names],
-            [[r[0]] + ["/".join(r[1 + 3 * i : 4 + 3 * i]) for i in range(n)] for r in rows])
-
-
-def terminal_size_speed(report: Report) -> list[tuple[str, Table]]:
-    """The size and speed table cut in two, with short headers, for an 80-column terminal."""
-    headers, rows = size_speed_table(report)
-    out = [("size (ratios vs the first model)", (["model", "params", "x", "weights", "x"], [r[:5] for r in rows]))]
-    if len(headers) > 5:
-        out.append(("speed (nerkd bench; speed-ups vs the first model)",
-                    (["model", "p50 ms", "min–max", "p95 ms", "words/s", "min–max", "x latency", "x throughput",
-                      "mem MB"],
-                     [[r[0], *r[5:]] for r in rows])))
-    return out
-
-
-def rich_tables(report: Report) -> list:
-    from rich.table import Table as RichTable
-
-    out = []
-    named = [("entity scores (%)", compact_entity_table(report)), *terminal_size_speed(report),
-             ("training runs (dev)", training_table(report)), ("pruning", heads_table(report))]
-    for title, table in named:
-        if table is None:
-            continue
-        headers, rows = table
-        t = RichTable(title=title, title_justify="left")
-        for i, h in enumerate(headers):
-            t.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
-        for r in rows:
-            t.add_row(*r)
-        out.append(t)
-    return out

@@ -7,62 +7,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nerkd.errors import NerkdError, SettingsError
-from nerkd.infer.benchfile import machines, match_bench, read_bench
-from nerkd.project import STAGE_DIRS, Project
+from nerkd.infer.benchfile import BenchFile, BenchMatch, machines, match_bench, read_bench
+from nerkd.log import progress
+from nerkd.project import Project, parse_models
 from nerkd.report import plots
 from nerkd.report.evaluate import GoldData, load_gold, read_run_file, score_model
 from nerkd.report.records import ModelRow, ModelSpec, Report
 
-PIPELINE = ("distill", "prune", "finetune")
-
-
 # -- defaults ----------------------------------------------------------------------------
-
-def _local(ref: str | Path, project: Project) -> Path | None:
-    p = Path(ref).expanduser()
-    for cand in ([p] if p.is_absolute() else [p, project.root / p]):
-        if cand.is_dir() and (cand / "config.json").is_file():
-            return cand
-    return None
 
 
 def default_models(settings, project: Project) -> list[ModelSpec]:
-    """The teacher (if a local folder) then distill, prune, finetune outputs that exist, in that order."""
-    specs: list[ModelSpec] = []
-    seen: set[Path] = set()
-    teacher = _local(settings.teacher.model, project)
-    if teacher is not None:
-        specs.append(ModelSpec("teacher", str(teacher), "teacher"))
-        seen.add(teacher.resolve())
-    outputs = project.state.get("outputs", {})
-    for stage in PIPELINE:
-        found = None
-        if stage in outputs:
-            found = _local(outputs[stage], project)
-        if found is None:
-            found = _local(project.default_output(stage, settings.paths.artifacts), project)
-        if found is not None and found.resolve() not in seen:
-            specs.append(ModelSpec(STAGE_DIRS[stage], str(found), stage))
-            seen.add(found.resolve())
-    return specs
+    """The pipeline's models (:meth:`nerkd.project.Project.pipeline_models`) that are folders here: the
+    teacher, then the distill, prune and finetune outputs, named by their folder (``student``) with
+    their stage (``distill``) as a second name for bench entries. A hub teacher is left out."""
+    return [ModelSpec(m.folder, m.path, m.stage)
+            for m in project.pipeline_models(settings.teacher.model, settings.paths.artifacts) if m.local]
 
 
 def named_models(refs: Sequence[str]) -> list[ModelSpec]:
-    """``--model`` values (``PATH`` or ``NAME=PATH``) -> specs with unique names."""
-    specs, used = [], set()
-    for ref in refs:
-        name, sep, path = ref.partition("=")
-        if not sep or Path(ref).exists():
-            name, path = Path(ref.rstrip("/")).name or ref, ref
-        base, k = name, 2
-        if name in used:
-            parent = Path(path.rstrip("/")).parent.name
-            name = f"{parent}/{base}" if parent else base
-        while name in used:
-            name, k = f"{base}#{k}", k + 1
-        used.add(name)
-        specs.append(ModelSpec(name, path))
-    return specs
+    """``--model`` values (``PATH`` or ``NAME=PATH``) -> specs with unique names
+    (:func:`nerkd.project.parse_models`: a repeated folder name gets its parent folder, ``b/final``)."""
+    return [ModelSpec(name, path) for name, path in parse_models(refs)]
 
 
 def default_data(settings) -> str:
@@ -194,50 +160,28 @@ def _plot_all(report: Report) -> None:
                                                  title=f"{row.name}: head importance (x = pruned)")
 
 
-def build_report(settings, project: Project, *, data: str, models: list[ModelSpec], bench_files: list[Path],
-                 output: Path, progress=None) -> Report:
-    """Evaluate ``models`` on ``data`` and collect everything the report shows (files written by render)."""
-    from nerkd.device import resolve_device, resolve_precision
-
-    if not models:
-        raise NerkdError("report: no model to evaluate: give --model, or run the pipeline first "
-                         f"(no local teacher, no stage output under {settings.paths.artifacts}/)")
-    from nerkd.models.hub import check_ref
-
-    for spec in models:  # fail before spending time on the first models
-        check_ref(spec.path, f"model {spec.name}" if spec.name != Path(spec.path).name else "model", "--model")
-    gold = load_gold(data, settings.data, settings.labels)
-    device = resolve_device(settings.infer.device)
-    precision = resolve_precision(settings.infer.precision, device)
-    benches = [read_bench(p) for p in bench_files]
-    bases = [project.root, Path.cwd()]
-    matched = match_bench([(m.name, m.path, (m.stage,) if m.stage else ()) for m in models], benches, bases)
+def _score_all(models: list[ModelSpec], matched: BenchMatch, gold: GoldData, settings,
+               notes: list[str]) -> list[ModelRow]:
+    """One row per model (fp32), then one per int8 bench entry; progress through :func:`nerkd.log.progress`."""
     runs = [(m, "fp32", matched.primary.get(m.name)) for m in models]
     spec_of = {m.name: m for m in models}
     runs += [(spec_of[name], "int8", entry) for name, entry in matched.int8]
-    notes: list[str] = []
-    if gold.split.read.skipped_empty:
-        notes.append(f"{gold.split.read.skipped_empty} empty sentences skipped in {data}")
     rows: list[ModelRow] = []
-    task = None
-    if progress is not None:
-        task = progress.add_task("evaluating", total=len(runs) * gold.sentences, info="")
-    for spec, variant, entry in runs:
-        name = spec.name if variant == "fp32" else f"{spec.name} int8"
-        if progress is not None:
-            progress.update(task, info=name)
+    with progress() as bar:
+        task = bar.add_task("evaluating", total=len(runs) * gold.sentences, info="")
+        for spec, variant, entry in runs:
+            name = spec.name if variant == "fp32" else f"{spec.name} int8"
+            bar.update(task, info=name)
+            score = score_model(name, spec.path, gold, settings, variant=variant,
+                                advance=lambda n: bar.advance(task, n))
+            row = ModelRow(score=score, stage=spec.stage if variant == "fp32" else None, bench=entry)
+            if variant == "fp32":
+                _run_files(row, notes)
+            rows.append(row)
+    return rows
 
-        def advance(n: int) -> None:
-            if progress is not None:
-                progress.advance(task, n)
 
-        score = score_model(name, spec.path, gold, settings, variant=variant, advance=advance)
-        row = ModelRow(score=score, stage=spec.stage if variant == "fp32" else None, bench=entry)
-        if variant == "fp32":
-            _run_files(row, notes)
-        rows.append(row)
-    _compression(rows, notes)
-    _model_notes(gold, rows, notes)
+def _bench_notes(rows: list[ModelRow], benches: list[BenchFile], matched: BenchMatch, notes: list[str]) -> None:
     if not benches:
         notes.append("bench figures missing (latency, throughput, memory): run `nerkd bench` "
                      "(writes <artifacts>/bench.json) or give --bench FILE")
@@ -260,6 +204,34 @@ def build_report(settings, project: Project, *, data: str, models: list[ModelSpe
     if matched.int8:
         notes.append("int8 rows: the model quantised at load time (dynamic int8 Linear layers, as `nerkd infer "
                      "--int8`), scored on CPU; on disk it is the fp32 files")
+
+
+def build_report(settings, project: Project, *, data: str, models: list[ModelSpec], bench_files: list[Path],
+                 output: Path) -> Report:
+    """Evaluate ``models`` on ``data`` and collect everything the report shows; draws the plots into
+    ``output`` (the other files: :func:`nerkd.report.render.write_report`). Prints nothing."""
+    from nerkd.device import resolve_device, resolve_precision
+
+    if not models:
+        raise NerkdError("report: no model to evaluate: give --model, or run the pipeline first "
+                         f"(no local teacher, no stage output under {settings.paths.artifacts}/)")
+    from nerkd.models.hub import check_ref
+
+    for spec in models:  # fail before spending time on the first models
+        check_ref(spec.path, f"model {spec.name}" if spec.name != Path(spec.path).name else "model", "--model")
+    gold = load_gold(data, settings.data, settings.labels)
+    device = resolve_device(settings.infer.device)
+    precision = resolve_precision(settings.infer.precision, device)
+    benches = [read_bench(p) for p in bench_files]
+    bases = [project.root, Path.cwd()]
+    matched = match_bench([(m.name, m.path, (m.stage,) if m.stage else ()) for m in models], benches, bases)
+    notes: list[str] = []
+    if gold.split.read.skipped_empty:
+        notes.append(f"{gold.split.read.skipped_empty} empty sentences skipped in {data}")
+    rows = _score_all(models, matched, gold, settings, notes)
+    _compression(rows, notes)
+    _model_notes(gold, rows, notes)
+    _bench_notes(rows, benches, matched, notes)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     report = Report(output=Path(output), created=created, data=gold, rows=rows, device=str(device),
                     precision=precision, benches=benches, bench_unmatched=matched.unmatched, notes=notes,
