@@ -162,6 +162,14 @@ def test_health_and_model(served, tiny_bio):
     assert "EntitiesRequest" in schema["components"]["schemas"]
 
 
+def test_model_info_of_an_onnx_export_names_its_source(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"graph")
+    (tmp_path / "manifest.json").write_text('{"format": "nerkd-onnx", "source": {"sha256": "abc123"}}')
+    info = model_info(tmp_path, type("E", (), {"space": FakeEngine.space, "backend": "onnx"})())
+    assert info["sha256"] == hashlib.sha256(b"graph").hexdigest() == info["weights_sha256"]["model.onnx"]
+    assert info["source_sha256"] == "abc123" and info["backend"] == "onnx"
+
+
 def test_entities_match_infer(served):
     client, ref, _, _ = served
     texts = sample_texts()[:5]

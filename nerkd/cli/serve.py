@@ -62,6 +62,7 @@ def serve(
     import uvicorn
 
     from nerkd.infer import Engine
+    from nerkd.infer.onnx_backend import resolve_backend
     from nerkd.serve.app import create_app, resolve_token
     from nerkd.serve.info import model_info
     from nerkd.threads import describe_threads, set_threads
@@ -75,7 +76,7 @@ def serve(
     st, ss = settings.infer, settings.serve
     host = host or ss.host
     port = ss.port if port is None else port
-    chosen_backend = backend.value if backend else st.backend
+    chosen_backend = resolve_backend(ref, backend.value if backend else st.backend)   # a wrong one fails here
     n_threads, why = set_threads(threads or ss.threads)
     token = resolve_token(ss)
 
