@@ -144,7 +144,7 @@ def main() -> None:
     print(f"nerkd {__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f} before timing; {len(texts)} WikiNEuRal-fr sentences", flush=True)
     reference: set | None = None
-    rows = []
+    header = False
     for threads in [int(x) for x in args.threads.split(",")]:
         torch.set_num_threads(threads)
         engines = {
@@ -164,19 +164,21 @@ def main() -> None:
             for name in order:
                 seconds, _, _ = run_once(engines[name], data)
                 rates[name].append(words / seconds)
+        if not header:   # rows are printed as soon as a thread count is done
+            print(f"\n{words:,} words per run, {args.repeats} interleaved rounds, medians (min-max)\n")
+            print(f"| threads | engine | words/s | min-max | x torch fp32 | spans = torch fp32 ({threads} thread"
+                  f"{'s' if threads > 1 else ''}) | entities | load avg |")
+            print("|---:|---|---:|---:|---:|---:|---:|---:|")
+            header = True
         base = statistics.median(rates["torch fp32"])
+        load = os.getloadavg()[0]
         for name in ENGINES:
             got = spans(outputs[name])
             agree = len(got & reference) / max(1, len(got | reference))
-            med = statistics.median(rates[name])
-            rows.append((threads, name, med, min(rates[name]), max(rates[name]), med / base, agree, len(got)))
-        print(f"... {threads} thread(s) done, load average {os.getloadavg()[0]:.2f}", flush=True)
+            med, lo, hi = statistics.median(rates[name]), min(rates[name]), max(rates[name])
+            print(f"| {threads} | {name} | {med:,.0f} | {lo:,.0f}-{hi:,.0f} | {med / base:.2f}x | {100 * agree:.2f}% "
+                  f"| {len(got):,} | {load:.1f} |", flush=True)
         del engines
-    print(f"\n{words:,} words per run, {args.repeats} interleaved rounds, medians (min-max)\n")
-    print("| threads | engine | words/s | min-max | x torch fp32 | spans = torch fp32 (1 thread) | entities |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    for threads, name, med, lo, hi, ratio, agree, n in rows:
-        print(f"| {threads} | {name} | {med:,.0f} | {lo:,.0f}-{hi:,.0f} | {ratio:.2f}x | {100 * agree:.2f}% | {n:,} |")
 
 
 if __name__ == "__main__":
