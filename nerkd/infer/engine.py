@@ -11,7 +11,9 @@ comes out whole.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,21 +37,29 @@ TOKENIZE = ("words", "text")  # sub-words per French word (as in training), or o
 CPU_MAX_TOKENS = 512   # padded sub-words per batch on CPU: activations stay in cache (BENCHMARKS.md)
 
 
-def compile_encoder(model: nn.Module, device: torch.device) -> None:
-    """``torch.compile`` the encoder for inference, shapes dynamic (batches vary in rows and width).
+def compile_encoder(model: nn.Module, device: torch.device) -> Callable[[], AbstractContextManager]:
+    """``torch.compile`` the encoder for inference, shapes dynamic (batches vary in rows and width);
+    returns the scope every call of the compiled encoder must run in.
 
-    On CPU, inductor's *freezing* is switched on: weights become constants, so GEMMs use
+    On CPU, inductor's *freezing* is on inside that scope: weights become constants, so GEMMs use
     pre-packed oneDNN weights (CamemBERT-base on the 2-core machine of BENCHMARKS.md: the encoder
-    1.26x faster, ``nerkd infer`` 1.18x). The setting is process-wide, but inductor applies it only to graphs compiled
-    with gradients off, so a training compile in the same process is unaffected (passing it as
-    ``torch.compile(options=...)`` was measured to have no effect). The first batches pay the
-    compilation (about 45 s for CamemBERT-base on 2 cores); worth it for large inputs only.
+    1.26x faster, ``nerkd infer`` 1.18x). The graph compiles lazily, at the first call (and again
+    when a new shape forces a recompile), which is when inductor reads the flag: so the scope is
+    around the calls, not around ``torch.compile`` (passing ``torch.compile(options={"freezing":
+    True})`` was measured to have no effect). The first batches pay the compilation (about 45 s
+    for CamemBERT-base on 2 cores); worth it for large inputs only.
     """
-    if device.type == "cpu":
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True   # read when the graph compiles (first batches, gradients off)
     model.encoder_model = torch.compile(model.encoder_model, dynamic=True)
+    return inductor_freezing if device.type == "cpu" else contextlib.nullcontext
+
+
+def inductor_freezing() -> AbstractContextManager:
+    """Inductor's ``freezing`` on for what compiles inside, back to its previous value after: the
+    flag (``torch._inductor.config``) is process-wide, so a training compile elsewhere in the
+    process keeps its own setting."""
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(freezing=True)
 
 
 @dataclass
@@ -119,8 +129,7 @@ class Engine:
             model.encoder_model.to(DTYPES[precision])
         self.model = model.to(self.device)
         self.compiled = compile
-        if compile:
-            compile_encoder(self.model, self.device)
+        self.scope = compile_encoder(self.model, self.device) if compile else contextlib.nullcontext
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.encoded = EncodeStats()
@@ -175,7 +184,7 @@ class Engine:
                 windows = encode(self.tokenizer, [word_lists[i] for i in keep], None, self.max_length, self.stride,
                                  self.encoded, cache=self.pieces)
             keep_t = torch.tensor(keep, dtype=torch.long)
-            with torch.inference_mode():
+            with torch.inference_mode(), self.scope():   # (a compiled encoder compiles in its scope)
                 for idx in bucket_batches([len(w) for w in windows], self.batch_size, self.max_tokens):
                     chosen = [windows[i] for i in idx]
                     batch = collate(chosen, self.pad_id)
