@@ -16,7 +16,7 @@ from nerkd.infer.bench import quantile as _quantile
 from nerkd.models.ner import NerModel
 from nerkd.settings import load_settings
 from nerkd.stages.bench import bench_texts, name_models, run_bench
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 MACHINE_KEYS = {"cpu", "threads", "torch", "device"}
 TOP_KEYS = {"machine", "date", "precision", "sentences", "words", "blocks", "load", "warnings", "models"}

@@ -7,7 +7,7 @@ import pytest
 from nerkd.errors import SettingsError
 from nerkd.project import Project
 from nerkd.settings import load_settings, parse_overrides
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 
 def test_defaults_and_phase_schedule():
