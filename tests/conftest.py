@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from tests.helpers import DATA, IO_LABELS, REPO, bio_labels, sample_texts  # noqa: E402, F401 (shared helpers)
+from tests.helpers import IO_LABELS, bio_labels, sample_texts  # noqa: E402
 
 
 @pytest.fixture(scope="session")
