@@ -1,44 +1,37 @@
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from nerkd.cli.common import ConfigOpt, SetOpt, resolve
+from nerkd.cli.common import (
+    Backend,
+    BenchDevice,
+    BenchPrecision,
+    ConfigOpt,
+    SetOpt,
+    ThreadsOpt,
+    backend_option,
+    device_option,
+    model_option,
+    precision_option,
+    resolve,
+)
 from nerkd.cli.errors import known_errors
-
-
-class BenchDevice(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class BenchBackend(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
-
-
-class BenchPrecision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    int8 = "int8"
 
 
 @known_errors
 def bench(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="Model folder (repeatable; the first is the reference for speed-ups). "
-                              "Default: the teacher, then the distill, prune and finetune outputs.")] = None,
-    device: Annotated[BenchDevice | None, typer.Option("--device", help="Default: bench.device.")] = None,
-    precision: Annotated[BenchPrecision | None, typer.Option(
-        "--precision", help="fp32, bf16 (weights cast on GPU, autocast on CPU) or int8 (dynamic, CPU). "
-                        "Default: bench.precision.")] = None,
+    model: Annotated[list[str] | None, model_option(
+        "Model folder (repeatable; the first is the reference for speed-ups). "
+        "Default: the teacher, then the distill, prune and finetune outputs.")] = None,
+    device: Annotated[BenchDevice | None, device_option("Default: bench.device.")] = None,
+    precision: Annotated[BenchPrecision | None, precision_option(
+        "fp32, bf16 (weights cast on GPU, autocast on CPU) or int8 (dynamic, CPU). Default: bench.precision.")] = None,
     json_path: Annotated[Path | None, typer.Option(
         "--json", dir_okay=False, help="Where to write the results (default: <artifacts>/bench.json).")] = None,
     input_: Annotated[Path | None, typer.Option(
@@ -46,12 +39,10 @@ def bench(
     ] = None,
     sentences: Annotated[int | None, typer.Option(
         "--sentences", "-n", min=1, help="Sentences to time. Default: bench.sentences.")] = None,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="CPU threads for torch (default: the physical cores).")] = None,
-    backend: Annotated[BenchBackend, typer.Option(
-        "--backend", help="auto: a folder written by nerkd export --format onnx runs on ONNX Runtime (row "
-                          "'<name> [onnx]'), other models on torch; give both folders to compare them side by "
-                          "side.")] = BenchBackend.auto,
+    threads: ThreadsOpt = None,
+    backend: Annotated[Backend, backend_option(
+        "auto: a folder written by nerkd export --format onnx runs on ONNX Runtime (row '<name> [onnx]'), other "
+        "models on torch; give both folders to compare them side by side.")] = Backend.auto,
 ) -> None:
     """Compare models on the same sentences: parameters, size on disk, latency, throughput, memory.
 

@@ -1,9 +1,17 @@
-"""Options and settings resolution shared by every command."""
+"""Options and settings resolution shared by every command.
+
+Each shared option is spelled once here: its flags, type and choices. Where every command says
+the same thing, an ``Annotated`` alias carries the help too (``ModelOpt``, ``ThreadsOpt``,
+``OverwriteOpt``...); where the default differs per command, a ``*_option(help)`` factory gives the
+``typer.Option`` and the command states its default, e.g.
+``device: Annotated[Device | None, device_option("Default: infer.device.")] = None``.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +29,84 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a setting: section.key=value (repeatable).",
                  metavar="KEY=VALUE"),
 ]
+
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Backend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+
+class BenchDevice(str, Enum):
+    """``nerkd bench`` times on a named device (no auto)."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class BenchPrecision(str, Enum):
+    """``nerkd bench`` compares precisions, dynamic int8 among them (``bench.precision``)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    int8 = "int8"
+
+
+def model_option(help: str, **kwargs: Any) -> Any:
+    return typer.Option("--model", "-m", help=help, **kwargs)
+
+
+def output_option(help: str, **kwargs: Any) -> Any:
+    return typer.Option("--output", "-o", help=help, **kwargs)
+
+
+def teacher_option(help: str) -> Any:
+    return typer.Option("--teacher", "-t", help=help)
+
+
+def resume_option(help: str) -> Any:
+    return typer.Option("--resume", help=help)
+
+
+def device_option(help: str) -> Any:
+    return typer.Option("--device", help=help)
+
+
+def precision_option(help: str) -> Any:
+    return typer.Option("--precision", help=help)
+
+
+def backend_option(help: str) -> Any:
+    return typer.Option("--backend", help=help)
+
+
+def threads_option(help: str) -> Any:
+    return typer.Option("--threads", min=1, help=help)
+
+
+ModelOpt = Annotated[str | None, model_option("Model folder (default: the newest finetune/prune/distill output).")]
+TeacherOpt = Annotated[str | None, teacher_option("Teacher folder or hub id (default: teacher.model).")]
+ResumeOpt = Annotated[bool, resume_option(
+    "Go on from the run folder's last checkpoint (checkpoints/last); refused if a setting or data file that changes "
+    "training differs.")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
+                        "nerkd's own files there are replaced).")]
+ThreadsOpt = Annotated[int | None, threads_option("CPU threads for torch (default: the physical cores).")]
 
 
 def resolve(config: Path | None, sets: list[str] | None) -> tuple[Settings, Project]:
