@@ -16,8 +16,7 @@ from nerkd.settings import load_settings
 from nerkd.train import CEObjective, DevSet, checkpoint, train
 from nerkd.train.ddp import DistEnv, shard
 from nerkd.train.optim import grad_scaler, lr_factor, param_groups, precision_plan
-
-from .conftest import DATA
+from tests.helpers import DATA
 
 BASE = ["train.batch_size=4", "train.grad_accum=2", "train.epochs=2", "train.lr=1e-3", "train.patience=0",
         "train.log_every=1", "train.checkpoint_every=2", "train.warmup_ratio=0.2", "train.device=cpu",
@@ -306,3 +305,65 @@ def test_resume_never_pads_metrics_with_nul_bytes(tiny_bio, data, tmp_path, caps
     text = metrics.read_bytes()
     assert b"\0" not in text and text.startswith(first)
     assert [orjson.loads(line)["step"] for line in text.splitlines()] == [1, 5, 6, 6]   # the cut line dropped
+
+
+# -- issue 13: the loop's TrainState is what state.json holds -------------------------------------
+
+def test_state_json_holds_the_train_state(baseline):
+    import dataclasses
+
+    from nerkd.train.loop import TrainState
+
+    _, result, out = baseline
+    saved = checkpoint.read_state(out / "checkpoints/last")
+    assert saved.keys() == {f.name for f in dataclasses.fields(TrainState)} | {"rng"}
+    state = TrainState.from_json(saved, out)
+    assert (state.epoch, state.pos, state.step, state.finished) == (3, 0, result.steps, True)
+    assert state.best_f1 == result.best_f1 and same(state.history, result.history)
+
+
+def test_an_older_state_json_fails_in_one_line_or_resumes_without_fingerprint(tiny_bio, data, baseline, tmp_path,
+                                                                              capsys):
+    _, ref, out = baseline
+    run_dir = tmp_path / "run"
+    shutil.copytree(out, run_dir)
+    path = run_dir / "checkpoints/last/state.json"
+    saved = orjson.loads(path.read_bytes())
+    path.write_bytes(orjson.dumps({k: v for k, v in saved.items() if k not in ("metrics_bytes", "epoch_sums")}))
+    with pytest.raises(TrainingError, match=r"state\.json lacks metrics_bytes, epoch_sums \(written by another nerkd "
+                                            r"version\); start a new run without --resume$") as err:
+        run(tiny_bio, data, run_dir, resume=True)
+    assert "\n" not in str(err.value)
+    path.write_bytes(orjson.dumps({k: v for k, v in saved.items() if k != "fingerprint"}))   # before issue 12
+    capsys.readouterr()
+    obj, result = run(tiny_bio, data, run_dir, resume=True)
+    assert obj.calls == 0 and result.steps == ref.steps
+    assert "predates run fingerprints" in capsys.readouterr().err
+
+
+def test_a_run_resumed_on_other_ranks_saves_its_own_world_size(tiny_bio, data, tmp_path, capsys):
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(tiny_bio, data, tmp_path, objective_kw={"crash_at": 9})
+    path = tmp_path / "checkpoints/last/state.json"
+    saved = orjson.loads(path.read_bytes())
+    path.write_bytes(orjson.dumps({**saved, "world_size": 2, "rng": saved["rng"] * 2}))   # as if saved by 2 ranks
+    capsys.readouterr()
+    obj, result = run(tiny_bio, data, tmp_path, resume=True)
+    assert "saved with 2 ranks: RNG reseeded" in capsys.readouterr().err
+    assert obj.calls == 4 and result.steps == 6
+    assert orjson.loads(path.read_bytes())["world_size"] == 1   # the checkpoints of this run are its own
+
+
+def test_an_optimiser_state_that_does_not_fit_fails_in_one_line(tiny_bio, data, baseline, tmp_path):
+    # e.g. a checkpoint saved when a layer pruned empty still had a zero-size weight parameter
+    _, _, out = baseline
+    shutil.copytree(out, tmp_path / "run")
+    path = tmp_path / "run/checkpoints/last/train_state.pt"
+    blob = torch.load(path, weights_only=True)
+    groups = blob["optimizer"]["param_groups"]
+    groups[0]["params"].append(max(p for g in groups for p in g["params"]) + 1)
+    torch.save(blob, path)
+    with pytest.raises(TrainingError, match=r"train_state\.pt: cannot resume from this checkpoint: its optimiser "
+                                            r"state does not fit this model's trainable parameters") as err:
+        run(tiny_bio, data, tmp_path / "run", resume=True)
+    assert "\n" not in str(err.value)

@@ -6,8 +6,9 @@
     extras.safetensors   the objective's trainable extras (projections), when it has some
     train_state.pt       optimiser, LR scheduler, GradScaler and per-rank torch/CUDA RNG states
                          (tensors and plain containers only: read back with weights_only=True)
-    state.json           position (epoch, batch in the epoch, optimiser step), best F1, patience,
-                         history, python/numpy RNG states, running metric sums
+    state.json           the loop's :class:`~nerkd.train.loop.TrainState` (position: epoch, batch in
+                         the epoch, optimiser step; best F1, patience, history, running metric sums,
+                         the run's plan and fingerprint) plus the python/numpy RNG states
 
 The folder is written under a temporary name then swapped in by renames, so a crash while saving
 leaves the previous checkpoint intact (:func:`find_last` also accepts the previous one if the
@@ -216,7 +217,12 @@ def load_last(folder: Path, *, model: nn.Module, extras: list[nn.Module], optimi
         blob = torch.load(folder / "train_state.pt", map_location=device, weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
         raise TrainingError(_unreadable(folder, e, device)) from e
-    optimizer.load_state_dict(blob["optimizer"])
+    try:
+        optimizer.load_state_dict(blob["optimizer"])
+    except ValueError as e:   # other parameter groups: e.g. saved when an emptied layer kept a zero-size parameter
+        raise TrainingError(f"{folder / 'train_state.pt'}: cannot resume from this checkpoint: its optimiser state "
+                            f"does not fit this model's trainable parameters ({str(e).splitlines()[0][:200]}); "
+                            "start a new run without --resume") from e
     scheduler.load_state_dict(blob["scheduler"])
     if scaler is not None and blob["scaler"] is not None:
         scaler.load_state_dict(blob["scaler"])

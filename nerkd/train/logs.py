@@ -1,4 +1,4 @@
-"""Bookkeeping of the training loop: loss sums kept on the device, ``metrics.jsonl``, result table."""
+"""Bookkeeping of the training loop: loss sums kept on the device, and ``metrics.jsonl``."""
 
 from __future__ import annotations
 

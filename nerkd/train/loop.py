@@ -1,12 +1,17 @@
-"""The one training engine, shared by ``distill`` and ``finetune`` (read it top to bottom).
+"""The one training engine, shared by ``distill``, ``finetune`` and the teacher (read it top to bottom).
 
-Each epoch: length-bucketed batches shuffled from ``train.seed + epoch``; for each batch, the
-objective's loss under autocast, backward (scaled for fp16), and every ``train.grad_accum``
-batches an optimiser step (gradient clipping, AdamW, linear warm-up then decay). Losses stay on
-the device; the host only reads them every ``train.log_every`` steps (progress bar and a line of
-``metrics.jsonl``). After each epoch: dev evaluation (entity F1), the best model saved at the run
-folder root, the resumable state saved in ``checkpoints/last`` (also every
-``train.checkpoint_every`` steps), early stopping after ``train.patience`` epochs without gain.
+:func:`train` opens the run folder, builds a :class:`TrainRun` (:func:`set_up`: model on the
+device, DDP wrapper, optimiser, schedule, precision, every epoch's batches), starts or resumes a
+:class:`TrainState` (:func:`resume`), then runs epochs until the plan is done (:func:`run_epochs`).
+
+Each epoch (:func:`train_epoch`): length-bucketed batches shuffled from ``train.seed + epoch``
+(:func:`epoch_batches`); for each batch, the objective's loss under autocast, backward (scaled by
+a GradScaler for fp16 only), and every ``train.grad_accum`` batches an optimiser step (gradient
+clipping, AdamW, linear warm-up then decay). Losses stay on the device; the host only reads them
+every ``train.log_every`` steps (progress bar and a line of ``metrics.jsonl``). After each epoch
+(:func:`end_epoch`): dev evaluation (entity F1), the best model saved at the run folder root, the
+resumable state saved in ``checkpoints/last`` (also every ``train.checkpoint_every`` steps), early
+stopping after ``train.patience`` epochs without gain. Rank 0 alone evaluates, logs and writes.
 
 A non-finite loss stops the run with :class:`~nerkd.errors.TrainingError` before anything else is
 written, so the last good checkpoint survives. Resuming (``resume=True``) restores model,
@@ -19,20 +24,24 @@ A run without ``resume`` first removes any previous checkpoint and summary from 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+from torch import Tensor, nn
 
 from nerkd import rundir
 from nerkd.data.encode import Window, bucket_batches, collate
 from nerkd.device import autocast, describe
 from nerkd.errors import TrainingError
 from nerkd.io import write_json
-from nerkd.log import progress, say
+from nerkd.log import Progress, progress, say
+from nerkd.settings import DataSettings, Settings, TrainSettings
 from nerkd.train import checkpoint, ddp
 from nerkd.train.logs import Accumulator, MetricsLog
 from nerkd.train.objective import Objective
@@ -45,6 +54,13 @@ from nerkd.train.optim import (
     precision_plan,
 )
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from nerkd.data.dataset import Split
+    from nerkd.data.labels import LabelSpace
+    from nerkd.models.ner import NerModel
+
 
 @dataclass
 class DevSet:
@@ -53,7 +69,7 @@ class DevSet:
     n_words: list[int]
 
     @classmethod
-    def from_split(cls, split, space=None) -> DevSet:
+    def from_split(cls, split: Split, space: LabelSpace | None = None) -> DevSet:
         """From an encoded :class:`nerkd.data.dataset.Split` (gold tags in ``space``'s scheme if given)."""
         gold = split.gold_tags
         if space is not None:
@@ -77,14 +93,112 @@ class TrainResult:
     stage: str = "distill"       # distill | finetune | teacher
 
 
-def epoch_plan(lengths: Sequence[int], settings, epoch: int,
-               env: ddp.DistEnv) -> tuple[list[list[int]], int, list[int]]:
-    """This rank's batches for ``epoch`` (every rank cuts the same global batches), the number of
-    duplicated rows, and the real (unpadded) token count of each global batch."""
-    batches = bucket_batches(lengths, settings.train.batch_size, settings.data.max_tokens_per_batch,
-                             shuffle=True, seed=settings.train.seed + epoch)
+# -- the state a checkpoint carries -------------------------------------------------------------
+@dataclass
+class TrainState:
+    """Where a run stands: the live position while training, and what ``checkpoints/last/state.json``
+    holds (one key per field; :func:`~nerkd.train.checkpoint.save_last` adds the host RNG states)."""
+
+    plan: dict[str, Any]                   # what the run is (:func:`run_plan`): resume refuses another
+    fingerprint: dict[str, Any] | None     # checkpoint.fingerprint(); None in checkpoints that predate it
+    world_size: int                        # ranks of the run that saved it (RNG restored only for the same count)
+    epoch: int = 1                         # the epoch being (or next to be) trained, 1-based ...
+    pos: int = 0                           # ... and the next batch of it
+    step: int = 0                          # optimiser steps taken
+    best_f1: float | None = None
+    best_epoch: int | None = None
+    best_dev: dict | None = None           # nerkd.metrics.evaluate() of the best epoch
+    bad_epochs: int = 0                    # epochs since the best one (early stopping)
+    history: list[dict] = field(default_factory=list)   # one record per finished epoch
+    stopped_early: bool = False
+    stop_reason: str = "completed"         # completed | early_stopping | max_steps
+    finished: bool = False
+    metrics_bytes: int = 0                 # metrics.jsonl's size when saved (resume cuts what came after)
+    window: dict | None = None             # Accumulator.state() of the log window when saved ...
+    epoch_sums: dict | None = None         # ... and of the epoch so far
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: Path) -> TrainState:
+        """A saved state; one line naming the keys an older or foreign ``state.json`` lacks."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [k for k in names if k not in data and k != "fingerprint"]
+        if missing:
+            raise TrainingError(f"{where}: cannot resume from this checkpoint: its state.json lacks "
+                                f"{', '.join(missing)} (written by another nerkd version); start a new run "
+                                "without --resume")
+        return cls(**{k: data.get(k) for k in names})
+
+
+# -- what a run trains with ---------------------------------------------------------------------
+class EpochPlan(NamedTuple):
+    """One epoch on this rank: every rank cuts the same global batches and keeps its rows."""
+
+    batches: list[list[int]]   # this rank's window indices, per global batch
+    tokens: list[int]          # real (unpadded) tokens of each global batch
+    duplicated: int            # rows lent to ranks that a small batch left empty (all ranks)
+
+    def steps(self, accum: int) -> int:
+        return -(-len(self.batches) // accum)
+
+
+class Batch(NamedTuple):
+    """One micro-batch as the epoch serves it (:func:`epoch_batches`)."""
+
+    pos: int                   # index in the epoch (checkpoint position, accumulation groups)
+    tensors: dict[str, Tensor]  # collate()'s dict, on the device
+    tokens: int                # real tokens of the global batch (throughput)
+    kind: str = "gold"         # which source it came from (only gold batches so far)
+
+
+@dataclass
+class TrainRun:
+    """Everything one run trains with, built once by :func:`set_up` (the progress is a :class:`TrainState`)."""
+
+    objective: Objective
+    tokenizer: PreTrainedTokenizerBase
+    windows: Sequence[Window]
+    dev: DevSet | None
+    cfg: TrainSettings
+    max_tokens: int | None     # data.max_tokens_per_batch
+    out_dir: Path
+    stage: str
+    epochs: int                # effective (finetune has its own)
+    lr: float
+    env: ddp.DistEnv
+    device: torch.device
+    precision: str             # fp32 | bf16 | fp16 (autocast)
+    model: NerModel            # the real module (saved, evaluated); the objective may call a wrapper
+    extras: list[nn.Module]    # the objective's trainable extras
+    ddp_module: nn.Module | None
+    outside: list[nn.Parameter]  # trainable parameters DDP does not cover (CRF, extras): all-reduced by hand
+    params: list[nn.Parameter]   # every trainable parameter (gradient clipping)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None   # fp16 only
+    pad_to: int | None
+    plans: list[EpochPlan]     # one per epoch
+    total_steps: int
+    metrics: MetricsLog
+    window: Accumulator        # loss sums since the last log line
+    epoch_sums: Accumulator    # loss sums of the epoch so far
+    bad_step: Tensor           # first step with a non-finite loss (-1: none), kept on the device
+    tokens: int = 0            # tokens trained since the last log line ...
+    clock: float = 0.0         # ... and when that line was written
+
+    @property
+    def main(self) -> bool:
+        return self.env.is_main
+
+
+def epoch_plan(lengths: Sequence[int], cfg: TrainSettings, max_tokens: int | None, epoch: int,
+               env: ddp.DistEnv) -> EpochPlan:
+    """This rank's batches for ``epoch`` (see :class:`EpochPlan`)."""
+    batches = bucket_batches(lengths, cfg.batch_size, max_tokens, shuffle=True, seed=cfg.seed + epoch)
     mine, duplicated = ddp.shard(batches, env)
-    return mine, duplicated, [sum(lengths[k] for k in b) for b in batches]
+    return EpochPlan(mine, [sum(lengths[k] for k in b) for b in batches], duplicated)
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -100,229 +214,300 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
         pass
 
 
-def train(objective: Objective, tokenizer, train_windows: Sequence[Window], dev: DevSet | None, settings,
-          out_dir: str | Path, *, epochs: int | None = None, lr: float | None = None, resume: bool = False,
-          stage: str = "distill", fingerprint: dict | None = None) -> TrainResult:
+# -- the run, top to bottom ---------------------------------------------------------------------
+def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_windows: Sequence[Window],
+          dev: DevSet | None, settings: Settings, out_dir: str | Path, *, epochs: int | None = None,
+          lr: float | None = None, resume: bool = False, stage: str = "distill",
+          fingerprint: dict | None = None) -> TrainResult:
     """Train ``objective.model`` (see module doc); the best model ends up at ``out_dir``'s root.
 
-    ``fingerprint``: what else defines the run for ``--resume`` (flattened into
-    :func:`~nerkd.train.checkpoint.fingerprint`)."""
+    ``epochs``/``lr`` override ``train.epochs``/``train.lr``; ``fingerprint``: what else defines the
+    run for ``--resume`` (flattened into :func:`~nerkd.train.checkpoint.fingerprint`)."""
+    if not train_windows:
+        raise TrainingError("no training windows: the train split is empty")
+    out_dir = Path(out_dir)
     env = ddp.detect()
     device, started = ddp.setup(env, settings.train.device)
     try:
-        return _train(objective, tokenizer, train_windows, dev, settings, Path(out_dir), env, device,
-                      epochs or settings.train.epochs, lr or settings.train.lr, resume, stage, fingerprint)
+        if env.is_main:
+            open_run_folder(out_dir, settings, resume)
+        run = set_up(objective, tokenizer, train_windows, dev, settings.train, settings.data, out_dir, env, device,
+                     stage=stage, epochs=epochs or settings.train.epochs, lr=lr or settings.train.lr)
+        state = TrainState(run_plan(run), checkpoint.fingerprint(settings, stage, fingerprint), env.world_size)
+        if resume:
+            state = resume_state(run, state)
+        else:
+            run.metrics.truncate(0)
+        announce(run)
+        run_epochs(run, state)
+        return finish(run, state)
     finally:
         objective.forward_model = objective.model  # drop the DDP/compile wrapper
         if started:
             ddp.teardown()
 
 
-def _train(objective, tokenizer, train_windows, dev, settings, out_dir, env, device, epochs, lr, resume, stage,
-           extra_fingerprint):
-    t = settings.train
-    main = env.is_main
-    log = say   # rank 0 only: the CLI's handler (nerkd.ui.install) is silent on other ranks
-    if not train_windows:
-        raise TrainingError("no training windows: the train split is empty")
-    if main:
-        rundir.adopt(out_dir)
-        if not resume:   # nothing of an older run in this folder may be resumed or reported later
-            rundir.clear_checkpoints(out_dir)
-            (out_dir / "train_summary.json").unlink(missing_ok=True)
-        settings.save(out_dir)
+def open_run_folder(out_dir: Path, settings: Settings, resume: bool) -> None:
+    """Rank 0: claim the folder, clear an older run's checkpoint and summary (unless resuming),
+    write ``settings.yaml`` (the only place a training run writes it)."""
+    rundir.adopt(out_dir)
+    if not resume:   # nothing of an older run in this folder may be resumed or reported later
+        rundir.clear_checkpoints(out_dir)
+        (out_dir / "train_summary.json").unlink(missing_ok=True)
+    settings.save(out_dir)
 
-    # -- model, optimiser, schedule, precision ------------------------------------------------
-    seed_epoch(t.seed, 0, 0)
-    precision, use_scaler = precision_plan(t.precision, device)
+
+def set_up(objective: Objective, tokenizer: PreTrainedTokenizerBase, windows: Sequence[Window], dev: DevSet | None,
+           cfg: TrainSettings, data: DataSettings, out_dir: Path, env: ddp.DistEnv, device: torch.device, *,
+           stage: str, epochs: int, lr: float) -> TrainRun:
+    """Model and extras on the device (DDP-wrapped), optimiser, schedule, precision, every epoch's batches."""
+    seed_epoch(cfg.seed, 0, 0)
+    precision, use_scaler = precision_plan(cfg.precision, device)
     objective.to(device)
     model, extras = objective.model, list(objective.trainable_extras())
     outside = ddp.outside_params(model, extras, env)
     ddp.broadcast_params(outside, env)
-    objective.forward_model, ddp_module = ddp.forward_wrapper(model, env, device, t.compile)
-    pad_to = pad_multiple(device, t.compile)
-    params = [p for m in (model, *extras) for p in m.parameters() if p.requires_grad]
-    optimizer = build_optimizer([model, *extras], lr, t.weight_decay, device)
-    scaler = grad_scaler(use_scaler, device)
+    objective.forward_model, ddp_module = ddp.forward_wrapper(model, env, device, cfg.compile)
+    optimizer = build_optimizer([model, *extras], lr, cfg.weight_decay, device)
 
-    lengths = [len(w) for w in train_windows]
-    plans = [epoch_plan(lengths, settings, e, env) for e in range(1, epochs + 1)]
-    steps_per_epoch = [-(-len(b) // t.grad_accum) for b, _, _ in plans]
-    total_steps = sum(steps_per_epoch) if t.max_steps is None else min(t.max_steps, sum(steps_per_epoch))
-    scheduler = build_scheduler(optimizer, total_steps, t.warmup_ratio)
-    duplicated = sum(d for _, d, _ in plans)
+    lengths = [len(w) for w in windows]
+    plans = [epoch_plan(lengths, cfg, data.max_tokens_per_batch, e, env) for e in range(1, epochs + 1)]
+    total_steps = sum(p.steps(cfg.grad_accum) for p in plans)
+    if cfg.max_steps is not None:
+        total_steps = min(cfg.max_steps, total_steps)
+    return TrainRun(
+        objective=objective, tokenizer=tokenizer, windows=windows, dev=dev, cfg=cfg,
+        max_tokens=data.max_tokens_per_batch, out_dir=out_dir, stage=stage, epochs=epochs, lr=lr, env=env,
+        device=device, precision=precision, model=model, extras=extras, ddp_module=ddp_module, outside=outside,
+        params=[p for m in (model, *extras) for p in m.parameters() if p.requires_grad],
+        optimizer=optimizer, scheduler=build_scheduler(optimizer, total_steps, cfg.warmup_ratio),
+        scaler=grad_scaler(use_scaler, device), pad_to=pad_multiple(device, cfg.compile), plans=plans,
+        total_steps=total_steps, metrics=MetricsLog(out_dir / "metrics.jsonl", env.is_main),
+        window=Accumulator(device), epoch_sums=Accumulator(device),
+        bad_step=torch.full((), -1, dtype=torch.long, device=device))
 
-    plan = {"windows": len(train_windows), "tokens": sum(lengths), "batch_size": t.batch_size,
-            "grad_accum": t.grad_accum, "max_tokens_per_batch": settings.data.max_tokens_per_batch, "seed": t.seed,
-            "epochs": epochs, "max_steps": t.max_steps, "lr": lr, "warmup_ratio": t.warmup_ratio}
-    fingerprint = checkpoint.fingerprint(settings, stage, extra_fingerprint)
-    state = {"plan": plan, "fingerprint": fingerprint, "epoch": 1, "pos": 0, "step": 0, "best_f1": None,
-             "best_epoch": None, "best_dev": None,
-             "bad_epochs": 0, "history": [], "stopped_early": False, "stop_reason": "completed",
-             "finished": False, "world_size": env.world_size, "metrics_bytes": 0, "window": None, "epoch_sums": None}
-    metrics = MetricsLog(out_dir / "metrics.jsonl", main)
-    if resume:
-        found = checkpoint.find_last(out_dir)
-        if found is None:
-            raise TrainingError(f"nothing to resume in {out_dir}: no checkpoints/last (run without --resume)")
-        saved = checkpoint.read_state(found)
-        saved_plan = saved.get("plan", {})
-        changed = [f"{k} {saved_plan.get(k)} -> {v}" for k, v in plan.items() if saved_plan.get(k) != v]
-        if saved.get("fingerprint") is not None:
-            changed += checkpoint.fingerprint_changes(saved["fingerprint"], fingerprint)
-        else:
-            log(f"note: {found} predates run fingerprints: only the plan (data size, batches, epochs, lr) is checked")
-        if changed:
-            raise TrainingError(f"cannot resume {found}: the run changed ({'; '.join(changed)}); resume with the "
-                                "same settings and data, or start a new run (without --resume)")
-        state = checkpoint.load_last(found, model=model, extras=extras, optimizer=optimizer, scheduler=scheduler,
-                                     scaler=scaler, device=device, rank=env.rank, world_size=env.world_size)
-        state["fingerprint"] = fingerprint
-        missing = metrics.truncate(state["metrics_bytes"])
-        if missing:
-            log(f"note: {metrics.path} is {missing} bytes shorter than when {found} was saved: kept as it is "
-                "(lines logged before the checkpoint are missing)")
-        state.pop("rng", None)
-        note = "" if state.pop("rng_restored") else f" (saved with {state['world_size']} ranks: RNG reseeded)"
-        log(f"resuming {found}: epoch {state['epoch']}, batch {state['pos']}, step {state['step']}{note}")
+
+def run_plan(run: TrainRun) -> dict[str, Any]:
+    """What the run is, for ``--resume`` (effective values: finetune overrides epochs and lr)."""
+    t = run.cfg
+    return {"windows": len(run.windows), "tokens": sum(len(w) for w in run.windows), "batch_size": t.batch_size,
+            "grad_accum": t.grad_accum, "max_tokens_per_batch": run.max_tokens, "seed": t.seed,
+            "epochs": run.epochs, "max_steps": t.max_steps, "lr": run.lr, "warmup_ratio": t.warmup_ratio}
+
+
+def resume_state(run: TrainRun, state: TrainState) -> TrainState:
+    """The state of ``checkpoints/last``, with model, extras, optimiser, scheduler, scaler, RNG and
+    running sums restored, and ``metrics.jsonl`` cut back to when it was saved."""
+    found = checkpoint.find_last(run.out_dir)
+    if found is None:
+        raise TrainingError(f"nothing to resume in {run.out_dir}: no checkpoints/last (run without --resume)")
+    saved = TrainState.from_json(checkpoint.read_state(found), found)
+    check_same_run(found, saved, state)
+    loaded = checkpoint.load_last(found, model=run.model, extras=run.extras, optimizer=run.optimizer,
+                                  scheduler=run.scheduler, scaler=run.scaler, device=run.device, rank=run.env.rank,
+                                  world_size=run.env.world_size)
+    missing = run.metrics.truncate(saved.metrics_bytes)
+    if missing:
+        say(f"note: {run.metrics.path} is {missing} bytes shorter than when {found} was saved: kept as it is "
+            "(lines logged before the checkpoint are missing)")
+    run.window.load(saved.window, run.env.world_size)
+    run.epoch_sums.load(saved.epoch_sums, run.env.world_size)
+    note = "" if loaded["rng_restored"] else f" (saved with {saved.world_size} ranks: RNG reseeded)"
+    say(f"resuming {found}: epoch {saved.epoch}, batch {saved.pos}, step {saved.step}{note}")
+    # from here on the state describes this run (its plan, fingerprint and ranks)
+    return dataclasses.replace(saved, plan=state.plan, fingerprint=state.fingerprint, world_size=state.world_size,
+                               window=None, epoch_sums=None)
+
+
+def check_same_run(found: Path, saved: TrainState, current: TrainState) -> None:
+    """Refuse to resume a checkpoint of another run (plan, settings, data)."""
+    changed = [f"{k} {saved.plan.get(k)} -> {v}" for k, v in current.plan.items() if saved.plan.get(k) != v]
+    if saved.fingerprint is not None:
+        changed += checkpoint.fingerprint_changes(saved.fingerprint, current.fingerprint or {})
     else:
-        metrics.truncate(0)
+        say(f"note: {found} predates run fingerprints: only the plan (data size, batches, epochs, lr) is checked")
+    if changed:
+        raise TrainingError(f"cannot resume {found}: the run changed ({'; '.join(changed)}); resume with the "
+                            "same settings and data, or start a new run (without --resume)")
 
-    log(f"{stage}: {len(train_windows)} windows, {sum(steps_per_epoch)} optimiser steps over {epochs} epochs"
-        f"{f' (capped at {t.max_steps})' if t.max_steps else ''}, batch {t.batch_size} x accum {t.grad_accum}, "
-        f"lr {lr:g}, {describe(device)}, {precision}{' + GradScaler' if scaler else ''}"
-        f"{f', {env.world_size} ranks' if env.enabled else ''}{', compiled' if t.compile else ''}")
+
+def announce(run: TrainRun) -> None:
+    t, env = run.cfg, run.env
+    say(f"{run.stage}: {len(run.windows)} windows, {sum(p.steps(t.grad_accum) for p in run.plans)} optimiser steps "
+        f"over {run.epochs} epochs{f' (capped at {t.max_steps})' if t.max_steps else ''}, batch {t.batch_size} x "
+        f"accum {t.grad_accum}, lr {run.lr:g}, {describe(run.device)}, {run.precision}"
+        f"{' + GradScaler' if run.scaler else ''}{f', {env.world_size} ranks' if env.enabled else ''}"
+        f"{', compiled' if t.compile else ''}")
+    duplicated = sum(p.duplicated for p in run.plans)
     if duplicated:
-        log(f"note: {duplicated} rows duplicated over {epochs} epochs so that every rank gets a row "
+        say(f"note: {duplicated} rows duplicated over {run.epochs} epochs so that every rank gets a row "
             f"(batches smaller than {env.world_size} ranks)")
 
-    # -- training -------------------------------------------------------------------------------
-    window, epoch_acc = Accumulator(device), Accumulator(device)
-    window.load(state.pop("window"), env.world_size)
-    epoch_acc.load(state.pop("epoch_sums"), env.world_size)
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)   # first non-finite loss (on device)
-    step, epoch = state["step"], state["epoch"]
-    tokens, clock = 0, time.perf_counter()
 
-    def check_finite(where_epoch: int) -> None:
-        first = int(ddp.all_reduce(torch.where(bad_step < 0, 1 << 62, bad_step), env, "min"))
-        if first < 1 << 62:
-            found = checkpoint.find_last(out_dir)
-            kept = f"last good checkpoint kept at {found}" if found else "no checkpoint had been saved yet"
-            raise TrainingError(f"non-finite loss at step {first} (epoch {where_epoch}): {kept}")
-
-    def save_state(next_epoch: int, pos: int) -> None:
-        check_finite(epoch)
-        rng = ddp.gather_objects(checkpoint.rng_state(), env)
-        snapshot = {**state, "epoch": next_epoch, "pos": pos, "step": step, "metrics_bytes": metrics.size(),
-                    "window": window.state(env), "epoch_sums": epoch_acc.state(env)}
-        if main:
-            checkpoint.save_last(out_dir, model=model, extras=extras, optimizer=optimizer, scheduler=scheduler,
-                                 scaler=scaler, rng=rng, state=snapshot)
-
-    bar = progress()
-    with bar:
-        task = bar.add_task(stage, total=total_steps, completed=min(step, total_steps), info="")
-        while epoch <= epochs and not state["finished"]:
-            batches, _, batch_tokens = plans[epoch - 1]
-            start = state["pos"] if epoch == state["epoch"] else 0
-            if start == 0:
-                seed_epoch(t.seed, epoch, env.rank)
-            model.train()
-            for extra in extras:
-                extra.train()
-            hit_max = False
-            for i in range(start, len(batches)):
-                group_start = i - i % t.grad_accum
-                group = min(t.grad_accum, len(batches) - group_start)
-                boundary = i + 1 == group_start + group
-                batch = collate([train_windows[k] for k in batches[i]], tokenizer.pad_token_id, pad_to)
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with ddp.no_sync(ddp_module, skip=not boundary):
-                    with autocast(device, precision):
-                        loss, terms = objective.loss(batch, epoch)
-                    scaled = loss / group
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                loss = loss.detach()
-                bad_step = torch.where(torch.isfinite(loss) | (bad_step >= 0), bad_step, step + 1)
-                window.add(loss, terms)
-                epoch_acc.add(loss, terms)
-                tokens += batch_tokens[i]
-                if not boundary:
-                    continue
-                # optimiser step
-                ddp.sync_grads(outside, env)
-                optimizer_step(optimizer, scaler, params, t.clip_grad)
-                scheduler.step()
-                step += 1
-                bar.update(task, advance=1)
-                hit_max = t.max_steps is not None and step >= t.max_steps
-                last_of_epoch = i + 1 == len(batches)
-                if step % t.log_every == 0 or hit_max or last_of_epoch:
-                    check_finite(epoch)
-                    now = time.perf_counter()
-                    terms_mean = window.mean(env)
-                    window.reset()
-                    speed = tokens / max(now - clock, 1e-9)
-                    tokens, clock = 0, now
-                    lr_now = scheduler.get_last_lr()[0]
-                    metrics.write({"kind": "train", "step": step, "epoch": epoch, "lr": lr_now, **terms_mean,
-                                   "tokens_per_s": round(speed, 1)})
-                    bar.update(task, info=f"loss {terms_mean['loss']:.4f}  lr {lr_now:.2e}  {speed:,.0f} tok/s")
-                if t.checkpoint_every and step % t.checkpoint_every == 0 and not (last_of_epoch or hit_max):
-                    save_state(epoch, i + 1)
-                if hit_max:
-                    break
-
-            # -- end of epoch: evaluate, keep the best, save the state, maybe stop ------------------
-            check_finite(epoch)
-            record = {"kind": "epoch", "epoch": epoch, "step": step, "partial": hit_max, **epoch_acc.mean(env)}
-            epoch_acc.reset()
-            improved = dev is None
-            if dev is not None:
-                result = _evaluate(model, dev, tokenizer, settings, device, precision) if main else None
-                result = ddp.broadcast_object(result, env)
-                record.update(dev_f1=result["f1"], dev_precision=result["precision"], dev_recall=result["recall"],
-                              dev_per_type={k: v["f1"] for k, v in result["per_type"].items()})
-                improved = state["best_f1"] is None or result["f1"] > state["best_f1"]
-                if improved:
-                    state.update(best_f1=result["f1"], best_epoch=epoch, best_dev=result, bad_epochs=0)
-                else:
-                    state["bad_epochs"] += 1
-                best = "best" if improved else f"best {state['best_f1']:.4f} at epoch {state['best_epoch']}"
-                log(f"epoch {epoch}: dev F1 {result['f1']:.4f} ({best})")
-            else:
-                state["best_epoch"] = epoch
-            if improved and main:
-                checkpoint.save_best(model, tokenizer, out_dir)
-            state["history"].append({k: v for k, v in record.items() if k != "kind"})
-            metrics.write(record)
-            if hit_max:
-                state.update(stop_reason="max_steps", finished=True)
-            elif t.patience and dev is not None and state["bad_epochs"] >= t.patience:
-                state.update(stop_reason="early_stopping", stopped_early=True, finished=True)
-                log(f"early stopping: no dev F1 gain for {t.patience} epochs")
-            elif epoch == epochs:
-                state["finished"] = True
-            save_state(epoch + 1, 0)
-            epoch += 1
-
-    result = TrainResult(out_dir, state["best_f1"], state["best_epoch"], len(state["history"]), step,
-                         state["stopped_early"], state["stop_reason"], state["best_dev"], state["history"], stage)
-    if main:
-        write_json(out_dir / "train_summary.json", {
-            "stage": stage, "best_f1": result.best_f1, "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run, "steps": step, "stopped_early": result.stopped_early,
-            "stop_reason": result.stop_reason, "dev": result.dev, "history": result.history,
-            "precision": precision, "device": describe(device), "world_size": env.world_size,
-            "duplicated_rows": duplicated, "train_windows": len(train_windows), "lr": lr, "epochs": epochs})
-    return result
+def run_epochs(run: TrainRun, state: TrainState) -> None:
+    """Train epoch after epoch from the state's position until the run is finished."""
+    run.tokens, run.clock = 0, time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task(run.stage, total=run.total_steps, completed=min(state.step, run.total_steps), info="")
+        while state.epoch <= run.epochs and not state.finished:
+            hit_max = train_epoch(run, state, bar, task)
+            end_epoch(run, state, hit_max)
 
 
-def _evaluate(model, dev: DevSet, tokenizer, settings, device, precision) -> dict:
+# -- one epoch ----------------------------------------------------------------------------------
+def epoch_batches(run: TrainRun, plan: EpochPlan, start: int) -> Iterator[Batch]:
+    """The epoch's micro-batches from position ``start``, collated and on the device.
+
+    The one place an epoch's batches come from: a second source (unlabelled batches with their
+    own ``kind``) would be interleaved here, its position kept in the state for resume."""
+    for i in range(start, len(plan.batches)):
+        batch = collate([run.windows[k] for k in plan.batches[i]], run.tokenizer.pad_token_id, run.pad_to)
+        yield Batch(i, {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}, plan.tokens[i])
+
+
+def train_epoch(run: TrainRun, state: TrainState, bar: Progress, task: int) -> bool:
+    """Train ``state.epoch`` from batch ``state.pos``; True when ``train.max_steps`` was reached."""
+    t = run.cfg
+    plan = run.plans[state.epoch - 1]
+    n = len(plan.batches)
+    if state.pos == 0:
+        seed_epoch(t.seed, state.epoch, run.env.rank)
+    for module in (run.model, *run.extras):
+        module.train()
+    for batch in epoch_batches(run, plan, state.pos):
+        boundary = (batch.pos + 1) % t.grad_accum == 0 or batch.pos + 1 == n   # last micro-batch of a step
+        group = min(t.grad_accum, n - batch.pos // t.grad_accum * t.grad_accum)  # micro-batches in this step
+        forward_backward(run, state, batch, group, sync=boundary)
+        state.pos = batch.pos + 1
+        if not boundary:
+            continue
+        ddp.sync_grads(run.outside, run.env)
+        optimizer_step(run.optimizer, run.scaler, run.params, t.clip_grad)
+        run.scheduler.step()
+        state.step += 1
+        bar.update(task, advance=1)
+        hit_max = t.max_steps is not None and state.step >= t.max_steps
+        if state.step % t.log_every == 0 or hit_max or state.pos == n:
+            log_window(run, state, bar, task)
+        if t.checkpoint_every and state.step % t.checkpoint_every == 0 and not (state.pos == n or hit_max):
+            check_finite(run, state.epoch)
+            save_state(run, state)
+        if hit_max:
+            return True
+    return False
+
+
+def forward_backward(run: TrainRun, state: TrainState, batch: Batch, group: int, sync: bool) -> None:
+    """The objective's loss under autocast, backward of ``loss / group`` (GradScaler-scaled for
+    fp16); DDP all-reduces the gradients only when ``sync`` (the step's last micro-batch)."""
+    with ddp.no_sync(run.ddp_module, skip=not sync):
+        with autocast(run.device, run.precision):
+            loss, terms = run.objective.loss(batch.tensors, state.epoch)
+        scaled = loss / group
+        (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+    loss = loss.detach()
+    run.bad_step = torch.where(torch.isfinite(loss) | (run.bad_step >= 0), run.bad_step, state.step + 1)
+    run.window.add(loss, terms)
+    run.epoch_sums.add(loss, terms)
+    run.tokens += batch.tokens
+
+
+def log_window(run: TrainRun, state: TrainState, bar: Progress, task: int) -> None:
+    """A ``metrics.jsonl`` line and the progress bar: mean terms since the last line (reads the device)."""
+    check_finite(run, state.epoch)
+    now = time.perf_counter()
+    terms = run.window.mean(run.env)
+    run.window.reset()
+    speed = run.tokens / max(now - run.clock, 1e-9)
+    run.tokens, run.clock = 0, now
+    lr = run.scheduler.get_last_lr()[0]
+    run.metrics.write({"kind": "train", "step": state.step, "epoch": state.epoch, "lr": lr, **terms,
+                       "tokens_per_s": round(speed, 1)})
+    bar.update(task, info=f"loss {terms['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} tok/s")
+
+
+def check_finite(run: TrainRun, epoch: int) -> None:
+    """Raise if any rank saw a non-finite loss (the only host read of ``bad_step``)."""
+    first = int(ddp.all_reduce(torch.where(run.bad_step < 0, 1 << 62, run.bad_step), run.env, "min"))
+    if first < 1 << 62:
+        found = checkpoint.find_last(run.out_dir)
+        kept = f"last good checkpoint kept at {found}" if found else "no checkpoint had been saved yet"
+        raise TrainingError(f"non-finite loss at step {first} (epoch {epoch}): {kept}")
+
+
+def save_state(run: TrainRun, state: TrainState) -> None:
+    """``checkpoints/last`` at the state's position (every rank takes part: RNG states and running
+    sums are gathered; rank 0 writes)."""
+    rng = ddp.gather_objects(checkpoint.rng_state(), run.env)
+    snapshot = dataclasses.replace(state, metrics_bytes=run.metrics.size(), window=run.window.state(run.env),
+                                   epoch_sums=run.epoch_sums.state(run.env))
+    if run.main:
+        checkpoint.save_last(run.out_dir, model=run.model, extras=run.extras, optimizer=run.optimizer,
+                             scheduler=run.scheduler, scaler=run.scaler, rng=rng, state=snapshot.to_json())
+
+
+# -- end of an epoch ----------------------------------------------------------------------------
+def end_epoch(run: TrainRun, state: TrainState, hit_max: bool) -> None:
+    """Evaluate, keep the best model, log the epoch, decide whether to stop, save the state."""
+    check_finite(run, state.epoch)   # nothing from a broken epoch is evaluated or saved
+    record = {"kind": "epoch", "epoch": state.epoch, "step": state.step, "partial": hit_max,
+              **run.epoch_sums.mean(run.env)}
+    run.epoch_sums.reset()
+    improved = evaluate_epoch(run, state, record)
+    if improved and run.main:
+        checkpoint.save_best(run.model, run.tokenizer, run.out_dir)
+    state.history.append({k: v for k, v in record.items() if k != "kind"})
+    run.metrics.write(record)
+    if hit_max:
+        state.stop_reason, state.finished = "max_steps", True
+    elif run.cfg.patience and run.dev is not None and state.bad_epochs >= run.cfg.patience:
+        state.stop_reason, state.stopped_early, state.finished = "early_stopping", True, True
+        say(f"early stopping: no dev F1 gain for {run.cfg.patience} epochs")
+    elif state.epoch == run.epochs:
+        state.finished = True
+    state.epoch, state.pos = state.epoch + 1, 0
+    save_state(run, state)
+
+
+def evaluate_epoch(run: TrainRun, state: TrainState, record: dict) -> bool:
+    """Dev scores into ``record`` and the best-so-far bookkeeping; whether this epoch is the best
+    (every epoch is without a dev set). Rank 0 evaluates; every rank gets its result."""
+    if run.dev is None:
+        state.best_epoch = state.epoch
+        return True
+    result = ddp.broadcast_object(evaluate_dev(run, run.dev) if run.main else None, run.env)
+    record.update(dev_f1=result["f1"], dev_precision=result["precision"], dev_recall=result["recall"],
+                  dev_per_type={k: v["f1"] for k, v in result["per_type"].items()})
+    improved = state.best_f1 is None or result["f1"] > state.best_f1
+    if improved:
+        state.best_f1, state.best_epoch, state.best_dev, state.bad_epochs = result["f1"], state.epoch, result, 0
+    else:
+        state.bad_epochs += 1
+    best = "best" if improved else f"best {state.best_f1:.4f} at epoch {state.best_epoch}"
+    say(f"epoch {state.epoch}: dev F1 {result['f1']:.4f} ({best})")
+    return improved
+
+
+def evaluate_dev(run: TrainRun, dev: DevSet) -> dict:
+    """:func:`nerkd.metrics.evaluate` of the model's predictions on ``dev``."""
     from nerkd.metrics import evaluate
     from nerkd.models.decode import predict_tags
 
-    pred = predict_tags(model, dev.windows, dev.n_words, pad_id=tokenizer.pad_token_id,
-                        batch_size=max(settings.train.batch_size, 32), device=device, precision=precision)
+    pred = predict_tags(run.model, dev.windows, dev.n_words, pad_id=run.tokenizer.pad_token_id,
+                        batch_size=max(run.cfg.batch_size, 32), device=run.device, precision=run.precision)
     return evaluate(dev.gold_tags, pred)
+
+
+def finish(run: TrainRun, state: TrainState) -> TrainResult:
+    """The run's result, also written (rank 0) as ``train_summary.json``."""
+    result = TrainResult(run.out_dir, state.best_f1, state.best_epoch, len(state.history), state.step,
+                         state.stopped_early, state.stop_reason, state.best_dev, state.history, run.stage)
+    if run.main:
+        write_json(run.out_dir / "train_summary.json", {
+            "stage": run.stage, "best_f1": result.best_f1, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "steps": result.steps, "stopped_early": result.stopped_early,
+            "stop_reason": result.stop_reason, "dev": result.dev, "history": result.history,
+            "precision": run.precision, "device": describe(run.device), "world_size": run.env.world_size,
+            "duplicated_rows": sum(p.duplicated for p in run.plans), "train_windows": len(run.windows),
+            "lr": run.lr, "epochs": run.epochs})
+    return result
