@@ -7,6 +7,7 @@ traceback.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -35,3 +36,22 @@ class ModelLoadError(NerkdError):
 
 class TrainingError(NerkdError):
     """Training cannot go on (NaN loss, nothing to resume from, ...)."""
+
+
+_OS_REASONS = {
+    errno.ENOENT: "no such file or folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EEXIST: "already exists",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+
+def os_reason(e: OSError) -> str:
+    """A short, lower-case reason for a file-system error ("permission denied", ...)."""
+    return _OS_REASONS.get(e.errno, (e.strerror or type(e).__name__).lower())

@@ -15,6 +15,9 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -54,12 +57,27 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
+class _DoneColumn(ProgressColumn):
+    """Steps done out of the total (``3/10``); a percentage for a task added with ``percent=True``
+    (a total in bytes, say, where the count itself tells little)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count, self.percent = MofNCompleteColumn(), TaskProgressColumn()
+
+    def render(self, task: Task) -> Text:
+        return (self.percent if task.fields.get("percent") else self.count).render(task)
+
+
 def progress(*extra_columns, transient: bool = False) -> Progress:
-    """A rich progress bar on stderr (hidden when stderr is not a terminal unless forced)."""
+    """A rich progress bar on stderr (hidden when stderr is not a terminal unless forced).
+
+    Tasks carry an ``info`` field (text after the bar); ``percent=True`` shows a percentage
+    instead of ``done/total``."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        _DoneColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         *extra_columns,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import typer
 
-from nerkd.errors import NerkdError
+from nerkd.errors import NerkdError, os_reason
 
 _state = {"debug": False}
 
@@ -61,25 +61,8 @@ def known_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-_OS_REASONS = {
-    errno.ENOENT: "no such file or folder",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-    errno.EROFS: "read-only file system",
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EISDIR: "is a folder, not a file",
-    errno.ENOTDIR: "a part of the path is not a folder",
-    errno.EEXIST: "already exists",
-    errno.ENAMETOOLONG: "file name too long",
-}
 # Without a file name, only these are worth one line (the machine's state, not a bug).
 _OS_NAMELESS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
-def os_reason(e: OSError) -> str:
-    """A short, lower-case reason for a file-system error ("permission denied", ...)."""
-    return _OS_REASONS.get(e.errno, (e.strerror or type(e).__name__).lower())
 
 
 def os_error_message(e: OSError) -> str | None:
