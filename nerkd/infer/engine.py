@@ -129,7 +129,7 @@ class Engine:
             model.encoder_model.to(DTYPES[precision])
         self.model = model.to(self.device)
         self.compiled = compile
-        self.scope = compile_encoder(self.model, self.device) if compile else contextlib.nullcontext
+        self.compile_scope = compile_encoder(self.model, self.device) if compile else contextlib.nullcontext
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.encoded = EncodeStats()
@@ -184,7 +184,7 @@ class Engine:
                 windows = encode(self.tokenizer, [word_lists[i] for i in keep], None, self.max_length, self.stride,
                                  self.encoded, cache=self.pieces)
             keep_t = torch.tensor(keep, dtype=torch.long)
-            with torch.inference_mode(), self.scope():   # (a compiled encoder compiles in its scope)
+            with torch.inference_mode(), self.compile_scope():   # a compiled encoder compiles in it
                 for idx in bucket_batches([len(w) for w in windows], self.batch_size, self.max_tokens):
                     chosen = [windows[i] for i in idx]
                     batch = collate(chosen, self.pad_id)
