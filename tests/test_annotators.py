@@ -28,7 +28,7 @@ from nerkd.data.readers import detect_format, read_sentences
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
 
-from .conftest import DATA, REPO
+from tests.helpers import DATA, REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,7 @@ from nerkd.models.student import student_from_teacher
 from nerkd.settings import DistillSettings, LayerMap, Settings, load_settings
 from nerkd.train.kd import DistillObjective, check_layer_map
 
-from .conftest import DATA
+from tests.helpers import DATA
 
 BIO = LabelSpace.from_file(DATA / "label2id.json")
 

@@ -10,7 +10,7 @@ from nerkd.data.labels import LabelSpace
 from nerkd.models.heads import encoder_layers, keep_heads
 from nerkd.models.ner import NerModel, load_tokenizer
 
-from .conftest import DATA
+from tests.helpers import DATA
 
 BIO = LabelSpace.from_file(DATA / "label2id.json")
 DATA_SETS = [f"data.train={DATA / 'train.jsonl'}", f"data.dev={DATA / 'dev.jsonl'}",

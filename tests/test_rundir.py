@@ -22,7 +22,7 @@ from nerkd.project import Project
 from nerkd.rundir import LOCK, MARKER, RunFolder, RunFolderError, RunLock
 from nerkd.train import checkpoint
 
-from .conftest import DATA
+from tests.helpers import DATA
 
 PRUNE_SETS = ["--set", f"data.dev={DATA / 'dev.jsonl'}", "--set", f"data.label2id={DATA / 'label2id.json'}",
               "--set", "prune.max_sentences=8", "--set", "train.device=cpu"]

@@ -21,7 +21,7 @@ from nerkd.models.student import (
 )
 from nerkd.settings import StudentSettings
 
-from .conftest import DATA
+from tests.helpers import DATA
 
 BIO = LabelSpace.from_file(DATA / "label2id.json")
 

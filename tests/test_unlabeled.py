@@ -13,7 +13,7 @@ from nerkd.errors import DataError, SettingsError
 from nerkd.infer.io import detokenize
 from nerkd.settings import load_settings
 
-from .conftest import DATA
+from tests.helpers import DATA
 
 
 def _gold(name: str) -> list[list[str]]:
