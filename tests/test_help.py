@@ -73,8 +73,8 @@ def _paragraphs(text: str) -> list[list[str]]:
     return paragraphs
 
 
-def test_commands_are_the_seven():
-    assert COMMANDS == ["validate", "distill", "prune", "finetune", "infer", "bench", "report"]
+def test_commands_are_the_nine():
+    assert COMMANDS == ["validate", "distill", "prune", "finetune", "infer", "bench", "report", "export", "serve"]
 
 
 @pytest.mark.parametrize("args", [[], *([c] for c in COMMANDS)])
