@@ -303,3 +303,14 @@ def test_bench_rows_side_by_side(tiny_bio, onnx_bio, one_thread):
         load_engine(str(onnx_bio), settings, device="cpu", precision="int8")
     assert rows["bio_onnx [onnx]"]["parameters"] == rows["tiny_bio"]["parameters"]
     assert rows["bio_onnx [onnx]"]["disk_bytes"] == (onnx_bio / "model.onnx").stat().st_size
+
+
+def test_bench_cli_shows_the_onnx_row(runner, in_tmp, tiny_bio, onnx_bio, one_thread):
+    texts = in_tmp / "texts.txt"
+    texts.write_text("\n".join(TEXTS[:6]) + "\n", encoding="utf-8")
+    res = _cli(runner, "bench", "--model", str(tiny_bio), "--model", str(onnx_bio), "--input", str(texts), "-n", "6",
+               "--json", "bench.json", "--set", "bench.warmup=1", "--set", "bench.blocks=2")
+    assert res.exit_code == 0, res.output
+    assert "bio_onnx [onnx]" in res.stdout   # the row's name, not eaten as rich markup
+    names = [m["name"] for m in orjson.loads((in_tmp / "bench.json").read_bytes())["models"]]
+    assert names == ["tiny_bio", "bio_onnx [onnx]"]

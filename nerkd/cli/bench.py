@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from nerkd.cli.common import (
     Backend,
@@ -100,7 +101,7 @@ def render(result: dict) -> None:
                 "lat. x", "thr. x"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in result["models"]:
-        table.add_row(r["name"], f"{r['parameters'] / 1e6:.2f}M", f"{r['disk_bytes'] / 1e6:.1f}",
+        table.add_row(Text(r["name"]), f"{r['parameters'] / 1e6:.2f}M", f"{r['disk_bytes'] / 1e6:.1f}",
                       f"{r['latency_ms_p50']:.2f}", _span(r, "latency_ms_p50", ".2f"), f"{r['latency_ms_p95']:.2f}",
                       f"{r['words_per_s']:,.0f}", _span(r, "words_per_s", ",.0f"), f"{r['peak_mem_mb']:.0f}",
                       f"{r['speedup_latency']:.2f}", f"{r['speedup_throughput']:.2f}")
