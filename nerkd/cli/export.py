@@ -47,7 +47,10 @@ def export(
     trust_remote_code; pruned heads come back as zero weights (same outputs, no speed gain) and a
     CRF is not used by transformers. Each export is checked against the model before it is written.
 
-    Example: nerkd export --model artifacts/final --format onnx --output artifacts/final_onnx
+    \b
+    Example (ONNX, then a plain Hugging Face folder):
+      nerkd export -m artifacts/final --format onnx -o artifacts/final_onnx
+      nerkd export -m artifacts/final --format hf -o artifacts/final_hf
     """
     from nerkd.export import check_texts, export_hf, export_onnx
     from nerkd.ui import err, out, warn
