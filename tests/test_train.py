@@ -367,3 +367,80 @@ def test_an_optimiser_state_that_does_not_fit_fails_in_one_line(tiny_bio, data, 
                                             r"state does not fit this model's trainable parameters") as err:
         run(tiny_bio, data, tmp_path / "run", resume=True)
     assert "\n" not in str(err.value)
+
+
+# -- issue 10: resume stays exact with an unlabelled transfer set -----------------------------------------------------
+
+def distill_objective(folder, crash_at=None, cache=False):
+    """Distillation of the tiny BIO model into a copy of itself (same tokenizer), counting (and crashing at) the
+    calls of both its losses: gold and unlabelled."""
+    from nerkd.data.labels import type_mapping
+    from nerkd.settings import DistillSettings
+    from nerkd.train.kd import DistillObjective
+
+    class Counting(DistillObjective):
+        calls = 0
+
+        def _count(self):
+            self.calls += 1
+            if self.calls == crash_at:
+                raise RuntimeError("injected crash")
+
+        def loss(self, batch, epoch):
+            self._count()
+            return super().loss(batch, epoch)
+
+        def unlabeled_loss(self, batch, epoch, keys=None):
+            self._count()
+            return super().unlabeled_loss(batch, epoch, keys)
+
+    teacher, student = NerModel.load(folder), NerModel.load(folder)
+    settings = DistillSettings(layer_map={"teacher": [1, 2], "student": [1, 2]}, cache_teacher=cache,
+                               phases=[{"from_epoch": 1, "weights": [1, 0.5, 0.1, 0]},
+                                       {"from_epoch": 2, "weights": [1, 1, 0.2, 0]}])
+    return Counting(student, teacher, type_mapping(teacher.labels, student.labels), settings)
+
+
+def unlabeled_run(folder, data, out, tmp_path, crash_at=None, cache=False, resume=False):
+    from nerkd.data.unlabeled import EpochSampler, scan_unlabeled
+    from nerkd.train.transfer import TransferSet
+
+    tok, windows, dev = data
+    path = tmp_path.parent / "u.txt"
+    if not path.exists():
+        path.write_text("\n".join((DATA / "unlabeled.txt").read_text(encoding="utf-8").splitlines()[:20]) + "\n",
+                        encoding="utf-8")
+    # 12 texts per epoch over a set of 20: epoch 2 cycles into the second pass (and the cache is used)
+    transfer = TransferSet(EpochSampler(scan_unlabeled(path), seed=42), 12, 32, 8, cache_teacher=cache)
+    obj = distill_objective(folder, crash_at, cache)
+    result = train(obj, tok, windows, dev, make_settings(), out, stage="test", resume=resume, unlabeled=transfer)
+    return obj, result
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["on-the-fly", "teacher-cache"])
+def test_resume_with_an_unlabelled_set_ends_with_the_same_weights(tiny_bio, data, tmp_path, cache, one_thread):
+    ref_obj, ref = unlabeled_run(tiny_bio, data, tmp_path / "ref", tmp_path, cache=cache)
+    summary = orjson.loads((tmp_path / "ref/train_summary.json").read_bytes())["unlabeled"]
+    u_batches = summary["batches_per_epoch"]
+    assert (summary["teacher_cache"] or {}).get("rows_from_cache", 0) > 0 if cache else summary["teacher_cache"] is None
+    assert len(u_batches) == 2 and min(u_batches) >= 3          # 12 texts (some split) in batches of 4
+    n1 = 6 + u_batches[0]                                        # micro-batches of epoch 1
+    assert ref_obj.calls == n1 + 6 + u_batches[1]
+    # crash at the 5th micro-batch of epoch 2, after the checkpoint of an even step inside it
+    with pytest.raises(RuntimeError, match="injected crash"):
+        unlabeled_run(tiny_bio, data, tmp_path / "run", tmp_path, crash_at=n1 + 5, cache=cache)
+    state = orjson.loads((tmp_path / "run/checkpoints/last/state.json").read_bytes())
+    assert state["epoch"] == 2 and 0 < state["pos"] < 5
+    assert state["unlabeled"]["consumed"] == 12 and state["unlabeled"]["texts"] == 20
+    obj, result = unlabeled_run(tiny_bio, data, tmp_path / "run", tmp_path, cache=cache, resume=True)
+    assert obj.calls == ref_obj.calls - n1 - state["pos"]      # only what was left was trained
+    assert result.steps == ref.steps
+    assert states_equal(obj.model, ref_obj.model)               # exact: the same batches, teacher outputs and RNG
+    assert states_equal(NerModel.load(tmp_path / "run"), NerModel.load(tmp_path / "ref"))
+    assert result.best_f1 == ref.best_f1 and same(result.history, ref.history)
+    assert {"u_kd", "u_hidden", "u_loss"} <= set(result.history[1])
+
+    def strip(lines):
+        return [{k: v for k, v in line.items() if k != "tokens_per_s"} for line in lines]
+
+    assert same(strip(read_metrics(tmp_path / "run")), strip(read_metrics(tmp_path / "ref")))

@@ -11,6 +11,13 @@ from the phase in force (``distill.phases``, :meth:`DistillSettings.weights_for_
 - ``L_Hidden``: 1 - cosine between hidden states paired by ``distill.layer_map`` (0 = embeddings),
   through learned projections when widths differ;
 - ``L_CRF``: squared distance between the CRFs' transition scores, when both models have a CRF.
+
+Unlabelled batches (``data.unlabeled``, :meth:`DistillObjective.unlabeled_loss`) have no gold: they
+take only the teacher's terms, ``distill.unlabeled_weight x (w_kd L_KD + w_hidden L_Hidden)`` with
+the same phase weights, KD on every word the window owns (``word_index >= 0``). No CE, no CRF NLL is
+computed for them; ``L_CRF`` (which does not depend on the batch) stays with the gold batches, so it
+is counted once per gold batch as before. Their teacher outputs may come from a
+:class:`~nerkd.train.transfer.TeacherCache` (``teacher_cache``).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class DistillObjective(BaseObjective):
         super().__init__(student)
         self.teacher = freeze(teacher)
         self.teacher_forward: nn.Module = self.teacher   # torch.compile'd by compile_teacher()
+        self.teacher_cache = None                         # a TeacherCache for unlabelled batches (the loop sets it)
         self.settings = distill_settings
         self.temperature = float(distill_settings.temperature)
         self.t_layers, self.s_layers = check_layer_map(layer_map or distill_settings.layer_map,
@@ -116,21 +124,32 @@ class DistillObjective(BaseObjective):
         w = self.settings.weights_for_epoch(epoch)
         return {"ce": w.ce, "kd": w.kd, "hidden": w.hidden, "crf": w.crf if self.use_crf else 0.0}
 
-    def terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Every unweighted loss term (scalars with gradients to the student), no host sync."""
-        ids, att, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    def teacher_targets(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The teacher's logits ``[B, T, Lt]`` and its hidden states that the layer map pairs (no grad)."""
         if self.teacher.training:
             self.teacher.eval()
         with torch.no_grad():
-            t_out = self.teacher_forward(ids, att, output_hidden_states=True)
+            t_out = self.teacher_forward(input_ids, attention_mask, output_hidden_states=True)
+        return t_out.logits, [t_out.hidden_states[i] for i in self.t_layers]
+
+    def teacher_terms(self, s_out, t_logits: Tensor, t_hidden: list[Tensor], kd_mask: Tensor,
+                      attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``(L_KD over kd_mask, L_Hidden over the attended positions)`` of a student output."""
+        kd = kd_loss(s_out.logits, t_logits, kd_mask, self.temperature, self.student_cols, self.teacher_cols,
+                     self.n_shared)
+        hid = hidden_loss([s_out.hidden_states[i] for i in self.s_layers], t_hidden, attention_mask.bool(),
+                          self.projections)
+        return kd, hid
+
+    def terms(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Every unweighted loss term (scalars with gradients to the student), no host sync."""
+        ids, att, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        t_logits, t_hidden = self.teacher_targets(ids, att)
         s_out = self.forward_model(ids, att, output_hidden_states=True)
         student = self.model
         ce = crf_nll(student.crf, s_out.logits, labels) if student.crf is not None else ce_loss(s_out.logits, labels)
         kd_mask = (labels != IGNORE) & self.kd_ok[labels.clamp(min=0)]
-        kd = kd_loss(s_out.logits, t_out.logits, kd_mask, self.temperature, self.student_cols, self.teacher_cols,
-                     self.n_shared)
-        hid = hidden_loss([s_out.hidden_states[i] for i in self.s_layers],
-                          [t_out.hidden_states[i] for i in self.t_layers], att.bool(), self.projections)
+        kd, hid = self.teacher_terms(s_out, t_logits, t_hidden, kd_mask, att)
         if self.use_crf:
             crf = crf_transition_loss(student.crf, self.teacher.crf, self.pairs)
         else:
@@ -151,3 +170,24 @@ class DistillObjective(BaseObjective):
         logged.update({f"w_{k}": float(v) for k, v in weights.items()})
         logged["total"] = total.detach()
         return total, logged
+
+    def unlabeled_loss(self, batch: dict[str, Tensor], epoch: int, keys=None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of an unlabelled batch (see the module doc): ``unlabeled_weight x (w_kd L_KD +
+        w_hidden L_Hidden)``, KD on the owned words (``word_index >= 0``); ``labels`` are not read.
+        ``keys`` (one per row) look the teacher's outputs up in ``teacher_cache`` when there is one.
+        Returns ``(total, {"kd", "hidden"})`` (the loop logs them as ``u_kd``, ``u_hidden``, ``u_loss``)."""
+        ids, att = batch["input_ids"], batch["attention_mask"]
+        if self.teacher_cache is not None and keys is not None:
+            t_logits, t_hidden = self.teacher_cache.targets(keys, ids, att, self.teacher_targets)
+        else:
+            t_logits, t_hidden = self.teacher_targets(ids, att)
+        s_out = self.forward_model(ids, att, output_hidden_states=True)
+        kd, hid = self.teacher_terms(s_out, t_logits, t_hidden, batch["word_index"] >= 0, att)
+        w = self.weights(epoch)
+        total = None
+        for weight, term in ((w["kd"], kd), (w["hidden"], hid)):
+            if weight > 0:
+                total = weight * term if total is None else total + weight * term
+        if total is None:  # both weights 0 in this phase: keep a graph so backward works
+            total = 0.0 * kd
+        return float(self.settings.unlabeled_weight) * total, {"kd": kd.detach(), "hidden": hid.detach()}

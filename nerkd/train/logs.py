@@ -14,7 +14,9 @@ class Accumulator:
     """Running sums of the loss and the objective's terms, without host synchronisation.
 
     Tensor terms are summed on the device, float terms on the host; :meth:`mean` (a log point)
-    is the only place that reads the device, averaging over steps and ranks.
+    is the only place that reads the device, averaging over steps and ranks. Batches of another
+    kind are added with a ``prefix`` (``"u_"``: ``u_loss``, ``u_kd``...) and averaged over the
+    batches of their kind only.
     """
 
     def __init__(self, device: torch.device):
@@ -24,11 +26,16 @@ class Accumulator:
     def reset(self) -> None:
         self.tensors: dict[str, torch.Tensor] = {}
         self.floats: dict[str, float] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {"": 0}    # batches per prefix ("" = gold)
 
-    def add(self, loss: torch.Tensor, terms: dict) -> None:
-        self.count += 1
+    @property
+    def count(self) -> int:
+        return self.counts[""]
+
+    def add(self, loss: torch.Tensor, terms: dict, prefix: str = "") -> None:
+        self.counts[prefix] = self.counts.get(prefix, 0) + 1
         for key, value in (("loss", loss), *terms.items()):
+            key = prefix + key
             if isinstance(value, torch.Tensor):
                 value = value.detach().float()
                 prev = self.tensors.get(key)
@@ -36,29 +43,38 @@ class Accumulator:
             else:
                 self.floats[key] = self.floats.get(key, 0.0) + float(value)
 
-    def _reduced(self, env: ddp.DistEnv) -> tuple[dict[str, float], int]:
+    def _group(self, key: str) -> str:
+        return next((p for p in self.counts if p and key.startswith(p)), "")
+
+    def _reduced(self, env: ddp.DistEnv) -> tuple[dict[str, float], dict[str, int]]:
+        counts = {p: n * env.world_size for p, n in self.counts.items()}
         keys = sorted(set(self.tensors) | set(self.floats))
         if not keys:
-            return {}, self.count * env.world_size
+            return {}, counts
         zero = torch.zeros((), device=self.device)
         values = [self.tensors.get(k, zero).to(self.device) + self.floats.get(k, 0.0) for k in keys]
         total = ddp.all_reduce(torch.stack(values).float(), env).tolist()
-        return dict(zip(keys, total, strict=True)), self.count * env.world_size
+        return dict(zip(keys, total, strict=True)), counts
 
     def mean(self, env: ddp.DistEnv) -> dict[str, float]:
-        sums, n = self._reduced(env)
-        return {k: v / max(n, 1) for k, v in sums.items()}
+        sums, counts = self._reduced(env)
+        return {k: v / max(counts[self._group(k)], 1) for k, v in sums.items()}
 
     def state(self, env: ddp.DistEnv) -> dict:
-        sums, n = self._reduced(env)
-        return {"sums": sums, "count": n}
+        sums, counts = self._reduced(env)
+        state = {"sums": sums, "count": counts.pop("")}
+        if counts:
+            state["counts"] = counts
+        return state
 
     def load(self, state: dict | None, world_size: int = 1) -> None:
         """Restore :meth:`state` (global sums), split evenly over ``world_size`` ranks."""
         self.reset()
         if not state:
             return
-        self.count = int(state["count"]) // world_size
+        self.counts[""] = int(state["count"]) // world_size
+        for prefix, n in state.get("counts", {}).items():
+            self.counts[prefix] = int(n) // world_size
         for k, v in state["sums"].items():
             self.floats[k] = float(v) / world_size
 

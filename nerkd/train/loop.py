@@ -20,6 +20,13 @@ and resumed run ends with the same weights as an uninterrupted one. It is refuse
 plan or :func:`~nerkd.train.checkpoint.fingerprint` (settings that change training, data hashes,
 the engine's ``fingerprint`` extras: models, distillation settings) differs from the checkpoint's.
 A run without ``resume`` first removes any previous checkpoint and summary from ``out_dir``.
+
+With an unlabelled transfer set (``unlabeled``, a :class:`~nerkd.train.transfer.TransferSet` built
+from ``data.unlabeled``), each epoch also serves unlabelled batches, spread evenly among the gold
+ones (:func:`~nerkd.train.transfer.interleave`); the objective's ``unlabeled_loss`` trains on them
+and ``metrics.jsonl`` logs their terms apart (``u_loss``, ``u_kd``, ``u_hidden``). Their texts, and
+so the epoch, depend only on the settings, the file and the epoch: resume stays exact; the
+sampler's state is saved in ``state.json`` and checked on resume (same file, cap and seed).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from nerkd.train.optim import (
     pad_multiple,
     precision_plan,
 )
+from nerkd.train.transfer import TransferSet, build_cache, interleave
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -94,6 +102,9 @@ class TrainResult:
 
 
 # -- the state a checkpoint carries -------------------------------------------------------------
+OPTIONAL_STATE = ("fingerprint", "unlabeled")   # keys an older state.json may lack (None then)
+
+
 @dataclass
 class TrainState:
     """Where a run stands: the live position while training, and what ``checkpoints/last/state.json``
@@ -116,6 +127,7 @@ class TrainState:
     metrics_bytes: int = 0                 # metrics.jsonl's size when saved (resume cuts what came after)
     window: dict | None = None             # Accumulator.state() of the log window when saved ...
     epoch_sums: dict | None = None         # ... and of the epoch so far
+    unlabeled: dict | None = None          # the unlabelled sampler's state at the start of ``epoch`` (or None)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,7 +136,7 @@ class TrainState:
     def from_json(cls, data: dict[str, Any], where: Path) -> TrainState:
         """A saved state; one line naming the keys an older or foreign ``state.json`` lacks."""
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [k for k in names if k not in data and k != "fingerprint"]
+        missing = [k for k in names if k not in data and k not in OPTIONAL_STATE]
         if missing:
             raise TrainingError(f"{where}: cannot resume from this checkpoint: its state.json lacks "
                                 f"{', '.join(missing)} (written by another nerkd version); start a new run "
@@ -139,9 +151,15 @@ class EpochPlan(NamedTuple):
     batches: list[list[int]]   # this rank's window indices, per global batch
     tokens: list[int]          # real (unpadded) tokens of each global batch
     duplicated: int            # rows lent to ranks that a small batch left empty (all ranks)
+    unlabeled: list[list[int]] = []   # the same for the epoch's unlabelled windows (TransferSet.windows)
+    u_tokens: list[int] = []
+
+    def order(self) -> list[tuple[str, int]]:
+        """The epoch's batches in training order: ``(kind, index)``, unlabelled ones spread evenly."""
+        return interleave(len(self.batches), len(self.unlabeled))
 
     def steps(self, accum: int) -> int:
-        return -(-len(self.batches) // accum)
+        return -(-(len(self.batches) + len(self.unlabeled)) // accum)
 
 
 class Batch(NamedTuple):
@@ -150,7 +168,8 @@ class Batch(NamedTuple):
     pos: int                   # index in the epoch (checkpoint position, accumulation groups)
     tensors: dict[str, Tensor]  # collate()'s dict, on the device
     tokens: int                # real tokens of the global batch (throughput)
-    kind: str = "gold"         # which source it came from (only gold batches so far)
+    kind: str = "gold"         # which source it came from: gold | unlabeled
+    keys: list | None = None   # unlabelled rows: (text ordinal, window rank), the teacher cache's keys
 
 
 @dataclass
@@ -187,6 +206,7 @@ class TrainRun:
     bad_step: Tensor           # first step with a non-finite loss (-1: none), kept on the device
     tokens: int = 0            # tokens trained since the last log line ...
     clock: float = 0.0         # ... and when that line was written
+    transfer: TransferSet | None = None   # the unlabelled set (data.unlabeled), if the run uses one
 
     @property
     def main(self) -> bool:
@@ -194,11 +214,16 @@ class TrainRun:
 
 
 def epoch_plan(lengths: Sequence[int], cfg: TrainSettings, max_tokens: int | None, epoch: int,
-               env: ddp.DistEnv) -> EpochPlan:
-    """This rank's batches for ``epoch`` (see :class:`EpochPlan`)."""
+               env: ddp.DistEnv, u_lengths: Sequence[int] = ()) -> EpochPlan:
+    """This rank's batches for ``epoch`` (see :class:`EpochPlan`); ``u_lengths``: the epoch's
+    unlabelled windows, batched the same way from their own seed."""
     batches = bucket_batches(lengths, cfg.batch_size, max_tokens, shuffle=True, seed=cfg.seed + epoch)
     mine, duplicated = ddp.shard(batches, env)
-    return EpochPlan(mine, [sum(lengths[k] for k in b) for b in batches], duplicated)
+    u_batches = bucket_batches(u_lengths, cfg.batch_size, max_tokens, shuffle=True,
+                               seed=1_000_003 * (cfg.seed + 1) + epoch) if u_lengths else []
+    u_mine, u_duplicated = ddp.shard(u_batches, env)
+    return EpochPlan(mine, [sum(lengths[k] for k in b) for b in batches], duplicated + u_duplicated,
+                     u_mine, [sum(u_lengths[k] for k in b) for b in u_batches])
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -218,13 +243,16 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
 def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_windows: Sequence[Window],
           dev: DevSet | None, settings: Settings, out_dir: str | Path, *, epochs: int | None = None,
           lr: float | None = None, resume: bool = False, stage: str = "distill",
-          fingerprint: dict | None = None) -> TrainResult:
+          fingerprint: dict | None = None, unlabeled: TransferSet | None = None) -> TrainResult:
     """Train ``objective.model`` (see module doc); the best model ends up at ``out_dir``'s root.
 
     ``epochs``/``lr`` override ``train.epochs``/``train.lr``; ``fingerprint``: what else defines the
-    run for ``--resume`` (flattened into :func:`~nerkd.train.checkpoint.fingerprint`)."""
+    run for ``--resume`` (flattened into :func:`~nerkd.train.checkpoint.fingerprint`); ``unlabeled``:
+    the transfer set whose batches the objective's ``unlabeled_loss`` also trains on."""
     if not train_windows:
         raise TrainingError("no training windows: the train split is empty")
+    if unlabeled is not None:
+        fingerprint = {**(fingerprint or {}), "data.unlabeled (sha256)": checkpoint.file_hash(unlabeled.path)}
     out_dir = Path(out_dir)
     env = ddp.detect()
     device, started = ddp.setup(env, settings.train.device)
@@ -232,17 +260,24 @@ def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_window
         if env.is_main:
             open_run_folder(out_dir, settings, resume)
         run = set_up(objective, tokenizer, train_windows, dev, settings.train, settings.data, out_dir, env, device,
-                     stage=stage, epochs=epochs or settings.train.epochs, lr=lr or settings.train.lr)
+                     stage=stage, epochs=epochs or settings.train.epochs, lr=lr or settings.train.lr,
+                     transfer=unlabeled)
         state = TrainState(run_plan(run), checkpoint.fingerprint(settings, stage, fingerprint), env.world_size)
         if resume:
             state = resume_state(run, state)
         else:
             run.metrics.truncate(0)
         announce(run)
+        if unlabeled is not None and unlabeled.cache_teacher:
+            objective.teacher_cache = build_cache(
+                unlabeled, objective, tokenizer, epochs=run.epochs, device=device, precision=run.precision,
+                batch_size=run.cfg.batch_size, max_tokens=run.max_tokens, pad_to=run.pad_to)
         run_epochs(run, state)
         return finish(run, state)
     finally:
         objective.forward_model = objective.model  # drop the DDP/compile wrapper
+        if unlabeled is not None and unlabeled.cache_teacher:
+            objective.teacher_cache = None           # the cache's memory goes with the run
         if started:
             ddp.teardown()
 
@@ -259,8 +294,9 @@ def open_run_folder(out_dir: Path, settings: Settings, resume: bool) -> None:
 
 def set_up(objective: Objective, tokenizer: PreTrainedTokenizerBase, windows: Sequence[Window], dev: DevSet | None,
            cfg: TrainSettings, data: DataSettings, out_dir: Path, env: ddp.DistEnv, device: torch.device, *,
-           stage: str, epochs: int, lr: float) -> TrainRun:
-    """Model and extras on the device (DDP-wrapped), optimiser, schedule, precision, every epoch's batches."""
+           stage: str, epochs: int, lr: float, transfer: TransferSet | None = None) -> TrainRun:
+    """Model and extras on the device (DDP-wrapped), optimiser, schedule, precision, every epoch's batches
+    (gold and, with ``transfer``, unlabelled)."""
     seed_epoch(cfg.seed, 0, 0)
     precision, use_scaler = precision_plan(cfg.precision, device)
     objective.to(device)
@@ -271,7 +307,9 @@ def set_up(objective: Objective, tokenizer: PreTrainedTokenizerBase, windows: Se
     optimizer = build_optimizer([model, *extras], lr, cfg.weight_decay, device)
 
     lengths = [len(w) for w in windows]
-    plans = [epoch_plan(lengths, cfg, data.max_tokens_per_batch, e, env) for e in range(1, epochs + 1)]
+    plans = [epoch_plan(lengths, cfg, data.max_tokens_per_batch, e, env,
+                        [len(w) for w in transfer.windows(tokenizer, e).windows] if transfer is not None else ())
+             for e in range(1, epochs + 1)]
     total_steps = sum(p.steps(cfg.grad_accum) for p in plans)
     if cfg.max_steps is not None:
         total_steps = min(cfg.max_steps, total_steps)
@@ -284,15 +322,18 @@ def set_up(objective: Objective, tokenizer: PreTrainedTokenizerBase, windows: Se
         scaler=grad_scaler(use_scaler, device), pad_to=pad_multiple(device, cfg.compile), plans=plans,
         total_steps=total_steps, metrics=MetricsLog(out_dir / "metrics.jsonl", env.is_main),
         window=Accumulator(device), epoch_sums=Accumulator(device),
-        bad_step=torch.full((), -1, dtype=torch.long, device=device))
+        bad_step=torch.full((), -1, dtype=torch.long, device=device), transfer=transfer)
 
 
 def run_plan(run: TrainRun) -> dict[str, Any]:
     """What the run is, for ``--resume`` (effective values: finetune overrides epochs and lr)."""
     t = run.cfg
-    return {"windows": len(run.windows), "tokens": sum(len(w) for w in run.windows), "batch_size": t.batch_size,
+    plan = {"windows": len(run.windows), "tokens": sum(len(w) for w in run.windows), "batch_size": t.batch_size,
             "grad_accum": t.grad_accum, "max_tokens_per_batch": run.max_tokens, "seed": t.seed,
             "epochs": run.epochs, "max_steps": t.max_steps, "lr": run.lr, "warmup_ratio": t.warmup_ratio}
+    if run.transfer is not None:   # only then: checkpoints of runs without one keep the same plan
+        plan["unlabeled_batches"] = [len(p.unlabeled) for p in run.plans]
+    return plan
 
 
 def resume_state(run: TrainRun, state: TrainState) -> TrainState:
@@ -303,6 +344,11 @@ def resume_state(run: TrainRun, state: TrainState) -> TrainState:
         raise TrainingError(f"nothing to resume in {run.out_dir}: no checkpoints/last (run without --resume)")
     saved = TrainState.from_json(checkpoint.read_state(found), found)
     check_same_run(found, saved, state)
+    if run.transfer is not None:
+        problem = run.transfer.restore(saved.unlabeled, saved.epoch)
+        if problem:
+            raise TrainingError(f"cannot resume {found}: {run.transfer.path}: {problem}; start a new run "
+                                "(without --resume)")
     loaded = checkpoint.load_last(found, model=run.model, extras=run.extras, optimizer=run.optimizer,
                                   scheduler=run.scheduler, scaler=run.scaler, device=run.device, rank=run.env.rank,
                                   world_size=run.env.world_size)
@@ -338,6 +384,12 @@ def announce(run: TrainRun) -> None:
         f"accum {t.grad_accum}, lr {run.lr:g}, {describe(run.device)}, {run.precision}"
         f"{' + GradScaler' if run.scaler else ''}{f', {env.world_size} ranks' if env.enabled else ''}"
         f"{', compiled' if t.compile else ''}")
+    if run.transfer is not None:
+        u = run.transfer
+        batches = [len(p.unlabeled) for p in run.plans]
+        say(f"unlabelled batches: {u.per_epoch:,} texts per epoch (distill.unlabeled_ratio), "
+            f"{sum(batches) / len(batches):.1f} batches per epoch among {len(run.plans[0].batches)} gold; "
+            f"{run.epochs * u.per_epoch / u.texts:.2f} passes over the {u.texts:,} texts in {run.epochs} epochs")
     duplicated = sum(p.duplicated for p in run.plans)
     if duplicated:
         say(f"note: {duplicated} rows duplicated over {run.epochs} epochs so that every rank gets a row "
@@ -355,26 +407,33 @@ def run_epochs(run: TrainRun, state: TrainState) -> None:
 
 
 # -- one epoch ----------------------------------------------------------------------------------
-def epoch_batches(run: TrainRun, plan: EpochPlan, start: int) -> Iterator[Batch]:
-    """The epoch's micro-batches from position ``start``, collated and on the device.
-
-    The one place an epoch's batches come from: a second source (unlabelled batches with their
-    own ``kind``) would be interleaved here, its position kept in the state for resume."""
-    for i in range(start, len(plan.batches)):
-        batch = collate([run.windows[k] for k in plan.batches[i]], run.tokenizer.pad_token_id, run.pad_to)
-        yield Batch(i, {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}, plan.tokens[i])
+def epoch_batches(run: TrainRun, plan: EpochPlan, epoch: int, start: int) -> Iterator[Batch]:
+    """The epoch's micro-batches from position ``start``, collated and on the device: the gold
+    batches and, with a transfer set, the unlabelled ones in :meth:`EpochPlan.order` (a position
+    is an index in that order, so a checkpoint's position holds for both kinds)."""
+    order = plan.order()
+    u = run.transfer.windows(run.tokenizer, epoch) if plan.unlabeled and start < len(order) else None
+    for pos in range(start, len(order)):
+        kind, i = order[pos]
+        if kind == "gold":
+            rows, keys, tokens = [run.windows[k] for k in plan.batches[i]], None, plan.tokens[i]
+        else:
+            rows, keys, tokens = [u.windows[k] for k in plan.unlabeled[i]], [u.keys[k] for k in plan.unlabeled[i]], \
+                plan.u_tokens[i]
+        batch = collate(rows, run.tokenizer.pad_token_id, run.pad_to)
+        yield Batch(pos, {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}, tokens, kind, keys)
 
 
 def train_epoch(run: TrainRun, state: TrainState, bar: Progress, task: int) -> bool:
     """Train ``state.epoch`` from batch ``state.pos``; True when ``train.max_steps`` was reached."""
     t = run.cfg
     plan = run.plans[state.epoch - 1]
-    n = len(plan.batches)
+    n = len(plan.batches) + len(plan.unlabeled)
     if state.pos == 0:
         seed_epoch(t.seed, state.epoch, run.env.rank)
     for module in (run.model, *run.extras):
         module.train()
-    for batch in epoch_batches(run, plan, state.pos):
+    for batch in epoch_batches(run, plan, state.epoch, state.pos):
         boundary = (batch.pos + 1) % t.grad_accum == 0 or batch.pos + 1 == n   # last micro-batch of a step
         group = min(t.grad_accum, n - batch.pos // t.grad_accum * t.grad_accum)  # micro-batches in this step
         forward_backward(run, state, batch, group, sync=boundary)
@@ -400,15 +459,20 @@ def train_epoch(run: TrainRun, state: TrainState, bar: Progress, task: int) -> b
 def forward_backward(run: TrainRun, state: TrainState, batch: Batch, group: int, sync: bool) -> None:
     """The objective's loss under autocast, backward of ``loss / group`` (GradScaler-scaled for
     fp16); DDP all-reduces the gradients only when ``sync`` (the step's last micro-batch)."""
+    unlabeled = batch.kind == "unlabeled"
     with ddp.no_sync(run.ddp_module, skip=not sync):
         with autocast(run.device, run.precision):
-            loss, terms = run.objective.loss(batch.tensors, state.epoch)
+            if unlabeled:
+                loss, terms = run.objective.unlabeled_loss(batch.tensors, state.epoch, keys=batch.keys)
+            else:
+                loss, terms = run.objective.loss(batch.tensors, state.epoch)
         scaled = loss / group
         (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
     loss = loss.detach()
     run.bad_step = torch.where(torch.isfinite(loss) | (run.bad_step >= 0), run.bad_step, state.step + 1)
-    run.window.add(loss, terms)
-    run.epoch_sums.add(loss, terms)
+    prefix = "u_" if unlabeled else ""
+    run.window.add(loss, terms, prefix)
+    run.epoch_sums.add(loss, terms, prefix)
     run.tokens += batch.tokens
 
 
@@ -423,7 +487,8 @@ def log_window(run: TrainRun, state: TrainState, bar: Progress, task: int) -> No
     lr = run.scheduler.get_last_lr()[0]
     run.metrics.write({"kind": "train", "step": state.step, "epoch": state.epoch, "lr": lr, **terms,
                        "tokens_per_s": round(speed, 1)})
-    bar.update(task, info=f"loss {terms['loss']:.4f}  lr {lr:.2e}  {speed:,.0f} tok/s")
+    shown = f"loss {terms['loss']:.4f}" if "loss" in terms else f"u_loss {terms.get('u_loss', float('nan')):.4f}"
+    bar.update(task, info=f"{shown}  lr {lr:.2e}  {speed:,.0f} tok/s")
 
 
 def check_finite(run: TrainRun, epoch: int) -> None:
@@ -440,7 +505,8 @@ def save_state(run: TrainRun, state: TrainState) -> None:
     sums are gathered; rank 0 writes)."""
     rng = ddp.gather_objects(checkpoint.rng_state(), run.env)
     snapshot = dataclasses.replace(state, metrics_bytes=run.metrics.size(), window=run.window.state(run.env),
-                                   epoch_sums=run.epoch_sums.state(run.env))
+                                   epoch_sums=run.epoch_sums.state(run.env),
+                                   unlabeled=run.transfer.state(state.epoch) if run.transfer is not None else None)
     if run.main:
         checkpoint.save_last(run.out_dir, model=run.model, extras=run.extras, optimizer=run.optimizer,
                              scheduler=run.scheduler, scaler=run.scaler, rng=rng, state=snapshot.to_json())
@@ -509,5 +575,18 @@ def finish(run: TrainRun, state: TrainState) -> TrainResult:
             "stop_reason": result.stop_reason, "dev": result.dev, "history": result.history,
             "precision": run.precision, "device": describe(run.device), "world_size": run.env.world_size,
             "duplicated_rows": sum(p.duplicated for p in run.plans), "train_windows": len(run.windows),
-            "lr": run.lr, "epochs": run.epochs})
+            "lr": run.lr, "epochs": run.epochs, "unlabeled": unlabeled_summary(run)})
     return result
+
+
+def unlabeled_summary(run: TrainRun) -> dict | None:
+    """What ``train_summary.json`` says about the transfer set (None without one)."""
+    u = run.transfer
+    if u is None:
+        return None
+    cache = getattr(run.objective, "teacher_cache", None)
+    return {"path": u.path, "texts": u.texts, "texts_per_epoch": u.per_epoch,
+            "batches_per_epoch": [len(p.unlabeled) for p in run.plans],
+            "teacher_cache": None if cache is None else {
+                "windows": len(cache), "mib": round(cache.bytes / 2**20, 2), "full": cache.full,
+                "rows_from_cache": cache.hits, "rows_computed": cache.misses}}

@@ -30,6 +30,11 @@ DDP and checkpoints; an objective owns the model(s) and the loss. Contract:
     weight (``{"ce": t, "kd": t, "w_ce": 1.0, "w_kd": 0.5}``). Term values may be 0-dim tensors
     (detached; preferred: no host sync, the loop calls ``.item()`` only every ``train.log_every``
     steps) or floats. Use the same keys on every step of an epoch and on every rank.
+``unlabeled_loss(batch, epoch, keys=None)`` (optional)
+    The loss of an unlabelled batch (``data.unlabeled``: every label ``IGNORE``, ``word_index >= 0``
+    marks the owned words; ``keys`` one ``(text ordinal, window rank)`` per row). Only an objective
+    with a teacher has it (:class:`nerkd.train.kd.DistillObjective`); the loop serves unlabelled
+    batches only to such an objective, and logs its terms with a ``u_`` prefix.
 
 :class:`BaseObjective` implements everything but ``loss``; subclass it.
 """
@@ -54,6 +59,11 @@ class Objective(Protocol):
     def to(self, device: torch.device) -> Objective: ...
 
     def loss(self, batch: dict[str, Tensor], epoch: int) -> tuple[Tensor, dict[str, Tensor | float]]: ...
+
+
+def takes_unlabeled(objective: Objective) -> bool:
+    """Whether the objective can learn from unlabelled batches (it has ``unlabeled_loss``)."""
+    return callable(getattr(objective, "unlabeled_loss", None))
 
 
 class BaseObjective:
