@@ -1,8 +1,9 @@
 """The run set-up that the training stages (teacher, distill, finetune) share, written once:
 the position-length check, the teacher/data label mapping and its "no shared type" check, the
 teacher load, the data warnings and summaries, the run folder (guarded, then remembered), the
-run files (``labels.json``; ``settings.yaml`` is written once by the training loop) and, for the
-two stages that train on gold data (teacher, finetune), the run itself (:func:`train_on_gold`).
+run files (``labels.json``; ``settings.yaml`` is written once by the training loop), the unlabelled
+transfer set of a run with a teacher (:func:`transfer_for`) and, for the two stages that train on
+gold data (teacher, finetune), the run itself (:func:`train_on_gold`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from nerkd.rundir import RunFolder
     from nerkd.train.kd import DistillObjective
     from nerkd.train.loop import TrainResult
+    from nerkd.train.transfer import TransferSet
 
 T = TypeVar("T")
 
@@ -119,6 +121,48 @@ def encode_and_log(splits: dict, names, tokenizer, space: LabelSpace, data_setti
             say(f"{name} ({sp.path}): {sp.encoded.summary()}{read_notes(sp)}")
 
 
+def leak_splits(settings: Settings, splits: dict) -> dict:
+    """dev and test, whole (``data.limit`` does not apply), for the transfer set's leak filter: the
+    ``splits`` already read when they are whole, else read here."""
+    from nerkd.data.dataset import read_split
+
+    data, out = settings.data, {}
+    for name in ("dev", "test"):
+        path = getattr(data, name)
+        if not path:
+            continue
+        if name in splits and data.limit is None:
+            out[name] = splits[name]
+        else:
+            out[name] = read_split(name, path, data.model_copy(update={"limit": None}), settings.labels)
+    return out
+
+
+def transfer_for(settings: Settings, splits: dict, *, teacher: bool, stage: str) -> TransferSet | None:
+    """The unlabelled transfer set of a run (``data.unlabeled``, after the gold train split is
+    encoded), or None: unset, not used (``distill.unlabeled_ratio`` or ``unlabeled_weight`` 0) or,
+    without a teacher, not usable (one warning line). Says what the set holds and what was dropped."""
+    from nerkd.data.unlabeled import EpochSampler, texts_per_epoch, transfer_set
+    from nerkd.train.transfer import TransferSet
+
+    if not settings.data.unlabeled:
+        return None
+    d = settings.distill
+    if not teacher:
+        warn(f"data.unlabeled is not used: {stage} without a teacher trains on gold CE only (unlabelled texts "
+             "need a teacher: nerkd distill, or finetune --teacher)")
+        return None
+    if d.unlabeled_ratio == 0 or d.unlabeled_weight == 0:
+        which = "unlabeled_ratio" if d.unlabeled_ratio == 0 else "unlabeled_weight"
+        say(f"data.unlabeled: not used (distill.{which} is 0)")
+        return None
+    index = transfer_set(settings, leak_splits(settings, splits))
+    say(f"unlabelled: {index.summary.describe()}")
+    sampler = EpochSampler(index, seed=settings.train.seed)
+    return TransferSet(sampler, texts_per_epoch(d.unlabeled_ratio, len(splits["train"].windows)),
+                       settings.data.max_length, settings.data.stride, d.cache_teacher)
+
+
 def write_run_files(output: Path, record: dict) -> None:
     """``labels.json`` (what the run's labels are and where they came from), rank 0 only.
     ``settings.yaml`` is written by the training loop, once, when the run starts."""
@@ -201,6 +245,7 @@ def train_on_gold(settings: Settings, stage: str, out_dir: Path, run: RunFolder,
         objective = CEObjective(model)
 
     encode_and_log(splits, list(splits), tokenizer, space, settings.data)
+    transfer = transfer_for(settings, splits, teacher=bool(teacher_ref), stage=stage)
     dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
     run.fresh_start()
     write_run_files(out_dir, record)
@@ -209,4 +254,4 @@ def train_on_gold(settings: Settings, stage: str, out_dir: Path, run: RunFolder,
                    "distill": settings.distill.model_dump(mode="json") if teacher_ref else None}
     return train(objective, tokenizer, splits["train"].windows, dev, settings, out_dir,
                  epochs=epochs or settings.finetune.epochs, lr=lr or settings.finetune.lr, resume=resume,
-                 stage=stage, fingerprint=fingerprint)
+                 stage=stage, fingerprint=fingerprint, unlabeled=transfer)

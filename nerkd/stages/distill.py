@@ -3,7 +3,8 @@
 Builds the student from the teacher (:func:`nerkd.models.student.build_student`) and the
 distillation objective (:class:`nerkd.train.kd.DistillObjective`, where the four losses and
 their phases are described), then trains it with :func:`nerkd.train.loop.train` (optimiser,
-AMP, checkpoints, resume, early stopping, DDP).
+AMP, checkpoints, resume, early stopping, DDP). With ``data.unlabeled``, each epoch also trains on
+unlabelled batches of that transfer set (teacher terms only: :mod:`nerkd.train.transfer`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nerkd.stages.common import (
     log_mapping,
     model_ref_id,
     shared_mapping,
+    transfer_for,
     write_run_files,
 )
 from nerkd.train.kd import DistillObjective
@@ -106,10 +108,11 @@ def _distill(settings: Settings, teacher_ref: str | Path, output: Path, resume: 
     write_run_files(output, record)
 
     encode_and_log(splits, ("train", "dev"), tokenizer, space, settings.data)
+    transfer = transfer_for(settings, splits, teacher=True, stage="distill")
     dev = DevSet.from_split(splits["dev"], space) if "dev" in splits else None
     fingerprint = {"teacher.ref": model_ref_id(teacher_ref), "teacher.revision": settings.teacher.revision,
                    "student": settings.student.model_dump(mode="json"),
                    "labels": settings.labels.model_dump(mode="json"),
                    "distill": settings.distill.model_dump(mode="json")}
     return train(objective, tokenizer, splits["train"].windows, dev, settings, output, resume=resume,
-                 stage="distill", fingerprint=fingerprint)
+                 stage="distill", fingerprint=fingerprint, unlabeled=transfer)

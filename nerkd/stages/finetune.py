@@ -8,7 +8,9 @@ configured gold data for ``finetune.epochs`` epochs at ``finetune.lr``; the outp
 
 ``--crf`` / ``--no-crf`` adds or drops the model's CRF. With ``--teacher REF`` (or
 ``finetune.teacher``) the loss is the distillation objective of ``nerkd distill`` (same losses and
-``distill.phases`` schedule) instead of gold CE alone.
+``distill.phases`` schedule) instead of gold CE alone, and with ``data.unlabeled`` each epoch also
+trains on unlabelled batches of that transfer set (teacher terms only, as in ``nerkd distill``);
+without a teacher the set cannot be used, and a warning says so.
 
 The same command with ``--base`` makes a domain teacher instead: :mod:`nerkd.stages.teacher`.
 Both train through :func:`nerkd.stages.common.train_on_gold` and the loop

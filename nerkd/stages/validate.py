@@ -2,7 +2,7 @@
 
 Collects every problem instead of stopping at the first; ``ready`` is False when any check
 failed. Each check is its own function adding rows to the :class:`ValidateReport` (settings, data,
-labels, teacher, student and layer map, label mapping, device), in that order.
+labels, unlabelled transfer set, teacher, student and layer map, label mapping, device), in that order.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from nerkd.data.schemes import detect_scheme
 from nerkd.device import describe, resolve_device, resolve_precision
 from nerkd.errors import NerkdError
 from nerkd.settings import DataSettings, LabelSettings, Settings, TeacherSettings
-from nerkd.stages.common import check_positions, shared_types
+from nerkd.stages.common import check_positions, leak_splits, shared_types
 
 
 @dataclass
@@ -66,6 +66,7 @@ def run_validate(settings: Settings, config_name: str | None = None) -> Validate
     report.add("settings", "ok", f"{config_name or 'defaults only'} parsed and checked")
     check_data(report, settings.data, settings.labels)
     check_labels(report, settings.data)
+    check_unlabeled(report, settings)
     teacher_cfg = check_teacher(report, settings.teacher)
     if teacher_cfg is not None:
         check_student(report, settings, teacher_cfg)
@@ -112,6 +113,46 @@ def check_labels(report: ValidateReport, data: DataSettings) -> None:
                 report.add(f"labels {sp.name}", "fail", str(bad.error()))
     except NerkdError as e:
         report.add("labels", "fail", str(e))
+
+
+def check_unlabeled(report: ValidateReport, settings: Settings) -> None:
+    """The transfer set (``data.unlabeled``) as distillation will read it: texts, words, empty lines,
+    duplicates, texts dropped as dev/test sentences and, with the teacher's tokenizer, windows. A bad
+    line (invalid UTF-8, bad JSON) fails, naming ``file:line``. Needs the data, distill, teacher and
+    labels sections: it takes the settings."""
+    from nerkd.data.unlabeled import summarize_unlabeled
+
+    data = settings.data
+    if not data.unlabeled:
+        return
+    read = {sp.name: sp for sp in report.splits}
+    try:
+        gold = leak_splits(settings, read)
+    except NerkdError:   # a dev/test file that does not read is already a fail row: filter with what was read
+        gold = {n: sp for n, sp in read.items() if n in ("dev", "test")}
+    tokenizer, note = None, ""
+    try:
+        from nerkd.models.ner import load_tokenizer
+
+        t = settings.teacher
+        tokenizer = load_tokenizer(t.model, revision=t.revision, trust_remote_code=t.trust_remote_code,
+                                   what="teacher", option="teacher.model")
+    except NerkdError:
+        note = "; windows not counted (the teacher's tokenizer does not load)"
+    try:
+        summary = summarize_unlabeled(data.unlabeled, {n: [s.tokens for s in sp.sentences] for n, sp in gold.items()},
+                                      settings.distill.unlabeled_max, tokenizer, data.max_length, data.stride)
+    except NerkdError as e:
+        report.add("data unlabeled", "fail", str(e))
+        return
+    if summary.texts == 0:
+        report.add("data unlabeled", "fail", f"{summary.describe()}: no usable text")
+        return
+    checked = f"; leak filter: {', '.join(gold)}" if gold else "; no dev or test set to filter leaks against"
+    report.add("data unlabeled", "ok", f"{summary.describe()}{checked}{note}")
+    if settings.distill.unlabeled_ratio == 0 or settings.distill.unlabeled_weight == 0:
+        which = "unlabeled_ratio" if settings.distill.unlabeled_ratio == 0 else "unlabeled_weight"
+        report.add("data unlabeled", "warn", f"distill.{which} is 0: distill will not use the set")
 
 
 def check_teacher(report: ValidateReport, teacher: TeacherSettings):
