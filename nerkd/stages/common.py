@@ -149,8 +149,9 @@ def transfer_for(settings: Settings, splits: dict, *, teacher: bool, stage: str)
         return None
     d = settings.distill
     if not teacher:
-        warn(f"data.unlabeled is not used: {stage} without a teacher trains on gold CE only (unlabelled texts "
-             "need a teacher: nerkd distill, or finetune --teacher)")
+        command = {"teacher": "finetune --base"}.get(stage, stage)
+        warn(f"data.unlabeled is not used: nerkd {command} without --teacher trains on gold CE only (unlabelled "
+             "texts need a teacher: nerkd distill or finetune --teacher use them)")
         return None
     if d.unlabeled_ratio == 0 or d.unlabeled_weight == 0:
         which = "unlabeled_ratio" if d.unlabeled_ratio == 0 else "unlabeled_weight"

@@ -51,7 +51,7 @@ from nerkd.log import Progress, progress, say
 from nerkd.settings import DataSettings, Settings, TrainSettings
 from nerkd.train import checkpoint, ddp
 from nerkd.train.logs import Accumulator, MetricsLog
-from nerkd.train.objective import Objective
+from nerkd.train.objective import Objective, takes_unlabeled
 from nerkd.train.optim import (
     build_optimizer,
     build_scheduler,
@@ -252,6 +252,9 @@ def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_window
     if not train_windows:
         raise TrainingError("no training windows: the train split is empty")
     if unlabeled is not None:
+        if not takes_unlabeled(objective):
+            raise TrainingError(f"data.unlabeled: {type(objective).__name__} has no teacher, so it cannot train on "
+                                "unlabelled batches")
         fingerprint = {**(fingerprint or {}), "data.unlabeled (sha256)": checkpoint.file_hash(unlabeled.path)}
     out_dir = Path(out_dir)
     env = ddp.detect()
