@@ -13,9 +13,17 @@ and with ``--compile`` ``compiled`` (student and teacher encoders under ``torch.
 ``train.compile`` does, on static bucket shapes: widths rounded up to multiples of 32, fixed rows
 per width; the first pass over each shape is reported separately as compile time).
 
+With ``--unlabeled``, the bucketed batches are also trained as *unlabelled* batches of ``data.unlabeled``
+(same shapes, every label ignored: ``DistillObjective.unlabeled_loss``, KD on the word starts + hidden
+states, no CE/CRF), mode ``unlabeled``, and again with the teacher cache (``distill.cache_teacher``),
+mode ``cached``: the teacher's outputs for every window are computed once (reported as fill time, the
+cache's cost in the first epoch) and every timed step reads them, as epochs 2+ of a run do. The last
+line compares ``unlabeled`` with ``bucketed`` (gold) and ``cached`` with ``unlabeled``.
+
     python benchmarks/distill_throughput.py --preset tiny --device cpu --steps 5
     python benchmarks/distill_throughput.py --preset base --device cuda --precision bf16 --steps 30 --compile
     python benchmarks/distill_throughput.py --preset base --data ../shared/data/wikineural-fr/val.conllu
+    python benchmarks/distill_throughput.py --preset minilm --device cpu --unlabeled --steps 10
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from nerkd.models.student import default_layers, student_from_teacher
 from nerkd.settings import DistillSettings
 from nerkd.train.kd import DistillObjective
 from nerkd.train.optim import optimizer_step
+from nerkd.train.transfer import TeacherCache, cache_dtype
 
 PRESETS = {  # teacher layers, hidden, heads, intermediate, vocab -> student layers
     "base": dict(layers=12, hidden=768, heads=12, inter=3072, vocab=32005, student=10),
@@ -72,7 +81,11 @@ def synthetic_windows(n: int, vocab: int, mean: int, seed: int = 0) -> list[Wind
         labels = [-100] + [(0 if rng.random() < 0.8 else rng.randrange(1, len(BIO))) if rng.random() < 0.75
                            else -100 for _ in range(k)] + [-100]
         labels[1] = labels[1] if labels[1] != -100 else 0
-        out.append(Window(i, ids, [-1] * len(ids), labels))
+        starts = [j for j, lab in enumerate(labels) if lab != -100]   # word starts: the KD positions of both kinds
+        word_index = [-1] * len(ids)
+        for n, j in enumerate(starts):
+            word_index[j] = n
+        out.append(Window(i, ids, word_index, labels))
     return out
 
 
@@ -123,7 +136,9 @@ def make_batches(mode: str, windows: list[Window], batch_size: int, max_tokens: 
     if mode == "plain":
         groups = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
         return [(collate(g, pad_id), sum(len(w) for w in g)) for g in groups]
-    if mode == "bucketed":
+    if mode in ("bucketed", "unlabeled", "cached"):   # the same batches; unlabelled: every label ignored
+        if mode != "bucketed":
+            windows = [Window(w.sent, w.input_ids, w.word_index, [-100] * len(w)) for w in windows]
         idx = bucket_batches([len(w) for w in windows], 1 << 30, max_tokens, shuffle=True, seed=0)
         return [(collate([windows[i] for i in b], pad_id, pad_to=8), sum(len(windows[i]) for i in b)) for b in idx]
     return static_batches(windows, max_tokens, pad_id)
@@ -164,11 +179,17 @@ def run_mode(mode: str, objective: DistillObjective, batches: list[tuple[dict, i
     else:
         objective.forward_model, objective.teacher_forward = model, objective.teacher
     real = [n for _, n in batches]
+    keys = [[(int(s), 0) for s in b["sent"]] for b, _ in batches]   # one window per sentence: (ordinal, rank 0)
     batches = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b, _ in batches]
+    unlabeled = mode in ("unlabeled", "cached")
+    fill_s = fill_cache(objective, batches, device, precision) if mode == "cached" else None
 
-    def step(batch):
+    def step(i):
         with autocast(device, precision):
-            total, _ = objective.loss(batch, 1)
+            if unlabeled:
+                total, _ = objective.unlabeled_loss(batches[i], 1, keys[i])
+            else:
+                total, _ = objective.loss(batches[i], 1)
         (scaler.scale(total) if scaler is not None else total).backward()
         optimizer_step(opt, scaler, params, 1.0)   # the loop's own step
 
@@ -180,20 +201,20 @@ def run_mode(mode: str, objective: DistillObjective, batches: list[tuple[dict, i
             shapes.setdefault(tuple(b["input_ids"].shape), i)
         t0 = time.perf_counter()
         for i in shapes.values():
-            step(batches[i])
+            step(i)
         if device.type == "cuda":
             torch.cuda.synchronize()
         compile_s = time.perf_counter() - t0
     order = [i % len(batches) for i in range(args.warmup + args.steps)]
     for i in order[: args.warmup]:
-        step(batches[i])
+        step(i)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     timer = StepTimer(device)
     timer.mark()
     for i in order[args.warmup :]:
-        step(batches[i])
+        step(i)
         timer.mark()
     secs = timer.seconds()
     toks = [real[i] for i in order[args.warmup :]]
@@ -206,7 +227,27 @@ def run_mode(mode: str, objective: DistillObjective, batches: list[tuple[dict, i
         "padding": round(1 - sum(toks) / sum(r * c for r, c in shapes), 3),
         "batches": len(batches), "compile_s": None if compile_s is None else round(compile_s, 2),
         "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
+        "cache": None if fill_s is None else {"fill_s": round(fill_s, 2), "mib": round(objective.teacher_cache.bytes
+                                                                                        / 2**20, 1)},
     }
+
+
+def fill_cache(objective: DistillObjective, batches: list[dict], device, precision: str) -> float:
+    """The teacher cache of every window of ``batches`` (as ``nerkd.train.transfer.fill_cache`` builds it
+    before epoch 1); returns the seconds it took."""
+    cache = TeacherCache(cache_dtype(precision))
+    t0 = time.perf_counter()
+    for b in batches:
+        with torch.no_grad(), autocast(device, precision):
+            logits, hidden = objective.teacher_targets(b["input_ids"], b["attention_mask"])
+        stacked = torch.stack(hidden)
+        lengths = b["attention_mask"].sum(1).tolist()
+        for row, (sent, n) in enumerate(zip(b["sent"].tolist(), lengths, strict=True)):
+            cache.add((sent, 0), logits[row, :n], stacked[:, row, :n])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    objective.teacher_cache = cache
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -225,6 +266,8 @@ def main() -> None:
     ap.add_argument("--modes", default="plain,bucketed")
     ap.add_argument("--compile", action="store_true", help="also run the compiled mode")
     ap.add_argument("--no-crf", action="store_true", help="no CRFs: plain CE and no CRF-transition loss")
+    ap.add_argument("--unlabeled", action="store_true",
+                    help="also the bucketed batches as unlabelled batches, without and with the teacher cache")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     args = ap.parse_args()
     if args.threads:
@@ -241,6 +284,8 @@ def main() -> None:
     else:
         windows = synthetic_windows(args.sentences, preset["vocab"], args.mean_len)
     modes = [m for m in args.modes.split(",") if m] + (["compiled"] if args.compile else [])
+    if args.unlabeled:
+        modes = [m for m in modes if m not in ("bucketed", "unlabeled", "cached")] + ["bucketed", "unlabeled", "cached"]
     s, t = objective.model, objective.teacher
     print(f"# preset {args.preset}: teacher {t.num_layers}L/{t.hidden_size}h ({t.num_parameters() / 1e6:.1f}M) -> "
           f"student {s.num_layers}L ({s.num_parameters() / 1e6:.1f}M); {args.device} {precision}, "
@@ -251,11 +296,21 @@ def main() -> None:
     for mode in modes:
         batches = make_batches(mode, windows, args.batch_size, args.max_tokens, 1)
         results.append(run_mode(mode, objective, batches, args, device, precision))
+        objective.teacher_cache = None
         r = results[-1]
         print(f"{mode:>9}: {r['tokens_per_s']:>10,.0f} tok/s (median)  {r['step_ms']:>9.1f} ms/step  "
               f"{r['tokens_per_step']:>8.0f} tok/step  padding {100 * r['padding']:4.1f}%"
               + (f"  compile {r['compile_s']:.1f} s" if r["compile_s"] is not None else "")
+              + (f"  cache filled in {r['cache']['fill_s']:.1f} s, {r['cache']['mib']:.0f} MiB" if r["cache"] else "")
               + (f"  peak {r['peak_mem_mb']:.0f} MiB" if r["peak_mem_mb"] is not None else ""), flush=True)
+    by_mode = {r["mode"]: r for r in results}
+    if args.unlabeled:
+        gold, unl, cached = (by_mode[m]["tokens_per_s"] for m in ("bucketed", "unlabeled", "cached"))
+        epoch_s = sum(len(w) for w in windows) / unl   # one uncached pass over the pool
+        fill_s = by_mode["cached"]["cache"]["fill_s"]
+        print(f"# unlabelled vs gold batches: {unl / gold:.2f}x (target 0.90-1.10); cached vs uncached unlabelled "
+              f"(epochs 2+): {cached / unl:.2f}x (target >= 1.30); cache fill {fill_s:.1f} s = "
+              f"{fill_s / epoch_s:.0%} of one uncached epoch over the pool", flush=True)
     print(orjson.dumps({"bench": "distill_throughput", "preset": args.preset, "device": args.device,
                         "precision": precision, "steps": args.steps, "warmup": args.warmup,
                         "threads": torch.get_num_threads(), "torch": torch.__version__,
