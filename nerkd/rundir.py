@@ -268,9 +268,34 @@ def clean_leftovers(folder: str | Path, log: Log = _quiet) -> list[str]:
     return [str(p.relative_to(folder.parent)) for p in found]
 
 
-def _checkpoint_complete(folder: Path) -> bool:
-    from nerkd.train.checkpoint import is_complete
+# -- checkpoints: where the resumable state lives (written by nerkd.train.checkpoint) ----------
+LAST = Path("checkpoints") / "last"
+CHECKPOINT_FILES = ("model.safetensors", "train_state.pt", "state.json")
 
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds every file of a resumable checkpoint."""
+    return all((Path(folder) / f).is_file() for f in CHECKPOINT_FILES)
+
+
+def find_last(out_dir: Path) -> Path | None:
+    """The newest complete resumable checkpoint under ``out_dir`` (None when there is none)."""
+    final = Path(out_dir) / LAST
+    for folder in (final, final.with_name(".last.old")):
+        if is_complete(folder):
+            return folder
+    return None
+
+
+def read_state(folder: Path) -> dict:
+    """``state.json`` of a checkpoint folder."""
+    try:
+        return orjson.loads((Path(folder) / "state.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise TrainingError(f"{folder}: unreadable state.json ({str(e).splitlines()[0][:200]})") from e
+
+
+def _checkpoint_complete(folder: Path) -> bool:
     return is_complete(folder)
 
 
@@ -453,8 +478,6 @@ class RunFolder:
 
     def __enter__(self) -> RunFolder:
         if self.resume:
-            from nerkd.train.checkpoint import find_last
-
             if find_last(self.folder) is None:
                 raise TrainingError(f"nothing to resume in {self.folder}: no checkpoints/last (run without --resume)")
         if not self.main:
@@ -500,8 +523,6 @@ class RunFolder:
 
 def interrupted_message(folder: str | Path, resumed: bool = False) -> str:
     """What Ctrl-C left: the checkpoint to resume from, or nothing."""
-    from nerkd.train.checkpoint import find_last, read_state
-
     found = find_last(Path(folder))
     if found is None:
         return "interrupted before the first checkpoint: nothing to resume"

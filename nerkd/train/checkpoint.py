@@ -38,8 +38,9 @@ from torch import nn
 from nerkd.errors import TrainingError
 from nerkd.io import default_mode, write_json
 
-LAST = Path("checkpoints") / "last"
-_FILES = ("model.safetensors", "train_state.pt", "state.json")
+# where a checkpoint lives and how to find the newest complete one are the run folder's rules
+from nerkd.rundir import LAST, find_last, is_complete, read_state  # noqa: F401 - the loop's API
+from nerkd.settings import Settings
 
 
 # -- RNG ------------------------------------------------------------------------------------
@@ -116,20 +117,6 @@ def _swap(new: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def is_complete(folder: Path) -> bool:
-    """Whether ``folder`` holds every file of a resumable checkpoint."""
-    return all((Path(folder) / f).is_file() for f in _FILES)
-
-
-def find_last(out_dir: Path) -> Path | None:
-    """The newest complete resumable checkpoint under ``out_dir`` (None when there is none)."""
-    final = Path(out_dir) / LAST
-    for folder in (final, final.with_name(".last.old")):
-        if is_complete(folder):
-            return folder
-    return None
-
-
 # -- what a run is ----------------------------------------------------------------------------
 # settings that do not change what is trained: how often to log and save, where, how fast
 COSMETIC = {"train": {"log_every", "checkpoint_every", "device", "compile"}}
@@ -159,7 +146,7 @@ def _flatten(prefix: str, value: Any, out: dict) -> None:
         out[prefix] = value
 
 
-def fingerprint(settings, stage: str, extra: dict | None = None) -> dict[str, Any]:
+def fingerprint(settings: Settings, stage: str, extra: dict | None = None) -> dict[str, Any]:
     """Flat ``{"section.key": value}`` of every setting that changes training, the sha256 of the
     data files (their content, not their path) and ``extra`` (the engine's: models, sections)."""
     out: dict[str, Any] = {"stage": stage}
@@ -190,14 +177,6 @@ def fingerprint_changes(saved: dict, current: dict) -> list[str]:
 
 
 # -- loading --------------------------------------------------------------------------------
-def read_state(folder: Path) -> dict:
-    """``state.json`` of a checkpoint folder."""
-    try:
-        return orjson.loads((Path(folder) / "state.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError) as e:
-        raise TrainingError(f"{folder}: unreadable state.json ({str(e).splitlines()[0][:200]})") from e
-
-
 def load_last(folder: Path, *, model: nn.Module, extras: list[nn.Module], optimizer, scheduler, scaler,
               device: torch.device, rank: int, world_size: int) -> dict:
     """Restore everything saved by :func:`save_last` into the given objects; returns ``state``
