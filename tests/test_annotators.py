@@ -27,7 +27,6 @@ from nerkd.data.annotators import ToolStats, iter_records, sniff_format
 from nerkd.data.readers import detect_format, read_sentences
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
-
 from tests.helpers import DATA, REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,6 @@ from nerkd.models.ner import NerModel, load_tokenizer
 from nerkd.models.student import student_from_teacher
 from nerkd.settings import DistillSettings, LayerMap, Settings, load_settings
 from nerkd.train.kd import DistillObjective, check_layer_map
-
 from tests.helpers import DATA
 
 BIO = LabelSpace.from_file(DATA / "label2id.json")

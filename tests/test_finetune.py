@@ -9,7 +9,6 @@ from nerkd.cli.app import app
 from nerkd.data.labels import LabelSpace
 from nerkd.models.heads import encoder_layers, keep_heads
 from nerkd.models.ner import NerModel, load_tokenizer
-
 from tests.helpers import DATA
 
 BIO = LabelSpace.from_file(DATA / "label2id.json")

@@ -21,7 +21,6 @@ from nerkd.models.ner import NerModel, load_tokenizer
 from nerkd.project import Project
 from nerkd.rundir import LOCK, MARKER, RunFolder, RunFolderError, RunLock
 from nerkd.train import checkpoint
-
 from tests.helpers import DATA
 
 PRUNE_SETS = ["--set", f"data.dev={DATA / 'dev.jsonl'}", "--set", f"data.label2id={DATA / 'label2id.json'}",

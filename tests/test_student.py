@@ -20,7 +20,6 @@ from nerkd.models.student import (
     student_from_teacher,
 )
 from nerkd.settings import StudentSettings
-
 from tests.helpers import DATA
 
 BIO = LabelSpace.from_file(DATA / "label2id.json")

@@ -12,7 +12,6 @@ from nerkd.data.encode import IGNORE, EncodeStats
 from nerkd.errors import DataError, SettingsError
 from nerkd.infer.io import detokenize
 from nerkd.settings import load_settings
-
 from tests.helpers import DATA
 
 
