@@ -167,3 +167,16 @@ def test_each_stage_writes_settings_yaml_once(stage, tiny_io_teacher, tiny_bio, 
     assert res.exit_code == 0, res.output
     assert writes == [in_tmp.resolve() / "run" / "settings.yaml"]
     assert load_settings(in_tmp / "run" / "settings.yaml").train.max_steps == 2
+
+
+def test_every_committed_config_loads():
+    """configs/*.yaml are the documented recipes: each must parse under the settings model (no typo, no stale key)."""
+    from tests.helpers import REPO
+
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert {p.name for p in configs} >= {"quickstart.yaml", "kd_camembert.yaml", "domain.yaml"}
+    for path in configs:
+        settings = load_settings(path, [])
+        assert settings.teacher.model, path
+    domain = load_settings(REPO / "configs" / "domain.yaml", [])
+    assert domain.data.unlabeled and domain.distill.unlabeled_ratio > 0 and domain.teacher.model == "artifacts/teacher"
