@@ -55,3 +55,23 @@ _OS_REASONS = {
 def os_reason(e: OSError) -> str:
     """A short, lower-case reason for a file-system error ("permission denied", ...)."""
     return _OS_REASONS.get(e.errno, (e.strerror or type(e).__name__).lower())
+
+
+class MissingExtraError(NerkdError):
+    """An optional dependency group is not installed (the message names the pip command)."""
+
+
+def require_extra(extra: str, what: str, modules: tuple[str, ...]) -> None:
+    """Raise :class:`MissingExtraError` (one line naming ``pip install 'nerkd[<extra>]'``) unless every
+    module of ``modules`` imports."""
+    import importlib
+
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingExtraError(f"{what} needs the {extra} extra ({', '.join(missing)} missing): "
+                                f"pip install 'nerkd[{extra}]'")

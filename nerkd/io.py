@@ -59,3 +59,14 @@ def read_json(path: str | Path) -> Any:
 
 def dumps_line(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS) + b"\n"
+
+
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """sha256 of a file, read in blocks (what ``sha256sum`` prints)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nerkd.errors import NerkdError
 from nerkd.infer.onnx_backend import MANIFEST, read_manifest
+from nerkd.io import file_sha256
 
 FORMAT_HF = "nerkd-hf"
 MANIFEST_VERSION = 1
@@ -26,14 +27,6 @@ SOURCE_SUFFIXES = (".safetensors",)
 
 class ExportError(NerkdError):
     """An export cannot be written or does not reproduce its source model."""
-
-
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def source_hashes(ref: str | Path) -> dict:

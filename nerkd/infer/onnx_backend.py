@@ -13,7 +13,6 @@ model is loaded, and its absence is a one-line :class:`MissingExtraError`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +22,7 @@ import orjson
 import torch
 
 from nerkd.data.labels import LabelSpace
-from nerkd.errors import ModelLoadError, NerkdError, SettingsError
+from nerkd.errors import MissingExtraError, ModelLoadError, SettingsError, require_extra  # noqa: F401 - MissingExtraError: part of this module's API
 
 INSTALL = "pip install 'nerkd[onnx]'"
 MANIFEST = "manifest.json"
@@ -31,20 +30,9 @@ ONNX_FILE = "model.onnx"
 FORMAT_ONNX = "nerkd-onnx"
 
 
-class MissingExtraError(NerkdError):
-    """An optional dependency group is not installed (the message names the pip command)."""
-
-
 def require_onnx(what: str = "the onnx backend", modules: tuple[str, ...] = ("onnxruntime",)) -> None:
     """Raise :class:`MissingExtraError` (one line naming the pip command) unless ``modules`` import."""
-    missing = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise MissingExtraError(f"{what} needs the onnx extra ({', '.join(missing)} missing): {INSTALL}")
+    require_extra("onnx", what, modules)
 
 
 def read_manifest(folder: str | Path) -> dict | None:

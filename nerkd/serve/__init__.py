@@ -6,24 +6,13 @@ Nothing here imports FastAPI at import time: :func:`require_extra` checks the op
 
 from __future__ import annotations
 
-import importlib
-
-from nerkd.errors import NerkdError
+from nerkd.errors import MissingExtraError
+from nerkd.errors import require_extra as _require
 
 INSTALL = "pip install 'nerkd[serve]'"
-
-
-class MissingExtraError(NerkdError):
-    """An optional dependency group is not installed (the message names the pip command)."""
+__all__ = ["INSTALL", "MissingExtraError", "require_extra"]
 
 
 def require_extra() -> None:
     """Raise :class:`MissingExtraError` unless fastapi and uvicorn can be imported."""
-    missing = []
-    for name in ("fastapi", "uvicorn"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise MissingExtraError(f"nerkd serve needs the serve extra ({', '.join(missing)} missing): {INSTALL}")
+    _require("serve", "nerkd serve", ("fastapi", "uvicorn"))

@@ -8,15 +8,9 @@ from typing import Any
 
 import orjson
 
+from nerkd.io import file_sha256
+
 WEIGHT_SUFFIXES = (".safetensors", ".onnx")
-
-
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_sha256(folder: str | Path) -> dict[str, str]:
