@@ -259,6 +259,7 @@ def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_window
     out_dir = Path(out_dir)
     env = ddp.detect()
     device, started = ddp.setup(env, settings.train.device)
+    run: TrainRun | None = None
     try:
         if env.is_main:
             open_run_folder(out_dir, settings, resume)
@@ -278,7 +279,9 @@ def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_window
         run_epochs(run, state)
         return finish(run, state)
     finally:
-        objective.forward_model = objective.model  # drop the DDP/compile wrapper
+        objective.forward_model = objective.model  # drop the DDP/compile wrapper ...
+        if run is not None:
+            run.ddp_module = None                    # ... all of it: DDP must go before its process group
         if unlabeled is not None and unlabeled.cache_teacher:
             objective.teacher_cache = None           # the cache's memory goes with the run
         if started:
