@@ -19,29 +19,14 @@ def check_texts(settings, input_path: str | Path | None, limit: int) -> tuple[li
     JSONL lines), else ``data.dev``, else ``data.test`` (detokenised); none when neither is set."""
     if limit <= 0:
         return [], None
-    if input_path is not None:
-        from nerkd.errors import DataError
-        from nerkd.infer.io import read_docs
+    from nerkd.infer.io import file_texts, gold_texts
 
-        path = Path(input_path)
-        if not path.is_file():
-            raise DataError(path, None, "file not found")
-        texts: list[str] = []
-        with path.open("rb") as fh:
-            for doc in read_docs(fh, str(path)):
-                if doc.text.strip():
-                    texts.append(doc.text)
-                    if len(texts) >= limit:
-                        break
-        return texts, str(path)
+    if input_path is not None:
+        return file_texts(input_path, limit), str(input_path)
     source = settings.data.dev or settings.data.test
     if not source:
         return [], None
-    from nerkd.data.readers import read_sentences
-    from nerkd.infer.io import detokenize
-
-    sentences, _ = read_sentences(source, settings.data.format, limit)
-    return [s.text if s.text else detokenize(s.tokens) for s in sentences if s.tokens], str(source)
+    return gold_texts(source, settings.data.format, limit), str(source)
 
 
 __all__ = ["ExportError", "ExportResult", "check_texts", "export_hf", "export_onnx"]

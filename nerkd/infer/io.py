@@ -12,6 +12,7 @@ UTF-8 or a malformed JSONL line raises :class:`~nerkd.errors.DataError` naming t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,7 +20,8 @@ import orjson
 from nerkd.data.docs import FORMATS, NO_ID, Doc, detect_format, read_docs
 from nerkd.errors import DataError
 
-__all__ = ["FORMATS", "NO_ID", "Doc", "chunked", "detect_format", "detokenize", "read_docs", "result_line"]
+__all__ = ["FORMATS", "NO_ID", "Doc", "chunked", "detect_format", "detokenize", "file_texts", "gold_texts", "read_docs",
+           "result_line"]
 
 
 def chunked(docs: Iterator[Doc], size: int, max_chars: int = 2_000_000) -> Iterator[list[Doc]]:
@@ -74,3 +76,26 @@ def result_line(doc: Doc, entities: list[dict]) -> bytes:
     obj["text"] = doc.text
     obj["entities"] = entities
     return orjson.dumps(obj) + b"\n"
+
+
+def file_texts(path: str | Path, limit: int) -> list[str]:
+    """Up to ``limit`` non-empty texts of a text or JSONL file (one per line, read as ``nerkd infer`` reads)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    texts: list[str] = []
+    with path.open("rb") as fh:
+        for doc in read_docs(fh, str(path)):
+            if doc.text.strip():
+                texts.append(doc.text)
+                if len(texts) >= limit:
+                    break
+    return texts
+
+
+def gold_texts(path: str | Path, fmt: str, limit: int) -> list[str]:
+    """Up to ``limit`` sentences of a gold data file as text (their own text, else the tokens detokenised)."""
+    from nerkd.data.readers import read_sentences
+
+    sentences, _ = read_sentences(path, fmt, limit)
+    return [s.text if s.text else detokenize(s.tokens) for s in sentences if s.tokens]

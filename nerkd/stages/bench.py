@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from nerkd.errors import DataError, NerkdError, SettingsError
+from nerkd.errors import NerkdError, SettingsError
 from nerkd.infer.bench import bench_ticks, measure
 from nerkd.infer.benchfile import bench_document
 from nerkd.infer.engine import Engine
-from nerkd.infer.io import detokenize, read_docs
+from nerkd.infer.io import file_texts, gold_texts
 from nerkd.project import ModelRef, Project, parse_models
 from nerkd.settings import Settings
 
@@ -52,23 +52,10 @@ def name_models(refs: Sequence[str]) -> list[ModelRef]:
 def bench_texts(settings: Settings, input_path: str | Path | None, limit: int) -> list[str]:
     """Up to ``limit`` non-empty texts: ``input_path`` (text or JSONL lines) or ``data.test`` (detokenised)."""
     if input_path is not None:
-        path = Path(input_path)
-        if not path.is_file():
-            raise DataError(path, None, "file not found")
-        texts = []
-        with path.open("rb") as fh:
-            for doc in read_docs(fh, str(path)):
-                if doc.text.strip():
-                    texts.append(doc.text)
-                    if len(texts) >= limit:
-                        break
-        return texts
+        return file_texts(input_path, limit)
     if not settings.data.test:
         raise SettingsError("bench needs sentences: set data.test or give --input FILE")
-    from nerkd.data.readers import read_sentences
-
-    sentences, _ = read_sentences(settings.data.test, settings.data.format, limit)
-    return [s.text if s.text else detokenize(s.tokens) for s in sentences if s.tokens]
+    return gold_texts(settings.data.test, settings.data.format, limit)
 
 
 def load_engine(ref: str, settings: Settings, *, device: str, precision: str, backend: str = "auto",
