@@ -58,3 +58,23 @@ def wordpiece_tokenizer(texts):
                                                                                              "[CLS]", "[SEP]"]))
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]")
+
+
+def write_kd_config(folder: Path, teacher, *, epochs: int, **extra) -> str:
+    """A small distillation config (sample data, 2-layer student, tiny batches) as ``folder/kd.yaml``;
+    ``extra`` updates sections, e.g. ``train={"max_steps": 4}``."""
+    import yaml
+
+    cfg = {
+        "data": {"train": str(DATA / "train.jsonl"), "dev": str(DATA / "dev.jsonl"),
+                 "label2id": str(DATA / "label2id.json"), "max_length": 48, "stride": 8, "limit": 24},
+        "teacher": {"model": str(teacher)},
+        "student": {"num_layers": 2},
+        "distill": {"layer_map": {"teacher": [2, 4], "student": [1, 2]}},
+        "train": {"batch_size": 8, "epochs": epochs, "lr": 1e-3, "device": "cpu", "log_every": 1},
+    }
+    for section, values in extra.items():
+        cfg.setdefault(section, {}).update(values)
+    path = Path(folder) / "kd.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return str(path)

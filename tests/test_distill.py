@@ -16,7 +16,7 @@ from nerkd.models.ner import NerModel, load_tokenizer
 from nerkd.models.student import student_from_teacher
 from nerkd.settings import DistillSettings, LayerMap, Settings, load_settings
 from nerkd.train.kd import DistillObjective, check_layer_map
-from tests.helpers import DATA
+from tests.helpers import DATA, write_kd_config
 
 BIO = LabelSpace.from_file(DATA / "label2id.json")
 
@@ -173,21 +173,7 @@ def test_objective_rejects_a_layer_map_deeper_than_the_student(tiny_io_teacher):
 # -- the command ----------------------------------------------------------------------------------
 
 def write_config(folder, teacher, **extra) -> str:
-    import yaml
-
-    cfg = {
-        "data": {"train": str(DATA / "train.jsonl"), "dev": str(DATA / "dev.jsonl"),
-                 "label2id": str(DATA / "label2id.json"), "max_length": 48, "stride": 8, "limit": 24},
-        "teacher": {"model": str(teacher)},
-        "student": {"num_layers": 2},
-        "distill": {"layer_map": {"teacher": [2, 4], "student": [1, 2]}},
-        "train": {"batch_size": 8, "epochs": 2, "lr": 1e-3, "device": "cpu", "log_every": 1},
-    }
-    for section, values in extra.items():
-        cfg.setdefault(section, {}).update(values)
-    path = folder / "kd.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return str(path)
+    return write_kd_config(folder, teacher, epochs=2, **extra)
 
 
 def test_cli_distill_writes_a_loadable_student(tiny_io_teacher, in_tmp, runner):

@@ -9,7 +9,6 @@ import math
 import orjson
 import pytest
 import torch
-import yaml
 
 from nerkd.cli.app import app
 from nerkd.data.encode import IGNORE, bucket_batches, collate
@@ -20,7 +19,7 @@ from nerkd.models.student import student_from_teacher
 from nerkd.settings import DistillSettings
 from nerkd.train.kd import DistillObjective
 from nerkd.train.transfer import TeacherCache, TransferSet, fill_cache, interleave
-from tests.helpers import DATA
+from tests.helpers import DATA, write_kd_config
 
 BIO = LabelSpace.from_file(DATA / "label2id.json")
 NOTES = (DATA / "unlabeled.txt").read_text(encoding="utf-8").splitlines()
@@ -128,19 +127,7 @@ def test_interleave_spreads_unlabelled_batches_evenly():
 
 
 def write_config(folder, teacher, **extra) -> str:
-    cfg = {
-        "data": {"train": str(DATA / "train.jsonl"), "dev": str(DATA / "dev.jsonl"),
-                 "label2id": str(DATA / "label2id.json"), "max_length": 48, "stride": 8, "limit": 24},
-        "teacher": {"model": str(teacher)},
-        "student": {"num_layers": 2},
-        "distill": {"layer_map": {"teacher": [2, 4], "student": [1, 2]}},
-        "train": {"batch_size": 8, "epochs": 1, "lr": 1e-3, "device": "cpu", "log_every": 1},
-    }
-    for section, values in extra.items():
-        cfg.setdefault(section, {}).update(values)
-    path = folder / "kd.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return str(path)
+    return write_kd_config(folder, teacher, epochs=1, **extra)
 
 
 def metrics(run):
