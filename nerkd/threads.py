@@ -1,17 +1,38 @@
-"""CPU thread defaults that do not oversubscribe: one torch thread per physical core.
+"""CPU thread defaults that do not oversubscribe: one torch thread per *free* physical core.
 
 torch's own default is one thread per *logical* CPU of the machine, which oversubscribes with
-hyper-threading, inside a CPU-limited container, or next to a busy neighbour (issue #11: 2
-threads on 2 cores with one busy neighbour fell to a sixth of the 1-thread speed). The default
-here counts the physical cores this process may run on (its CPU affinity mapped through
-``/proc/cpuinfo``), capped by a cgroup CPU quota, falling back to ``os.cpu_count()``.
+hyper-threading, inside a CPU-limited container, or next to a busy neighbour. On a 2-core VM with
+one busy neighbour, 2 threads ran at a quarter of the 1-thread speed (issue #11): a parallel op
+waits for its slowest thread, and a thread that shares its core with the neighbour gets a
+time-slice now and then.
+
+The default here (:func:`choose_default`) counts
+
+* the physical cores this process may run on (its CPU affinity mapped through ``/proc/cpuinfo``),
+  capped by a cgroup CPU quota, falling back to the logical CPUs;
+* minus the CPUs kept busy by other processes, sampled from ``/proc/stat`` over
+  :data:`SAMPLE_SECONDS` at start (the 1-minute load average where there is no ``/proc/stat``);
+
+and never goes below 1. The count is chosen once, at start, and the run's first log line says
+why, e.g. ``1 thread (physical cores 2, 1 busy: others used 1.0 of 2 CPUs)``.
+
+:func:`passive_openmp_waits` makes idle OpenMP threads sleep instead of spinning, so that a
+neighbour arriving *after* start costs less (measured in ``benchmarks/thread_contention.py``).
+libgomp reads ``OMP_WAIT_POLICY`` once, when torch loads it: the CLI sets it before importing torch.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import MutableMapping
 from pathlib import Path
+
+SAMPLE_SECONDS = 0.1
+"""How long :func:`others_busy` watches ``/proc/stat`` (10 clock ticks per CPU at the usual 100 Hz)."""
+
+WAIT_POLICY = "OMP_WAIT_POLICY"
 
 
 def _affinity() -> set[int] | None:
@@ -69,32 +90,120 @@ def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup") -> int | None:
         return None
 
 
-def default_threads() -> int:
-    """Physical cores available to this process (affinity, cgroup quota), at least 1."""
+def cpu_ticks(stat: str, cpus: set[int] | None = None) -> dict[int, tuple[int, int]]:
+    """``{cpu: (busy, total)}`` clock ticks of each logical CPU line (``cpuN``) of a ``/proc/stat`` text,
+    only the ``cpus`` given. Busy: user, nice, system, irq, softirq, steal; total adds idle and iowait."""
+    ticks = {}
+    for line in stat.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or not name[3:].isdigit():
+            continue
+        cpu = int(name[3:])
+        if cpus is not None and cpu not in cpus:
+            continue
+        v = [int(x) for x in rest.split()[:8]] + [0] * 8
+        busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+        ticks[cpu] = (busy, busy + v[3] + v[4])
+    return ticks
+
+
+def busy_cpus(before: str, after: str, cpus: set[int] | None = None, own_share: float = 0.0) -> float | None:
+    """CPUs (among ``cpus``) kept busy by *other* processes between two ``/proc/stat`` texts:
+    the busy share of their ticks times their number, less ``own_share`` (this process's CPU
+    seconds per second over the same span); ``None`` when no tick passed."""
+    a, b = cpu_ticks(before, cpus), cpu_ticks(after, cpus)
+    common = a.keys() & b.keys()
+    busy = sum(b[c][0] - a[c][0] for c in common)
+    total = sum(b[c][1] - a[c][1] for c in common)
+    if total <= 0:
+        return None
+    return max(0.0, len(common) * busy / total - own_share)
+
+
+def others_busy(cpus: set[int] | None = None, seconds: float = SAMPLE_SECONDS,
+                stat_path: str | Path = "/proc/stat") -> tuple[float | None, str]:
+    """``(busy CPUs, how it was measured)``: a ``/proc/stat`` sample over ``seconds`` less this
+    process's own CPU time, else the 1-minute load average, else ``(None, "")``."""
+    try:
+        start, own, t = Path(stat_path).read_text(), time.process_time(), time.monotonic()
+        time.sleep(seconds)
+        end = Path(stat_path).read_text()
+        share = (time.process_time() - own) / max(time.monotonic() - t, 1e-6)
+        busy = busy_cpus(start, end, cpus, share)
+        if busy is not None:
+            return busy, "stat"
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.getloadavg()[0], "load"
+    except (AttributeError, OSError):
+        return None, ""
+
+
+def choose_threads(physical: int | None, cpus: int, quota: int | None, busy: float | None,
+                   source: str = "stat") -> tuple[int, str]:
+    """The default thread count and why: the physical cores (else the ``cpus``), capped by the cgroup
+    ``quota``, and by the ``cpus`` not kept ``busy`` by others (half a CPU counts as one); at least 1."""
+    n = physical if physical is not None else cpus
+    why = [f"physical cores {n}" if physical is not None else f"CPUs {cpus}"]
+    if quota is not None and quota < n:
+        n = quota
+        why.append(f"CPU quota {quota}")
+    if busy is not None:
+        taken = math.floor(busy + 0.5)
+        n = min(n, cpus - taken)
+        measured = f"load {busy:.1f}" if source == "load" else f"others used {busy:.1f} of {cpus} CPUs"
+        why.append(f"{taken} busy: {measured}" if taken else "none busy")
+    return max(1, n), ", ".join(why)
+
+
+def choose_default() -> tuple[int, str]:
+    """:func:`choose_threads` on this machine now (affinity, ``/proc/cpuinfo``, cgroup, ``/proc/stat``)."""
     allowed = _affinity()
-    n = physical_cores(allowed=allowed)
-    if n is None:
-        n = len(allowed) if allowed else (os.cpu_count() or 1)
-    limit = cgroup_cpu_limit()
-    if limit is not None:
-        n = min(n, limit)
-    return max(1, n)
+    cpus = len(allowed) if allowed else (os.cpu_count() or 1)
+    busy, source = others_busy(allowed)
+    return choose_threads(physical_cores(allowed=allowed), cpus, cgroup_cpu_limit(), busy, source)
+
+
+def default_threads() -> int:
+    """The count of :func:`choose_default`."""
+    return choose_default()[0]
 
 
 def set_threads(threads: int | None) -> tuple[int, str]:
-    """Set torch's intra-op threads to ``threads``, or to :func:`default_threads` when ``None``.
+    """Set torch's intra-op threads to ``threads``, or to :func:`choose_default`'s count when ``None``.
 
-    Returns ``(count, why)`` for the run's first log line, e.g. ``(2, "physical cores")``.
+    Returns ``(count, why)`` for the run's first log line, e.g. ``(2, "physical cores 2, none busy")``.
     """
     import torch
 
     if threads:
         torch.set_num_threads(threads)
         return threads, "--threads"
-    n = default_threads()
+    n, why = choose_default()
     torch.set_num_threads(n)
-    return n, "physical cores"
+    return n, why
 
 
 def describe_threads(count: int, why: str) -> str:
     return f"{count} thread{'s' if count != 1 else ''} ({why})"
+
+
+def passive_openmp_waits(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep rather than spin) unless it is set
+    already: a user's own setting wins. True when set here. It takes effect only if torch (its
+    libgomp) is not loaded yet in this process, and in every child process."""
+    environ = os.environ if environ is None else environ
+    if WAIT_POLICY in environ:
+        return False
+    environ[WAIT_POLICY] = "PASSIVE"
+    return True
+
+
+def onnx_session_entries(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """ONNX Runtime session config entries that follow the OpenMP wait policy: with
+    ``OMP_WAIT_POLICY=PASSIVE``, ORT's idle intra-op threads do not spin either."""
+    environ = os.environ if environ is None else environ
+    if environ.get(WAIT_POLICY, "").strip().upper() == "PASSIVE":
+        return {"session.intra_op.allow_spinning": "0"}
+    return {}

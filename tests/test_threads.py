@@ -34,15 +34,79 @@ def test_cgroup_quota(tmp_path):
     assert threads.cgroup_cpu_limit(tmp_path) == 2
 
 
+def stat(*cpus: tuple[int, int]) -> str:
+    """A /proc/stat text: an aggregate line, then ``cpuN user nice system idle iowait irq softirq steal``
+    with ``(busy, idle)`` ticks per CPU (busy split over user and system)."""
+    lines = ["cpu  1 2 3 4 5 6 7 8 0 0"]
+    lines += [f"cpu{i} {busy - busy // 3} 0 {busy // 3} {idle} 0 0 0 0 0 0" for i, (busy, idle) in enumerate(cpus)]
+    return "\n".join([*lines, "intr 123 4 5", "ctxt 99", "procs_running 3"]) + "\n"
+
+
+def test_busy_cpus_from_two_proc_stat_samples():
+    before = stat((100, 900), (200, 800))
+    quiet = stat((101, 909), (201, 809))                                 # 1 tick of 10 busy on each
+    assert threads.busy_cpus(before, quiet) == pytest.approx(0.2)
+    one_busy = stat((110, 900), (201, 809))                              # cpu0 busy all along
+    assert threads.busy_cpus(before, one_busy) == pytest.approx(1.1)
+    assert threads.busy_cpus(before, one_busy, own_share=0.1) == pytest.approx(1.0)   # this process's own time
+    assert threads.busy_cpus(before, one_busy, cpus={1}) == pytest.approx(0.1)        # affinity: cpu1 only
+    assert threads.busy_cpus(before, quiet, own_share=0.5) == 0.0                     # never negative
+    assert threads.busy_cpus(before, before) is None                                  # no tick passed
+    assert threads.cpu_ticks(stat((5, 7)))[0] == (5, 12)
+
+
+def test_others_busy_samples_proc_stat_else_load_average(tmp_path, monkeypatch):
+    path = tmp_path / "stat"
+    path.write_text(stat((100, 900), (200, 800)))
+    monkeypatch.setattr(threads.time, "sleep", lambda s: path.write_text(stat((110, 900), (200, 810))))
+    monkeypatch.setattr(threads.time, "process_time", lambda: 1.0)          # this process: idle meanwhile
+    assert threads.others_busy({0, 1}, stat_path=path) == (1.0, "stat")
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)                 # no tick passed: load average
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.1, 0.5, 0.2))
+    assert threads.others_busy(stat_path=path) == (1.1, "load")
+    assert threads.others_busy(stat_path=tmp_path / "missing") == (1.1, "load")
+
+
+def test_choose_threads_counts_free_physical_cores():
+    assert threads.choose_threads(2, 2, None, 0.03) == (2, "physical cores 2, none busy")       # quiet: all
+    assert threads.choose_threads(2, 2, None, 1.02) == (1, "physical cores 2, 1 busy: others used 1.0 of 2 CPUs")
+    assert threads.choose_threads(2, 2, None, 2.0)[0] == 1                                     # never below 1
+    assert threads.choose_threads(2, 2, None, 7.0)[0] == 1
+    assert threads.choose_threads(2, 2, None, 0.4)[0] == 2        # under half a CPU busy: not a busy core
+    assert threads.choose_threads(2, 2, None, 0.6)[0] == 1
+    assert threads.choose_threads(8, 8, None, 3.0) == (5, "physical cores 8, 3 busy: others used 3.0 of 8 CPUs")
+    assert threads.choose_threads(4, 8, None, 1.0)[0] == 4        # hyper-threads: 7 CPUs still free
+    assert threads.choose_threads(4, 8, 2, 0.0) == (2, "physical cores 4, CPU quota 2, none busy")
+    assert threads.choose_threads(2, 2, None, 1.1, "load") == (1, "physical cores 2, 1 busy: load 1.1")
+    assert threads.choose_threads(2, 2, None, None) == (2, "physical cores 2")               # not measurable
+    assert threads.choose_threads(None, 3, None, 0.0) == (3, "CPUs 3, none busy")          # no core ids
+
+
 def test_default_threads(monkeypatch):
     monkeypatch.setattr(threads, "physical_cores", lambda cpuinfo=None, allowed=None: 3)
     monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda root=None: None)
-    assert threads.default_threads() == 3
+    monkeypatch.setattr(threads, "_affinity", lambda: {0, 1, 2})
+    monkeypatch.setattr(threads, "others_busy", lambda cpus=None: (0.0, "stat"))
+    assert threads.choose_default() == (3, "physical cores 3, none busy")
+    monkeypatch.setattr(threads, "others_busy", lambda cpus=None: (1.0, "stat"))
+    assert threads.default_threads() == 2
     monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda root=None: 1)
     assert threads.default_threads() == 1
     monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda root=None: None)
     monkeypatch.setattr(threads, "physical_cores", lambda cpuinfo=None, allowed=None: None)
-    assert threads.default_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(threads, "others_busy", lambda cpus=None: (None, ""))
+    assert threads.choose_default() == (3, "CPUs 3")
+
+
+def test_passive_openmp_waits_only_when_unset():
+    env: dict[str, str] = {}
+    assert threads.passive_openmp_waits(env) is True
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert threads.onnx_session_entries(env) == {"session.intra_op.allow_spinning": "0"}
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}                       # the user's own setting wins
+    assert threads.passive_openmp_waits(env) is False
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert threads.onnx_session_entries(env) == {}
 
 
 @pytest.fixture
@@ -52,19 +116,48 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
+def test_explicit_threads_win(monkeypatch, restore_threads):
+    monkeypatch.setattr(threads, "choose_default", lambda: pytest.fail("no default when --threads is given"))
+    assert threads.set_threads(3) == (3, "--threads")
+    assert torch.get_num_threads() == 3
+
+
+@pytest.fixture
+def no_wait_policy(monkeypatch):
+    """OMP_WAIT_POLICY unset during the test, and unset again after it (whatever the CLI set)."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "unset")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+
+
 @pytest.mark.parametrize("command", ["infer", "bench"])
-def test_cli_default_is_physical_cores_and_logged(command, runner, in_tmp, tiny_bio, monkeypatch, restore_threads):
+def test_cli_default_counts_free_cores_and_says_why(command, runner, in_tmp, tiny_bio, monkeypatch, restore_threads,
+                                                    no_wait_policy):
     args = {"infer": ["infer", "--model", str(tiny_bio), "--no-progress"],
             "bench": ["bench", "--model", str(tiny_bio), "-n", "2", "--json", "b.json", "--set",
                       f"data.test={DATA / 'test.jsonl'}", "--set", "bench.warmup=0", "--set", "bench.blocks=1"],
             }[command]
-    monkeypatch.setattr(threads, "default_threads", lambda: 1)   # "one physical core"
+    monkeypatch.setattr(threads, "_affinity", lambda: {0, 1})
+    monkeypatch.setattr(threads, "physical_cores", lambda cpuinfo=None, allowed=None: 2)
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda root=None: None)
+    monkeypatch.setattr(threads, "others_busy", lambda cpus=None: (1.0, "stat"))   # one busy neighbour
     torch.set_num_threads(2)
     res = runner.invoke(app, args, input=b"Mme Lefevre\n")
     assert res.exit_code == 0, res.output
-    assert "(1 thread (physical cores))" in res.stderr.splitlines()[0]
+    assert "(1 thread (physical cores 2, 1 busy: others used 1.0 of 2 CPUs))" in res.stderr.splitlines()[0]
     assert torch.get_num_threads() == 1
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"      # set by the CLI's callback, before torch would load
     res = runner.invoke(app, [*args, "--threads", "2"], input=b"Mme Lefevre\n")
     assert res.exit_code == 0, res.output
     assert "(2 threads (--threads))" in res.stderr.splitlines()[0]
     assert torch.get_num_threads() == 2
+
+
+def test_cli_wait_policy_only_for_inference_and_never_over_the_users(runner, monkeypatch, no_wait_policy):
+    runner.invoke(app, ["validate", "--no-such-option"])     # the callback runs, then the option fails
+    assert "OMP_WAIT_POLICY" not in os.environ                 # training commands keep libgomp's default
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    runner.invoke(app, ["infer", "--no-such-option"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    runner.invoke(app, ["serve", "--no-such-option"])
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
