@@ -74,6 +74,14 @@ def output_option(help: str, **kwargs: Any) -> Any:
     return typer.Option("--output", "-o", help=help, **kwargs)
 
 
+def input_option(help: str, **kwargs: Any) -> Any:
+    return typer.Option("--input", "-i", help=help, **kwargs)
+
+
+def overwrite_option(help: str) -> Any:
+    return typer.Option("--overwrite", help=help)
+
+
 def teacher_option(help: str) -> Any:
     return typer.Option("--teacher", "-t", help=help)
 
@@ -98,15 +106,21 @@ def threads_option(help: str) -> Any:
     return typer.Option("--threads", min=1, help=help)
 
 
+def int8_option(help: str) -> Any:
+    return typer.Option("--int8/--no-int8", help=help)
+
+
 ModelOpt = Annotated[str | None, model_option("Model folder (default: the newest finetune/prune/distill output).")]
 TeacherOpt = Annotated[str | None, teacher_option("Teacher folder or hub id (default: teacher.model).")]
 ResumeOpt = Annotated[bool, resume_option(
     "Go on from the run folder's last checkpoint (checkpoints/last); refused if a setting or data file that changes "
     "training differs.")]
-OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
-                        "nerkd's own files there are replaced).")]
+OverwriteOpt = Annotated[bool, overwrite_option(
+    "Also write into a non-empty folder that is not a nerkd model folder (its files are kept; nerkd's own files there "
+    "are replaced).")]
 ThreadsOpt = Annotated[int | None, threads_option("CPU threads for torch (default: the physical cores).")]
+Int8Opt = Annotated[bool | None, int8_option(
+    "Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8.")]
 
 
 def resolve(config: Path | None, sets: list[str] | None) -> tuple[Settings, Project]:

@@ -2,13 +2,26 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nerkd.cli.common import ConfigOpt, SetOpt, resolve
+from nerkd.cli.common import (
+    ConfigOpt,
+    ModelOpt,
+    SetOpt,
+    input_option,
+    int8_option,
+    output_option,
+    overwrite_option,
+    resolve,
+)
 from nerkd.cli.errors import known_errors
 from nerkd.errors import NerkdError
+
+if TYPE_CHECKING:
+    from nerkd.export import ExportResult
+    from nerkd.settings import ExportSettings
 
 
 class ExportFormat(str, Enum):
@@ -20,23 +33,20 @@ class ExportFormat(str, Enum):
 def export(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Model folder (default: the newest finetune/prune/distill output).")] = None,
+    model: ModelOpt = None,
     fmt: Annotated[ExportFormat | None, typer.Option(
         "--format", "-f", help="onnx (a graph for ONNX Runtime) or hf (a plain transformers folder). "
                                "Default: export.format.")] = None,
-    int8: Annotated[bool | None, typer.Option(
-        "--int8/--no-int8", help="onnx: dynamic int8 quantisation (onnxruntime); reports the tag agreement with "
-                                 "fp32. Default: export.int8.")] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", file_okay=False,
-        help="Output folder (default: <artifacts>/<model>_onnx, _onnx_int8 or _hf).")] = None,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Also write into a non-empty folder that is not nerkd's (its files are kept).")] = False,
-    input_: Annotated[Path | None, typer.Option(
-        "--input", "-i", dir_okay=False,
-        help="Check sentences (one per line or JSONL with text; default: data.dev, else data.test): the export "
-             "must give the model's logits on them, and int8 is compared with fp32 on them.")] = None,
+    int8: Annotated[bool | None, int8_option(
+        "onnx: dynamic int8 quantisation (onnxruntime); reports the tag agreement with fp32. Default: export.int8.")
+    ] = None,
+    output: Annotated[Path | None, output_option(
+        "Output folder (default: <artifacts>/<model>_onnx, _onnx_int8 or _hf).", file_okay=False)] = None,
+    overwrite: Annotated[bool, overwrite_option(
+        "Also write into a non-empty folder that is not nerkd's (its files are kept).")] = False,
+    input_: Annotated[Path | None, input_option(
+        "Check sentences (one per line or JSONL with text; default: data.dev, else data.test): the export must give "
+        "the model's logits on them, and int8 is compared with fp32 on them.", dir_okay=False)] = None,
 ) -> None:
     """Export a model for deployment: an ONNX graph for ONNX Runtime, or a plain Hugging Face folder.
 
@@ -53,7 +63,7 @@ def export(
       nerkd export -m artifacts/final --format hf -o artifacts/final_hf
     """
     from nerkd.export import check_texts, export_hf, export_onnx
-    from nerkd.ui import err, out, warn
+    from nerkd.ui import err
 
     settings, project = resolve(config, set_)
     st = settings.export
@@ -68,20 +78,35 @@ def export(
     suffix = "hf" if kind == "hf" else ("onnx_int8" if quant else "onnx")
     target = output or project.artifacts(settings.paths.artifacts) / f"{Path(str(ref)).name}_{suffix}"
     texts, source = check_texts(settings, input_, st.check_sentences)
-    how = f"onnx{' int8' if quant else ''}, {st.exporter} exporter, opset {st.opset}" if kind == "onnx" else "hf"
-    checked = (f"checked on {len(texts)} sentences of {source}" if texts else
-               "checked on a padded batch only (no check sentences: give --input or set data.dev)")
-    err.print(f"export: {ref} -> {target} ({how}; {checked})", soft_wrap=True)
+    err.print(f"export: {ref} -> {target} ({_plan(kind, quant, st)}; "
+              f"{_checked(texts, source)})", soft_wrap=True)
     if kind == "onnx":
         result = export_onnx(ref, target, int8=quant, opset=st.opset, exporter=st.exporter, overwrite=overwrite,
                              texts=texts, max_length=settings.data.max_length, stride=settings.data.stride)
     else:
         result = export_hf(ref, target, overwrite=overwrite, texts=texts, max_length=settings.data.max_length,
                            stride=settings.data.stride)
+    _show(result, kind, target, len(texts))
+    err.print(f"export: done in {result.seconds:.1f} s")
+
+
+def _plan(kind: str, quant: bool, st: ExportSettings) -> str:
+    return f"onnx{' int8' if quant else ''}, {st.exporter} exporter, opset {st.opset}" if kind == "onnx" else "hf"
+
+
+def _checked(texts: list[str], source: str | None) -> str:
+    return (f"checked on {len(texts)} sentences of {source}" if texts else
+            "checked on a padded batch only (no check sentences: give --input or set data.dev)")
+
+
+def _show(result: ExportResult, kind: str, target: Path, n_texts: int) -> None:
+    """What was written, how closely it reproduces the model, what to know, and how to run it (stdout)."""
+    from nerkd.ui import out, warn
+
     size = sum((target / name).stat().st_size for name in result.files if (target / name).is_file())
     out.print(f"exported: {target} ({', '.join(result.files)}; {size / 1e6:.1f} MB)", soft_wrap=True)
     out.print(f"check: logits within {result.max_abs_diff:.1e} of the model's"
-              f"{f' on {len(texts)} sentences and a padded batch' if texts else ' on a padded batch'}")
+              f"{f' on {n_texts} sentences and a padded batch' if n_texts else ' on a padded batch'}")
     if result.int8:
         if result.agreement is None:
             out.print("int8: no check sentences (give --input or set data.dev): agreement with fp32 not measured")
@@ -94,4 +119,3 @@ def export(
         out.print(f"run it: nerkd infer --backend onnx --model {target} < texts.txt", soft_wrap=True)
     else:
         out.print(f"load it: transformers.pipeline(\"token-classification\", model=\"{target}\")", soft_wrap=True)
-    err.print(f"export: done in {result.seconds:.1f} s")

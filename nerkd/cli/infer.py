@@ -11,6 +11,7 @@ from nerkd.cli.common import (
     Backend,
     ConfigOpt,
     Device,
+    Int8Opt,
     ModelOpt,
     Precision,
     SetOpt,
@@ -71,9 +72,7 @@ def infer(
     device: Annotated[Device | None, device_option("Default: infer.device.")] = None,
     precision: Annotated[Precision | None, precision_option(
         "Default: infer.precision (auto: bf16 weights on GPU, fp32 on CPU; bf16 on CPU is autocast).")] = None,
-    int8: Annotated[bool | None, typer.Option(
-        "--int8/--no-int8", help="Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8.")
-    ] = None,
+    int8: Int8Opt = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", min=1, help="Windows per forward pass. Default: infer.batch_size.")] = None,
     chunk_size: Annotated[int | None, typer.Option(

@@ -2,41 +2,43 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from enum import Enum
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nerkd.cli.common import ConfigOpt, SetOpt, resolve
+from nerkd.cli.common import (
+    Backend,
+    ConfigOpt,
+    Int8Opt,
+    ModelOpt,
+    SetOpt,
+    backend_option,
+    resolve,
+    threads_option,
+)
 from nerkd.cli.errors import known_errors
 from nerkd.errors import NerkdError
 
-
-class ServeBackend(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
+if TYPE_CHECKING:
+    from nerkd.settings import Settings
 
 
 @known_errors
 def serve(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Model folder (default: the newest finetune/prune/distill output).")] = None,
+    model: ModelOpt = None,
     host: Annotated[str | None, typer.Option(
         "--host", help="Address to bind. Default: serve.host (127.0.0.1: this machine only).")] = None,
     port: Annotated[int | None, typer.Option("--port", "-p", min=0, max=65535, help="Default: serve.port (8000).")
                     ] = None,
-    backend: Annotated[ServeBackend | None, typer.Option(
-        "--backend", help="torch, or onnx (ONNX Runtime on CPU) for a folder written by nerkd export --format onnx. "
-                          "Default: infer.backend (auto: onnx for such a folder).")] = None,
-    int8: Annotated[bool | None, typer.Option(
-        "--int8/--no-int8", help="Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8.")
-    ] = None,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="CPU threads for the model. Default: serve.threads, else the physical cores.")
-    ] = None,
+    backend: Annotated[Backend | None, backend_option(
+        "torch, or onnx (ONNX Runtime on CPU) for a folder written by nerkd export --format onnx. "
+        "Default: infer.backend (auto: onnx for such a folder).")] = None,
+    int8: Int8Opt = None,
+    threads: Annotated[int | None, threads_option(
+        "CPU threads for the model. Default: serve.threads, else the physical cores.")] = None,
 ) -> None:
     """Serve a model over HTTP (FastAPI + uvicorn): POST /v1/entities, GET /health, /v1/model, /v1/stats; docs at /docs.
 
@@ -57,35 +59,32 @@ def serve(
     from nerkd.serve import require_extra
 
     require_extra()
-    import logging
-
-    import uvicorn
-
-    from nerkd.infer import Engine
-    from nerkd.infer.onnx_backend import resolve_backend
-    from nerkd.serve.app import create_app, resolve_token
-    from nerkd.serve.info import model_info
-    from nerkd.threads import describe_threads, set_threads
-
     settings, project = resolve(config, set_)
     ref = model or project.default_input("infer", settings.paths.artifacts)
     if ref is None:
         raise NerkdError(f"no model to serve: give --model FOLDER (no distill, prune or finetune output found "
                          f"under {project.artifacts(settings.paths.artifacts)})")
-    ref = str(ref)
+    _serve(str(ref), settings, host=host, port=port, backend=backend.value if backend else None, int8=int8,
+           threads=threads)
+
+
+def _serve(ref: str, settings: Settings, *, host: str | None, port: int | None, backend: str | None,
+           int8: bool | None, threads: int | None) -> None:
+    """Serve ``ref`` until Ctrl-C or SIGTERM; a model that fails to load stops the server and is raised here."""
+    import uvicorn
+
+    from nerkd.infer.onnx_backend import resolve_backend
+    from nerkd.serve.app import create_app, resolve_token
+    from nerkd.serve.info import model_info
+    from nerkd.threads import describe_threads, set_threads
+
     st, ss = settings.infer, settings.serve
     host = host or ss.host
     port = ss.port if port is None else port
-    chosen_backend = resolve_backend(ref, backend.value if backend else st.backend)   # a wrong one fails here
+    chosen_backend = resolve_backend(ref, backend or st.backend)   # a wrong one fails here
     n_threads, why = set_threads(threads or ss.threads)
     token = resolve_token(ss)
-
-    def load():
-        return Engine.load(ref, device=st.device, precision=st.precision, int8=st.int8 if int8 is None else int8,
-                           batch_size=st.batch_size, max_length=settings.data.max_length, stride=settings.data.stride,
-                           max_tokens=st.max_tokens, tokenize=st.tokenize, compile=st.compile,
-                           backend=chosen_backend)
-
+    load = _loader(ref, settings, chosen_backend, int8)
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None
 
@@ -98,21 +97,41 @@ def serve(
                      on_load_error=on_load_error)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=ss.access_log,
                                            timeout_graceful_shutdown=None))
-    log = logging.getLogger("nerkd.serve")
     with _stderr_logs():
-        shown = f"[{host}]" if ":" in host else host
-        log.info("serve: %s (backend %s), %s; http://%s:%d (docs: /docs); %s", ref, chosen_backend,
-                 describe_threads(n_threads, why), shown, port,
-                 "bearer token required on /v1/*" if token else "no token")
-        if token is None and not _loopback(host):
-            log.warning("serve: listening on %s without a token: anyone who can reach this port can send texts; "
-                        "set NERKD_SERVE_TOKEN", host)
+        _announce(f"{ref} (backend {chosen_backend}), {describe_threads(n_threads, why)}", host, port, token)
         try:
             server.run()
         except KeyboardInterrupt:   # uvicorn re-raises Ctrl-C after its graceful shutdown: done, not an error
             pass
     if failure:
         raise failure[0]
+
+
+def _loader(ref: str, settings: Settings, backend: str, int8: bool | None) -> Callable[[], Any]:
+    """What the server's loader thread calls: the engine of ``nerkd infer``'s settings (``--int8`` over infer.int8)."""
+    from nerkd.infer import Engine
+
+    st = settings.infer
+
+    def load():
+        return Engine.load(ref, device=st.device, precision=st.precision, int8=st.int8 if int8 is None else int8,
+                           batch_size=st.batch_size, max_length=settings.data.max_length, stride=settings.data.stride,
+                           max_tokens=st.max_tokens, tokenize=st.tokenize, compile=st.compile, backend=backend)
+
+    return load
+
+
+def _announce(what: str, host: str, port: int, token: str | None) -> None:
+    """The server's first log lines: what it serves, where, and whether a token guards it."""
+    import logging
+
+    log = logging.getLogger("nerkd.serve")
+    shown = f"[{host}]" if ":" in host else host
+    log.info("serve: %s; http://%s:%d (docs: /docs); %s", what, shown, port,
+             "bearer token required on /v1/*" if token else "no token")
+    if token is None and not _loopback(host):
+        log.warning("serve: listening on %s without a token: anyone who can reach this port can send texts; "
+                    "set NERKD_SERVE_TOKEN", host)
 
 
 @contextlib.contextmanager
