@@ -202,8 +202,9 @@ def test_report_scores_bench_and_plots(tiny_io_teacher, tiny_bio, tiny_pruned, t
     assert by_name["student"]["compression"]["speedup_latency"] == pytest.approx(2.0)
     assert md_row(section(md, "Size and speed"), "student")[5:10] == ["10.0", "9.0–11.0", "15.0", "200", "180–220"]
     assert "medians over 3 blocks" in section(md, "Size and speed") and not rep.warnings
-    assert by_name["pruned int8"]["variant"] == "int8" and by_name["pruned int8"]["disk_bytes"] == 1234
-    assert 0.0 <= by_name["pruned int8"]["scores"]["f1"] <= 1.0
+    int8 = by_name["pruned (int8)"]   # an int8 bench entry adds the model's int8 row, as --int8 does
+    assert int8["runtime"]["label"] == "int8" and int8["disk_bytes"] == 1234 and int8["reference"] == "pruned"
+    assert 0.0 <= int8["scores"]["f1"] <= 1.0
     assert any("stranger" in n for n in data["notes"])
     assert "bench figures missing" not in md
     # parameters counted from the loaded models

@@ -116,14 +116,19 @@ def rich_table(data: TableData) -> Table:
 
 
 def compact_entity_table(report: Report) -> TableData:
-    """The entity table for a terminal: one ``P/R/F1`` cell per type."""
+    """The entity table for a terminal: one ``P/R/F1`` cell per type (the runtime and F1 difference
+    columns, when there, kept as they are)."""
     from nerkd.report.render import TableData, entity_table
 
     full = entity_table(report)
-    n = (len(full.columns) - 1) // 3
-    names = [full.columns[1 + 3 * i].rsplit(" ", 1)[0] for i in range(n)]
-    return TableData("entity scores (%)", ["model"] + [f"{t} P/R/F1" for t in names],
-                     [[r[0]] + ["/".join(r[1 + 3 * i : 4 + 3 * i]) for i in range(n)] for r in full.rows])
+    first = next(i for i, h in enumerate(full.columns) if h.endswith(" P"))
+    n = sum(1 for h in full.columns if h.endswith(" P"))
+    last = first + 3 * n
+    names = [full.columns[first + 3 * i].rsplit(" ", 1)[0] for i in range(n)]
+    return TableData("entity scores (%)", full.columns[:first] + [f"{t} P/R/F1" for t in names] + full.columns[last:],
+                     [r[:first] + ["/".join(r[first + 3 * i : first + 3 * i + 3]) for i in range(n)] + r[last:]
+                      for r in full.rows],
+                     full.justify[:first] + ["right"] * n + full.justify[last:])
 
 
 def terminal_size_speed(report: Report) -> list[TableData]:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from nerkd.cli.common import ConfigOpt, SetOpt, resolve
+from nerkd.cli.common import Backend, ConfigOpt, SetOpt, backend_option, resolve
 from nerkd.cli.errors import known_errors
 
 
@@ -24,6 +24,16 @@ def report(
         help="nerkd bench JSON (repeatable; default: <artifacts>/bench.json if present).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (default: "
                                                 "<artifacts>/report).", file_okay=False)] = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Also score each torch model with dynamic int8 on CPU, as nerkd infer --int8: a row "
+                       "'<name> (int8)' under its fp32 row, with the F1 difference.")] = False,
+    bf16: Annotated[bool, typer.Option(
+        "--bf16", help="Also score each torch model in bf16, as nerkd infer --precision bf16 (autocast on CPU, bf16 "
+                       "weights on GPU): a row '<name> (bf16)' under its fp32 row.")] = False,
+    backend: Annotated[Backend, backend_option(
+        "auto: a folder written by nerkd export --format onnx is scored with ONNX Runtime (row '<name> (onnx)', "
+        "compared with the torch model it was exported from when that one is given too); torch; onnx: every "
+        "model must be such a folder (pip install 'nerkd\\[onnx]').")] = Backend.auto,
 ) -> None:
     """Score every model on one labelled file; write report.md, a self-contained report.html, report.json.
 
@@ -31,10 +41,14 @@ def report(
     and the head-importance heatmap of pruned models. Run folders may also give train_summary.json
     and head_importance.json.
 
+    With --int8, --bf16 or an ONNX export among the models, the report compares runtimes: every row
+    goes through the words, windows and decoding of nerkd infer, each torch model's own row is fp32,
+    and a runtime column and the F1 difference against that fp32 row are added.
+
     \b
-    Example (the teacher and the final model on the dev set):
+    Example:
       nerkd report --data data/dev.jsonl --model artifacts/teacher \\
-        --model artifacts/final --output artifacts/report_dev
+        --model artifacts/final --int8 --output artifacts/report_dev
     """
     from rich.markup import escape
 
@@ -60,7 +74,9 @@ def report(
     log(f"report: {len(specs)} models on {data_path}: " + ", ".join(f"{s.name} ({s.path})" for s in specs))
     if bench_files:
         log("bench figures: " + ", ".join(str(p) for p in bench_files))
-    rep = build_report(settings, project, data=data_path, models=specs, bench_files=bench_files, output=out_dir)
+    variants = [name for name, on in (("int8", int8), ("bf16", bf16)) if on]
+    rep = build_report(settings, project, data=data_path, models=specs, bench_files=bench_files, output=out_dir,
+                       variants=variants, backend=backend.value)
     files = write_report(rep)
     for table in report_tables(rep):
         out.print(table)

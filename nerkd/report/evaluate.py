@@ -6,6 +6,9 @@ before scoring: entity spans are read from the model's tags, renamed with ``labe
 spans of a type absent from the gold label set are dropped (and counted per type: they are not
 counted as false positives), and the rest are written back in the data's scheme. Gold types the
 model cannot tag simply get recall 0.
+
+Models are run by the engine of ``nerkd infer`` (:class:`nerkd.infer.Engine`, loaded by the stage):
+the same windows, batches and decoding whatever the runtime (torch fp32, bf16, int8, ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ from pathlib import Path
 import orjson
 
 from nerkd.data.dataset import Split, label_space_for, read_split
-from nerkd.data.encode import EncodeStats, encode
 from nerkd.data.schemes import entity_types, spans_of, tags_from_spans
 from nerkd.errors import DataError, NerkdError
-from nerkd.infer.engine import BATCH_SIZE
 from nerkd.metrics import evaluate
+from nerkd.report.runtimes import Runtime
 
 CHUNK = 256  # sentences per prediction call (progress granularity)
 
@@ -57,7 +59,7 @@ class GoldData:
 class ModelScore:
     name: str
     path: str
-    variant: str = "fp32"                 # fp32 | int8 (dynamic quantisation, CPU)
+    runtime: Runtime = field(default_factory=Runtime)   # how the model ran (torch fp32, int8, onnx...)
     labels: list[str] = field(default_factory=list)
     scheme: str = ""
     scores: dict = field(default_factory=dict)          # metrics.evaluate() result
@@ -105,35 +107,26 @@ def align_tags(tags: Sequence[str], gold_types: set[str] | Sequence[str], scheme
     return tags_from_spans(len(tags), kept, scheme), dropped
 
 
+WEIGHT_FILES = ("*.safetensors", "*.onnx", "*.onnx.data")
+
+
 def weights_bytes(folder: str | Path) -> int | None:
-    """Size of the weight files (``*.safetensors``) of a saved model folder; None if not a folder."""
+    """Size of the weight files (safetensors; ``model.onnx`` of an ONNX export) of a model folder; None if
+    not a folder."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return sum(p.stat().st_size for pattern in WEIGHT_FILES for p in folder.glob(pattern) if p.is_file())
 
 
-def _windows_settings(model, data_settings) -> tuple[int, int]:
-    max_length = data_settings.max_length
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions:
-        max_length = min(max_length, int(positions) - 2)
-    stride = min(data_settings.stride, max(0, max_length - 3))
-    return max_length, stride
+def score_model(name: str, path: str, engine, gold: GoldData, rename: Mapping[str, str], *,
+                runtime: Runtime | None = None, advance: Callable[[int], None] | None = None) -> ModelScore:
+    """Tag every gold sentence with ``engine`` (a loaded :class:`nerkd.infer.Engine`, the front end of
+    ``nerkd infer``: windows, batches, decoding), align to the data's labels and score.
 
-
-def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str = "fp32",
-                advance: Callable[[int], None] | None = None) -> ModelScore:
-    """Load ``path``, predict every gold sentence, align to the data's labels and score."""
-    import torch
-
-    from nerkd.device import resolve_device, resolve_precision
-    from nerkd.models.decode import predict_tags
-    from nerkd.models.ner import NerModel, load_tokenizer
-
-    model = NerModel.load(path, what=name, option="--model")
-    rename = dict(settings.labels.rename)
-    model_types = set(model.labels.types)
+    ``rename``: ``labels.rename``; ``runtime``: how ``engine`` runs the model (recorded with the scores)."""
+    space = engine.space
+    model_types = set(space.types)
     renamed = {k: v for k, v in rename.items() if k in model_types and k not in gold.types and v in gold.types}
     reachable = {renamed.get(t, t) for t in model_types}
     if not reachable & set(gold.types):  # before any prediction: an all-zero table says nothing
@@ -141,34 +134,19 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
                             f"{', '.join(sorted(model_types)) or 'none'}, data types "
                             f"{', '.join(gold.types) or 'none'}; map model types to data types with labels.rename, "
                             "or data types with labels.map")
-    tokenizer = load_tokenizer(path, what=name, option="--model")
-    result = ModelScore(name=name, path=str(path), variant=variant, labels=list(model.labels.labels),
-                        scheme=model.labels.scheme, parameters=model.num_parameters(),
-                        disk_bytes=weights_bytes(path), heads=list(model.heads),
-                        pruned=model.is_pruned)
-    if variant == "int8":
-        from nerkd.models.quantize import quantize_int8  # the same int8 as `nerkd infer --int8` and `nerkd bench`
-
-        device, precision = torch.device("cpu"), "fp32"
-        model = quantize_int8(model.cpu())
-    else:
-        device = resolve_device(settings.infer.device)
-        precision = resolve_precision(settings.infer.precision, device)
-        model.to(device)
-    max_length, stride = _windows_settings(model, settings.data)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    stats = EncodeStats()
+    model = engine.model
+    result = ModelScore(name=name, path=str(path), runtime=runtime or Runtime(), labels=list(space.labels),
+                        scheme=space.scheme, parameters=int(engine.num_parameters), disk_bytes=weights_bytes(path),
+                        heads=list(getattr(model, "heads", None) or []),
+                        pruned=bool(getattr(model, "is_pruned", False)))
     words = [s.tokens for s in gold.split.sentences]
     preds: list[list[str]] = []
     for base in range(0, len(words), CHUNK):
         chunk = words[base : base + CHUNK]
-        windows = encode(tokenizer, chunk, None, max_length, stride, stats)
-        preds += predict_tags(model, windows, [len(w) for w in chunk], pad_id=pad_id,
-                              batch_size=settings.infer.batch_size or BATCH_SIZE.get(device.type, 32), device=device,
-                              precision=precision)
+        preds += [tags for tags, _ in engine.tag_words(chunk)]
         if advance is not None:
             advance(len(chunk))
-    result.encoded = stats.summary()
+    result.encoded = engine.encoded.summary()
     dropped: Counter = Counter()
     aligned = []
     for tags in preds:
@@ -180,7 +158,6 @@ def score_model(name: str, path: str, gold: GoldData, settings, *, variant: str 
     result.dropped = dict(sorted(dropped.items()))
     result.predictions = aligned
     result.scores = evaluate(gold.gold_tags, aligned)
-    del model
     return result
 
 

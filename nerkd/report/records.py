@@ -14,6 +14,7 @@ class ModelSpec:
     name: str
     path: str
     stage: str | None = None
+    export: dict | None = None     # the manifest of a folder written by nerkd export --format onnx
 
 
 @dataclass
@@ -24,6 +25,9 @@ class ModelRow:
     train_summary: dict | None = None
     head_importance: dict | None = None
     compression: dict = field(default_factory=dict)
+    base: bool = True                   # the model's own row (not an --int8 / --bf16 row)
+    reference: str | None = None        # the row this one's F1 is compared with (nerkd.report.runtimes)
+    f1_delta: float | None = None       # its all-entity F1 minus the reference's
 
     @property
     def name(self) -> str:
@@ -44,6 +48,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)          # figures not to trust (bench timed under load)
     plots: dict[str, Path] = field(default_factory=dict)      # title -> PNG
     plots_skipped: str | None = None
+    compares: bool = False             # runtimes compared: runtime and F1 difference columns
 
     @property
     def has_bench(self) -> bool:

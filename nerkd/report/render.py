@@ -36,6 +36,14 @@ LEGEND = [
     "Size ratios and speed-ups are relative to the first model (usually the teacher); higher is better.",
     "Pareto plot: a model is on the front (red) when no other model is both faster and more accurate.",
 ]
+DELTA_HEADER = "Δ F1 vs fp32"
+DELTA_LINE = (f"{DELTA_HEADER}: the row's `all` F1 minus that of the same model run by torch in fp32 (for an ONNX "
+              "export: the torch model it was exported from), in points; every row goes through the same words, "
+              "windows and decoding (those of `nerkd infer`), so the difference is the runtime's.")
+
+
+def legend(report: Report) -> list[str]:
+    return [*LEGEND, DELTA_LINE] if report.compares else LEGEND
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -74,19 +82,30 @@ def span(bench: dict, key: str, fmt: str = ".1f") -> str:
 
 # -- tables ---------------------------------------------------------------------------------
 
+def delta(x: float | None) -> str:
+    """An F1 difference in points, signed, two decimals (``0.00`` when equal)."""
+    return DASH if x is None else "0.00" if x == 0 else f"{100 * x:+.2f}"
+
+
 def entity_table(report: Report) -> TableData:
+    """Per-type and overall P/R/F1 per row; when runtimes are compared, the row's runtime after its name
+    and, last, its F1 difference with its reference row (:data:`DELTA_LINE`)."""
     types = report.data.types
-    headers = ["model"] + [f"{t} {m}" for t in [*types, "all"] for m in ("P", "R", "F1")]
+    lead = ["model", "runtime"] if report.compares else ["model"]
+    headers = lead + [f"{t} {m}" for t in [*types, "all"] for m in ("P", "R", "F1")]
+    headers += [DELTA_HEADER] if report.compares else []
     rows = []
     for row in report.rows:
         s = row.score.scores
-        cells = [row.name]
+        cells = [row.name, row.score.runtime.label] if report.compares else [row.name]
         for t in types:
             r = s["per_type"].get(t)
             cells += [pct(r["precision"]), pct(r["recall"]), pct(r["f1"])] if r else [DASH] * 3
         cells += [pct(s["precision"]), pct(s["recall"]), pct(s["f1"])]
+        cells += [delta(row.f1_delta)] if report.compares else []
         rows.append(cells)
-    return TableData("Entity scores (P / R / F1, %)", headers, rows)
+    justify = ["left"] * len(lead) + ["right"] * (len(headers) - len(lead))
+    return TableData("Entity scores (P / R / F1, %)", headers, rows, justify)
 
 
 def size_speed_table(report: Report) -> TableData:
@@ -124,7 +143,7 @@ def heads_table(report: Report) -> TableData | None:
     rows = []
     for row in report.rows:
         hi = row.head_importance
-        if row.score.variant != "fp32" or (hi is None and not row.score.pruned):
+        if not row.base or (hi is None and not row.score.pruned):
             continue
         pruned = len((hi or {}).get("pruned") or [])
         rows.append([row.name, " ".join(str(h) for h in row.score.heads), str(pruned) if hi else DASH,
@@ -178,7 +197,7 @@ def markdown(report: Report) -> str:
         parts += [f"![{title}]({Path(path).name})", "", f"*{title}*", ""]
     if report.notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
-    parts += ["## How to read this report", ""] + [f"- {line}" for line in LEGEND]
+    parts += ["## How to read this report", ""] + [f"- {line}" for line in legend(report)]
     return "\n".join(parts) + "\n"
 
 
@@ -239,7 +258,7 @@ def html_page(report: Report) -> str:
                      f"<figcaption>{_code(title)}</figcaption></figure>")
     if report.notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{_code(n)}</li>" for n in report.notes] + ["</ul>"]
-    parts += ["<h2>How to read this report</h2><ul>"] + [f"<li>{_code(x)}</li>" for x in LEGEND] + ["</ul>"]
+    parts += ["<h2>How to read this report</h2><ul>"] + [f"<li>{_code(x)}</li>" for x in legend(report)] + ["</ul>"]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -252,7 +271,8 @@ def as_json(report: Report) -> dict:
     for row in report.rows:
         s = row.score
         models.append({
-            "name": s.name, "path": s.path, "stage": row.stage, "variant": s.variant, "labels": s.labels,
+            "name": s.name, "path": s.path, "stage": row.stage, "runtime": s.runtime.as_dict(),
+            "reference": row.reference, "f1_delta": row.f1_delta, "labels": s.labels,
             "scheme": s.scheme, "heads": s.heads, "parameters": s.parameters, "disk_bytes": row.compression.get(
                 "disk_bytes"), "scores": s.scores, "dropped_spans": s.dropped, "renamed": s.renamed,
             "missing_types": s.missing_types, "windows": s.encoded, "compression": row.compression,

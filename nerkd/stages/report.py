@@ -1,18 +1,27 @@
-"""``nerkd report``: score every model on one file, merge bench figures, draw plots, write the report."""
+"""``nerkd report``: score every model on one file, merge bench figures, draw plots, write the report.
+
+Each row is a model in a runtime (:mod:`nerkd.report.runtimes`: torch at the report's precision,
+``--int8``, ``--bf16``, or ONNX Runtime for an ONNX export), scored through the engine of ``nerkd
+infer`` loaded as :func:`nerkd.stages.infer.load_engine` loads it.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from nerkd.errors import NerkdError, SettingsError
 from nerkd.infer.benchfile import BenchFile, BenchMatch, machines, match_bench, read_bench
+from nerkd.io import file_sha256
 from nerkd.log import progress
 from nerkd.project import Project, parse_models
 from nerkd.report import plots
 from nerkd.report.evaluate import GoldData, load_gold, read_run_file, score_model
 from nerkd.report.records import ModelRow, ModelSpec, Report
+from nerkd.report.runtimes import Run, compares, plan_runs, references
 
 # -- defaults ----------------------------------------------------------------------------
 
@@ -67,9 +76,10 @@ def _run_files(row: ModelRow, notes: list[str]) -> None:
 
 
 def _disk(row: ModelRow) -> int | None:
-    """Weights on disk: the folder's safetensors (an int8 variant has no folder: the bench's figure)."""
+    """Weights on disk: the folder's weight files (an int8 or bf16 row converts them at load time: the
+    bench's figure)."""
     b = row.bench or {}
-    if row.score.variant == "int8" or row.score.disk_bytes is None:
+    if row.score.runtime.converted or row.score.disk_bytes is None:
         return b.get("disk_bytes") or None
     return row.score.disk_bytes
 
@@ -107,7 +117,7 @@ def _compression(rows: list[ModelRow], notes: list[str]) -> None:
 def _model_notes(data: GoldData, rows: list[ModelRow], notes: list[str]) -> None:
     for row in rows:
         s = row.score
-        if s.variant != "fp32":
+        if not row.base:
             continue
         if s.dropped:
             what = ", ".join(f"{t} ({n} spans)" for t, n in s.dropped.items())
@@ -160,25 +170,67 @@ def _plot_all(report: Report) -> None:
                                                  title=f"{row.name}: head importance (x = pruned)")
 
 
-def _score_all(models: list[ModelSpec], matched: BenchMatch, gold: GoldData, settings,
+def _engine(run: Run, settings):
+    """The engine of ``nerkd infer`` for ``run`` (its runtime's device, precision, int8 and backend)."""
+    from nerkd.stages.infer import load_engine
+
+    rt = run.runtime
+    section = settings.infer.model_copy(update={"device": rt.device, "precision": rt.precision, "compile": False,
+                                                "int8": rt.int8 and rt.backend == "torch", "backend": rt.backend})
+    return load_engine(run.spec.path, section, max_length=settings.data.max_length, stride=settings.data.stride)
+
+
+def _score_all(runs: list[Run], entries: list[dict | None], gold: GoldData, settings,
                notes: list[str]) -> list[ModelRow]:
-    """One row per model (fp32), then one per int8 bench entry; progress through :func:`nerkd.log.progress`."""
-    runs = [(m, "fp32", matched.primary.get(m.name)) for m in models]
-    spec_of = {m.name: m for m in models}
-    runs += [(spec_of[name], "int8", entry) for name, entry in matched.int8]
+    """One row per run (``entries``: their bench figures); progress through :func:`nerkd.log.progress`."""
     rows: list[ModelRow] = []
     with progress() as bar:
         task = bar.add_task("evaluating", total=len(runs) * gold.sentences, info="")
-        for spec, variant, entry in runs:
-            name = spec.name if variant == "fp32" else f"{spec.name} int8"
-            bar.update(task, info=name)
-            score = score_model(name, spec.path, gold, settings, variant=variant,
-                                advance=lambda n: bar.advance(task, n))
-            row = ModelRow(score=score, stage=spec.stage if variant == "fp32" else None, bench=entry)
-            if variant == "fp32":
+        for run, entry in zip(runs, entries, strict=True):
+            bar.update(task, info=run.name)
+            engine = _engine(run, settings)
+            score = score_model(run.name, run.spec.path, engine, gold, dict(settings.labels.rename),
+                                runtime=run.runtime, advance=lambda n: bar.advance(task, n))
+            del engine
+            row = ModelRow(score=score, stage=run.spec.stage if run.base else None, bench=entry, base=run.base)
+            if run.base:
                 _run_files(row, notes)
             rows.append(row)
     return rows
+
+
+@functools.cache
+def _weights_sha256(path: str) -> dict[str, str]:
+    """file name -> sha256 of a model folder's safetensors (as an ONNX export's manifest names its source)."""
+    folder = Path(path)
+    return {p.name: file_sha256(p) for p in sorted(folder.glob("*.safetensors")) if p.is_file()} \
+        if folder.is_dir() else {}
+
+
+def _compare(runs: list[Run], rows: list[ModelRow], notes: list[str]) -> None:
+    """Each row's F1 against its reference row's (:func:`nerkd.report.runtimes.references`)."""
+    for run, row, ref in zip(runs, rows, references(runs, _weights_sha256), strict=True):
+        if ref is not None:
+            row.reference = rows[ref].name
+            row.f1_delta = row.score.scores["f1"] - rows[ref].score.scores["f1"]
+        elif run.spec.export is not None:
+            source = (run.spec.export.get("source") or {}).get("model") or "?"
+            notes.append(f"{row.name}: exported from {source}, which is not a model of this report: no F1 "
+                         "difference (add it with --model)")
+
+
+def _entries(runs: list[Run], matched: BenchMatch) -> list[dict | None]:
+    """Bench figures per run: a model's own row takes its entry; an int8 row the int8 entry (for an ONNX
+    export, an entry named ``[onnx int8]`` is its own)."""
+    int8 = dict(matched.int8)
+    out = []
+    for run in runs:
+        name = run.spec.name
+        if run.spec.export is not None:
+            out.append(matched.primary.get(name) or int8.get(name))
+        else:
+            out.append(matched.primary.get(name) if run.base else int8.get(name) if run.runtime.int8 else None)
+    return out
 
 
 def _bench_notes(rows: list[ModelRow], benches: list[BenchFile], matched: BenchMatch, notes: list[str]) -> None:
@@ -201,17 +253,68 @@ def _bench_notes(rows: list[ModelRow], benches: list[BenchFile], matched: BenchM
         if old:
             notes.append(f"no spread over timing blocks in {', '.join(old)} (an older nerkd bench): rerun "
                          "`nerkd bench` for min-max figures")
-    if matched.int8:
+
+
+def _runtime_notes(runs: list[Run], notes: list[str]) -> None:
+    labels = {r.runtime.label for r in runs if not r.base or r.runtime.backend == "onnx"}
+    if "int8" in labels:
         notes.append("int8 rows: the model quantised at load time (dynamic int8 Linear layers, as `nerkd infer "
                      "--int8`), scored on CPU; on disk it is the fp32 files")
+    if "bf16" in labels:
+        notes.append("bf16 rows: as `nerkd infer --precision bf16` (autocast on CPU, bf16 weights on GPU); on disk "
+                     "it is the fp32 files")
+    if labels & {"onnx", "onnx int8"}:
+        notes.append("onnx rows: the exported graph run by ONNX Runtime on CPU (as `nerkd infer --backend onnx`); "
+                     "words, windows and decoding are the same as for the torch rows")
+
+
+def _with_backends(models: list[ModelSpec], backend: str) -> list[ModelSpec]:
+    """``models`` with the manifest of each one that runs on ONNX Runtime (``backend`` auto: an ONNX
+    export folder; onnx: every model must be one); one-line errors before anything is scored."""
+    from nerkd.infer.onnx_backend import is_onnx_export, read_manifest, require_onnx, resolve_backend
+
+    out = []
+    for spec in models:
+        if resolve_backend(spec.path, backend) == "torch":
+            out.append(spec)
+        elif not is_onnx_export(spec.path):
+            raise SettingsError(f"--backend onnx: model {spec.name} ({spec.path}) is not an ONNX export: export it "
+                                "with nerkd export --format onnx, or drop --backend onnx")
+        else:
+            out.append(replace(spec, export=read_manifest(spec.path)))
+    if any(s.export is not None for s in out):
+        require_onnx("nerkd report on an ONNX export")
+    return out
+
+
+def _plan(specs: list[ModelSpec], variants: Sequence[str], settings, matched: BenchMatch,
+          notes: list[str]) -> tuple[list[Run], str, str]:
+    """The rows to score, and the device and precision of the torch models' own rows (fp32 when
+    runtimes are compared: the reference of the other rows)."""
+    import torch
+
+    from nerkd.device import resolve_device, resolve_precision
+
+    device = resolve_device(settings.infer.device)
+    precision = resolve_precision(settings.infer.precision, device)
+    if compares(specs, variants) and precision != "fp32":
+        notes.append(f"torch models' own rows scored in fp32 (infer.precision gives {precision} on {device.type}): "
+                     "the reference of the other runtimes")
+        precision = "fp32"
+    torch_int8 = [name for name, _ in matched.int8 if any(s.name == name and s.export is None for s in specs)]
+    bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    runs, more = plan_runs(specs, variants, device=device.type, precision=precision, bf16=bf16, int8_of=torch_int8)
+    notes += more
+    return runs, str(device), precision
 
 
 def build_report(settings, project: Project, *, data: str, models: list[ModelSpec], bench_files: list[Path],
-                 output: Path) -> Report:
+                 output: Path, variants: Sequence[str] = (), backend: str = "auto") -> Report:
     """Evaluate ``models`` on ``data`` and collect everything the report shows; draws the plots into
-    ``output`` (the other files: :func:`nerkd.report.render.write_report`). Prints nothing."""
-    from nerkd.device import resolve_device, resolve_precision
+    ``output`` (the other files: :func:`nerkd.report.render.write_report`). Prints nothing.
 
+    ``variants``: ``int8`` and/or ``bf16``, rows added per torch model; ``backend``: auto, torch or onnx
+    (:func:`nerkd.infer.onnx_backend.resolve_backend`)."""
     if not models:
         raise NerkdError("report: no model to evaluate: give --model, or run the pipeline first "
                          f"(no local teacher, no stage output under {settings.paths.artifacts}/)")
@@ -219,23 +322,26 @@ def build_report(settings, project: Project, *, data: str, models: list[ModelSpe
 
     for spec in models:  # fail before spending time on the first models
         check_ref(spec.path, f"model {spec.name}" if spec.name != Path(spec.path).name else "model", "--model")
+    specs = _with_backends(models, backend)
     gold = load_gold(data, settings.data, settings.labels)
-    device = resolve_device(settings.infer.device)
-    precision = resolve_precision(settings.infer.precision, device)
     benches = [read_bench(p) for p in bench_files]
     bases = [project.root, Path.cwd()]
-    matched = match_bench([(m.name, m.path, (m.stage,) if m.stage else ()) for m in models], benches, bases)
+    matched = match_bench([(m.name, m.path, (m.stage,) if m.stage else ()) for m in specs], benches, bases)
     notes: list[str] = []
     if gold.split.read.skipped_empty:
         notes.append(f"{gold.split.read.skipped_empty} empty sentences skipped in {data}")
-    rows = _score_all(models, matched, gold, settings, notes)
+    runs, device, precision = _plan(specs, variants, settings, matched, notes)
+    rows = _score_all(runs, _entries(runs, matched), gold, settings, notes)
+    _compare(runs, rows, notes)
     _compression(rows, notes)
     _model_notes(gold, rows, notes)
     _bench_notes(rows, benches, matched, notes)
+    _runtime_notes(runs, notes)
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    report = Report(output=Path(output), created=created, data=gold, rows=rows, device=str(device),
+    report = Report(output=Path(output), created=created, data=gold, rows=rows, device=device,
                     precision=precision, benches=benches, bench_unmatched=matched.unmatched, notes=notes,
-                    warnings=[f"{b.path}: {w}" for b in benches for w in b.warnings])
+                    warnings=[f"{b.path}: {w}" for b in benches for w in b.warnings],
+                    compares=compares(specs, variants))
     report.output.mkdir(parents=True, exist_ok=True)
     _plot_all(report)
     return report
