@@ -21,7 +21,10 @@ run() { local name=$1; shift; echo "+ $*" | tee "$LOGS/domain_$name.log"; /usr/b
 skip() { [ -n "${SKIP:-}" ] && [[ ",$SKIP," == *",$1,"* ]]; }   # SKIP=teacher,student,... skips steps
 
 [ -f $D/unlabeled5000.txt ] || python data/make_sample.py --unlabeled 5000 --output $D/unlabeled5000.txt
-skip teacher || run teacher nerkd finetune --config $CFG --model $GEN --output $D/teacher
+# the domain teacher: 10 epochs at lr 1e-4 on the 400 notes (3 epochs at 5e-5 left it at 57 F1 on the hand-written
+# notes, 10 at 1e-4 reach 72: BENCHMARKS.md)
+skip teacher || run teacher nerkd finetune --config $CFG --model $GEN --output $D/teacher \
+  --epochs "${TEACHER_EPOCHS:-10}" --lr "${TEACHER_LR:-1e-4}"
 skip validate || run validate nerkd validate --config $CFG
 skip student || run student nerkd distill --config $CFG --output $D/student
 skip gold_only || run gold_only nerkd distill --config $CFG --output $D/student_gold_only --set data.unlabeled=null
