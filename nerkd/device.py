@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -34,7 +35,26 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
+_cpu_threads_why: str | None = None   # why training on the CPU runs with its thread count (for describe)
+
+
+def default_cpu_threads() -> str:
+    """Training on the CPU: torch's threads = the free physical cores (:func:`nerkd.threads.set_threads`),
+    unless ``OMP_NUM_THREADS`` is set (by the user, or by torchrun for several ranks): that count is kept.
+    Returns (and remembers, for :func:`describe`) why."""
+    global _cpu_threads_why
+    if os.environ.get("OMP_NUM_THREADS"):
+        _cpu_threads_why = "OMP_NUM_THREADS"
+    else:
+        from nerkd.threads import set_threads
+
+        _cpu_threads_why = set_threads(None)[1]
+    return _cpu_threads_why
+
+
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    from nerkd.threads import describe_threads
+
+    return f"cpu ({describe_threads(torch.get_num_threads(), _cpu_threads_why or 'torch default')})"

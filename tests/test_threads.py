@@ -161,3 +161,22 @@ def test_cli_wait_policy_only_for_inference_and_never_over_the_users(runner, mon
     monkeypatch.delenv("OMP_WAIT_POLICY")
     runner.invoke(app, ["serve", "--no-such-option"])
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_training_on_cpu_takes_the_free_cores_unless_omp_num_threads(monkeypatch, restore_threads):
+    """Training used torch's default (every logical CPU, spinning) and collapsed next to a busy neighbour:
+    it now takes the same default as infer, and says why; OMP_NUM_THREADS (the user's, or torchrun's) wins."""
+    from nerkd.device import describe
+    from nerkd.train import ddp
+
+    monkeypatch.setattr(threads, "choose_default", lambda: (1, "physical cores 2, 1 busy: others used 1.0 of 2 CPUs"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    device, _ = ddp.setup(ddp.DistEnv(), "cpu")
+    assert torch.get_num_threads() == 1
+    assert describe(device) == "cpu (1 thread (physical cores 2, 1 busy: others used 1.0 of 2 CPUs))"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    torch.set_num_threads(2)
+    device, _ = ddp.setup(ddp.DistEnv(), "cpu")
+    assert torch.get_num_threads() == 2
+    assert describe(device) == "cpu (2 threads (OMP_NUM_THREADS))"

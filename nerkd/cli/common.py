@@ -118,7 +118,8 @@ ResumeOpt = Annotated[bool, resume_option(
 OverwriteOpt = Annotated[bool, overwrite_option(
     "Also write into a non-empty folder that is not a nerkd model folder (its files are kept; nerkd's own files there "
     "are replaced).")]
-ThreadsOpt = Annotated[int | None, threads_option("CPU threads for torch (default: the physical cores).")]
+ThreadsOpt = Annotated[int | None, threads_option(
+    "CPU threads for torch (default: the physical cores other processes leave free).")]
 Int8Opt = Annotated[bool | None, int8_option(
     "Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8.")]
 
