@@ -121,6 +121,7 @@ def test_onnx_export_scores_as_torch_fp32(tiny_bio, onnx_bio, tmp_path):
     assert onnx_row.score.predictions == torch_row.score.predictions
     assert onnx_row.score.scores["f1"] == torch_row.score.scores["f1"]
     assert onnx_row.reference == "student" and onnx_row.f1_delta == 0.0
+    assert onnx_row.compression["disk_bytes"] == (onnx_bio / "model.onnx").stat().st_size   # its graph's size
     from nerkd.report.render import write_report
 
     files = write_report(rep)
@@ -135,6 +136,24 @@ def test_onnx_export_scores_as_torch_fp32(tiny_bio, onnx_bio, tmp_path):
     assert alone.rows[0].f1_delta is None
     assert any(n.startswith("bio_onnx (onnx): exported from") and "not a model of this report" in n
                for n in alone.notes)
+
+
+def test_onnx_reference_is_the_source_weights(tiny_bio, onnx_bio, tmp_path):
+    """A copy of the source folder is the export's reference; once its weights change (retrained since the
+    export), it is not, also in the same process (weights hashed per report, not cached across reports)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    copy = shutil.copytree(tiny_bio, tmp_path / "student")
+    assert _build([str(copy), str(onnx_bio)], tmp_path / "r1").rows[1].reference == "student"
+    weights = load_file(copy / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name] + torch.ones_like(weights[name])
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    rep = _build([str(copy), str(onnx_bio)], tmp_path / "r2")
+    assert rep.rows[1].reference is None and rep.rows[1].f1_delta is None
 
 
 # -- CLI --------------------------------------------------------------------------------------------------

@@ -199,7 +199,6 @@ def _score_all(runs: list[Run], entries: list[dict | None], gold: GoldData, sett
     return rows
 
 
-@functools.cache
 def _weights_sha256(path: str) -> dict[str, str]:
     """file name -> sha256 of a model folder's safetensors (as an ONNX export's manifest names its source)."""
     folder = Path(path)
@@ -208,8 +207,9 @@ def _weights_sha256(path: str) -> dict[str, str]:
 
 
 def _compare(runs: list[Run], rows: list[ModelRow], notes: list[str]) -> None:
-    """Each row's F1 against its reference row's (:func:`nerkd.report.runtimes.references`)."""
-    for run, row, ref in zip(runs, rows, references(runs, _weights_sha256), strict=True):
+    """Each row's F1 against its reference row's (:func:`nerkd.report.runtimes.references`); each folder's
+    weights are hashed once per report."""
+    for run, row, ref in zip(runs, rows, references(runs, functools.cache(_weights_sha256)), strict=True):
         if ref is not None:
             row.reference = rows[ref].name
             row.f1_delta = row.score.scores["f1"] - rows[ref].score.scores["f1"]
