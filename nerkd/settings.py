@@ -256,7 +256,8 @@ class ServeSettings(Section):
     port: int = Field(8000, ge=0, le=65535)
     token: SecretStr | None = Field(None, exclude=True, description="bearer token required on /v1/*; also from "
                                     "the environment variable NERKD_SERVE_TOKEN; never written to settings.yaml")
-    threads: int | None = Field(None, ge=1, description="torch threads; default: the physical cores other processes leave free")
+    threads: int | None = Field(None, ge=1, description="torch threads; default: the physical cores that other "
+                                                        "processes leave free")
     max_batch_words: int = Field(4096, ge=1, description="words (whitespace-separated) per micro-batch")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="how long a micro-batch waits for more requests")
     max_body_bytes: int = Field(1_000_000, ge=64, description="request body limit (413 above)")

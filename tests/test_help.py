@@ -162,3 +162,12 @@ def test_console_script_help_imports_no_torch():
     modules = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
     assert "nerkd.cli.app" in modules
     assert not {m for m in modules if m.split(".")[0] in ("torch", "transformers")}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_pip_extras_survive_rich_markup(runner, monkeypatch, command):
+    """rich reads ``[onnx]`` as a markup tag and drops it: the help said ``pip install 'nerkd'``."""
+    monkeypatch.setenv("COLUMNS", "200")
+    res = runner.invoke(app, [command, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "pip install 'nerkd'" not in res.output

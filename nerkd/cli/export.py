@@ -53,7 +53,7 @@ def export(
     onnx: model.onnx (dynamic batch and sequence; pruned models keep their smaller heads), the
     tokenizer, label2id.json and manifest.json (nerkd version, opset, source weights sha256, labels,
     CRF transitions, how to decode). Run it with `nerkd infer --backend onnx` (needs `pip install
-    'nerkd[onnx]'`). hf: loads with AutoModelForTokenClassification.from_pretrained, no nerkd and no
+    'nerkd\\[onnx]'`). hf: loads with AutoModelForTokenClassification.from_pretrained, no nerkd and no
     trust_remote_code; pruned heads come back as zero weights (same outputs, no speed gain) and a
     CRF is not used by transformers. Each export is checked against the model before it is written.
 

@@ -92,7 +92,7 @@ def infer(
         "--score", help="Entity score: mean or min of its words' tag probabilities.")] = ScoreOpt.mean,
     backend: Annotated[Backend | None, backend_option(
         "torch, or onnx: ONNX Runtime on CPU, for a folder written by nerkd export --format onnx (pip install "
-        "'nerkd[onnx]'). Default: infer.backend (auto: onnx for such a folder).")] = None,
+        "'nerkd\\[onnx]'). Default: infer.backend (auto: onnx for such a folder).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")] = False,
 ) -> None:
     """Tag French texts with a model: one JSONL line of entities (exact character offsets) per input line.
