@@ -170,7 +170,12 @@ class OnnxModel:
 
 def make_session(path: str | Path, threads: int | None = None, what: str = "model"):
     """An ONNX Runtime CPU session on ``path``: ``threads`` intra-op threads (default: torch's thread
-    count, which ``--threads`` sets), one inter-op thread, sequential execution, errors-only logs."""
+    count, which ``--threads`` sets), one inter-op thread, sequential execution, errors-only logs.
+
+    The intra-op threads do not spin while they wait for work: with 2 threads on 2 cores and busy
+    neighbours, spinning threads fight the neighbours and each other for the cores (the MiniLM student's
+    forward pass, load average 2-2.7: 2,923 words/s spinning, 4,492 not; BENCHMARKS.md). With 1 thread
+    there is no pool and the setting has no effect."""
     require_onnx()
     import onnxruntime as ort
 
@@ -178,6 +183,7 @@ def make_session(path: str | Path, threads: int | None = None, what: str = "mode
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3   # errors only: no warnings on stderr
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
