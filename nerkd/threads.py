@@ -16,9 +16,10 @@ The default here (:func:`choose_default`) counts
 and never goes below 1. The count is chosen once, at start, and the run's first log line says
 why, e.g. ``1 thread (physical cores 2, 1 busy: others used 1.0 of 2 CPUs)``.
 
-:func:`passive_openmp_waits` makes idle OpenMP threads sleep instead of spinning, so that a
-neighbour arriving *after* start costs less (measured in ``benchmarks/thread_contention.py``).
-libgomp reads ``OMP_WAIT_POLICY`` once, when torch loads it: the CLI sets it before importing torch.
+OpenMP's wait policy is left as it is (spinning): ``OMP_WAIT_POLICY=PASSIVE`` softened a neighbour
+arriving after start but cost 38% of the 2-thread speed on the quiet machine
+(``benchmarks/thread_contention.py``, BENCHMARKS.md); counting the busy cores at start is what
+keeps the default from collapsing.
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import MutableMapping
 from pathlib import Path
 
 SAMPLE_SECONDS = 0.1
 """How long :func:`others_busy` watches ``/proc/stat`` (10 clock ticks per CPU at the usual 100 Hz)."""
-
-WAIT_POLICY = "OMP_WAIT_POLICY"
 
 
 def _affinity() -> set[int] | None:
@@ -187,23 +185,3 @@ def set_threads(threads: int | None) -> tuple[int, str]:
 
 def describe_threads(count: int, why: str) -> str:
     return f"{count} thread{'s' if count != 1 else ''} ({why})"
-
-
-def passive_openmp_waits(environ: MutableMapping[str, str] | None = None) -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep rather than spin) unless it is set
-    already: a user's own setting wins. True when set here. It takes effect only if torch (its
-    libgomp) is not loaded yet in this process, and in every child process."""
-    environ = os.environ if environ is None else environ
-    if WAIT_POLICY in environ:
-        return False
-    environ[WAIT_POLICY] = "PASSIVE"
-    return True
-
-
-def onnx_session_entries(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """ONNX Runtime session config entries that follow the OpenMP wait policy: with
-    ``OMP_WAIT_POLICY=PASSIVE``, ORT's idle intra-op threads do not spin either."""
-    environ = os.environ if environ is None else environ
-    if environ.get(WAIT_POLICY, "").strip().upper() == "PASSIVE":
-        return {"session.intra_op.allow_spinning": "0"}
-    return {}

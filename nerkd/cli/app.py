@@ -64,15 +64,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_callback(
-    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks (or set NERKD_DEBUG=1)."),
 ) -> None:
     set_debug(debug)
-    if ctx.invoked_subcommand in ("infer", "bench", "serve"):   # before torch loads libgomp
-        from nerkd.threads import passive_openmp_waits
-
-        passive_openmp_waits()
     from nerkd.ui import install
 
     install()  # engines' log lines and progress bars on stderr (rank 0 only)
