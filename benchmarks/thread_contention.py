@@ -8,12 +8,12 @@ warms up on ``--warmup`` texts, then runs :meth:`nerkd.infer.Engine.run` once ov
 with P the physical cores this process may use:
 
 * ``1 thread``;
-* ``P threads``: torch's own OpenMP waits (no ``OMP_WAIT_POLICY``): nerkd's default before #11;
-* ``P threads, PASSIVE``: ``OMP_WAIT_POLICY=PASSIVE``, which is what ``nerkd infer --threads P`` runs
-  with now;
-* ``nerkd default``: what ``nerkd infer`` without ``--threads`` does: :func:`nerkd.threads.passive_openmp_waits`
-  before torch is imported (the CLI's callback), then :func:`nerkd.threads.set_threads` (None), whose
-  reason (the run's first log line) is shown.
+* ``P threads``: torch's own OpenMP waits (no ``OMP_WAIT_POLICY``): nerkd's default before #11, and what
+  ``nerkd infer --threads P`` runs with;
+* ``P threads, PASSIVE``: ``OMP_WAIT_POLICY=PASSIVE`` (tried for #11 and dropped: it cost 38% on the quiet
+  machine);
+* ``nerkd default``: what ``nerkd infer`` without ``--threads`` does: :func:`nerkd.threads.set_threads` (None),
+  whose reason (the run's first log line) is shown.
 
 Two machines states, one after the other: ``busy`` (``--neighbours`` processes each spinning a Python
 busy loop, started a second before the first setting, at the same priority) and ``quiet`` (none).
@@ -60,10 +60,6 @@ def settings(cores: int) -> dict[str, dict]:
 
 def child(job: dict) -> None:
     """One setting in this fresh process: prints one JSON line (threads, why, words, seconds)."""
-    from nerkd.threads import passive_openmp_waits
-
-    if job["nerkd_start"]:
-        passive_openmp_waits()     # as the CLI's callback does for infer, before torch is imported
     from nerkd.threads import describe_threads, set_threads
 
     n, why = set_threads(job["threads"])
