@@ -49,12 +49,12 @@ OMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THR
 
 
 def settings(cores: int) -> dict[str, dict]:
-    """Row name -> the child's job: ``threads`` (None: nerkd's default), ``env``, ``nerkd_start``."""
+    """Row name -> the child's job: ``threads`` (None: nerkd's default), ``env``."""
     return {
-        "1 thread": {"threads": 1, "env": {}, "nerkd_start": False},
-        f"{cores} threads": {"threads": cores, "env": {}, "nerkd_start": False},
-        f"{cores} threads, PASSIVE": {"threads": cores, "env": {"OMP_WAIT_POLICY": "PASSIVE"}, "nerkd_start": False},
-        "nerkd default": {"threads": None, "env": {}, "nerkd_start": True},
+        "1 thread": {"threads": 1, "env": {}},
+        f"{cores} threads": {"threads": cores, "env": {}},
+        f"{cores} threads, PASSIVE": {"threads": cores, "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
+        "nerkd default": {"threads": None, "env": {}},
     }
 
 
