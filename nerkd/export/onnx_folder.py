@@ -23,7 +23,8 @@ logits = session.run(["logits"], {{"input_ids": enc["input_ids"], "attention_mas
 print([(w, labels[logits[enc.word_ids().index(i)].argmax()]) for i, w in enumerate(words)])
 '''
 
-QUANTIZATION = ("onnxruntime.quantization.quantize_dynamic: int8 weights (QInt8) of MatMul/Gemm, "
+QUANTIZATION = ("onnxruntime.quantization.quantize_dynamic: int8 weights (QInt8, one scale per output channel) of "
+                "MatMul/Gemm, "
                 "activations quantised at run time")
 
 

@@ -3,7 +3,7 @@
 The graph maps ``input_ids``/``attention_mask`` (int64, ``[batch, sequence]``, both axes dynamic)
 to ``logits`` (float32, ``[batch, sequence, labels]``). :func:`export_graph` writes it with torch's
 ``dynamo`` exporter (``torch.export``, needs onnxscript) or the legacy ``torchscript`` tracer;
-:func:`quantize_int8` quantises the weights of its MatMul/Gemm layers (dynamic int8).
+:func:`quantize_int8` quantises the weights of its MatMul/Gemm layers (dynamic int8, per channel).
 """
 
 from __future__ import annotations
@@ -105,8 +105,11 @@ def export_graph(module: nn.Module, example: tuple[torch.Tensor, torch.Tensor], 
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of ``src`` into ``dst`` (onnxruntime.quantization, QInt8 weights)."""
+    """Dynamic int8 quantisation of ``src`` into ``dst`` (onnxruntime.quantization, QInt8 weights, one scale
+    per output channel). Per channel rather than per tensor: on the trained 3-layer WikiNEuRal student (2,000
+    unseen sentences) the entities equal to fp32's rose from 94.6% to 96.4% (|A∩B|/|A∪B|) at the same speed
+    (BENCHMARKS.md, "int8 on a trained student")."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
