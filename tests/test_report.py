@@ -162,6 +162,23 @@ def test_match_bench_by_path_alias_and_int8(tmp_path):
     assert [e["name"] for e in m.unmatched] == ["mystery"] and [e["name"] for e in m.duplicates] == ["distill"]
 
 
+def test_match_bench_ignores_same_name_of_another_existing_model(tmp_path):
+    """A bench entry named "student" whose folder exists here but is another model than the report's
+    "student" must not give that row its figures; a folder that is not on this machine still matches by name."""
+    from nerkd.infer.benchfile import match_bench, read_bench
+
+    for folder in ("other/student", "mine/student"):
+        (tmp_path / folder).mkdir(parents=True)
+    bench = tmp_path / "bench.json"
+    bench.write_bytes(orjson.dumps({"precision": "fp32", "models": [
+        {"name": "student", "path": str(tmp_path / "other/student"), "latency_ms_p50": 1.0, "words_per_s": 1.0},
+        {"name": "teacher", "path": "/gone/teacher", "latency_ms_p50": 2.0, "words_per_s": 2.0}]}))
+    models = [("student", str(tmp_path / "mine/student"), ()), ("teacher", str(tmp_path / "t"), ())]
+    m = match_bench(models, [read_bench(bench)], [tmp_path])
+    assert "student" not in m.primary and [e["name"] for e in m.unmatched] == ["student"]
+    assert m.primary["teacher"]["latency_ms_p50"] == 2.0
+
+
 def test_bad_bench_file_names_the_problem(tmp_path):
     from nerkd.errors import DataError
     from nerkd.infer.benchfile import read_bench

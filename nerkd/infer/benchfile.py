@@ -159,7 +159,10 @@ def match_bench(models: list[tuple[str, str, tuple[str, ...]]], benches: list[Be
                 bases: list[Path]) -> BenchMatch:
     """Match bench entries to ``models`` = [(name, path, other names)] (first non-int8 entry per model wins).
 
-    Other names are e.g. the stage (``distill``), the name ``nerkd bench`` gives a default model.
+    Other names are e.g. the stage (``distill``), the name ``nerkd bench`` gives a default model. An entry
+    is matched by its path first, and by name only when that path is not a folder of this machine (a bench
+    file from elsewhere): an entry of another existing model that shares a name (two runs' "student") is not
+    attached to the wrong row.
     """
     result = BenchMatch()
     by_path, by_name = {}, {}
@@ -173,12 +176,14 @@ def match_bench(models: list[tuple[str, str, tuple[str, ...]]], benches: list[Be
         bench_bases = [*bases, Path(bench.path).resolve().parent]
         for entry in bench.entries:
             entry = {**entry, "bench_file": bench.path, "bench_precision": bench.precision}
-            found = None
+            found, elsewhere = None, False
             if entry.get("path"):
-                hits = [by_path[c] for c in _candidates(str(entry["path"]), bench_bases) if c in by_path]
+                candidates = _candidates(str(entry["path"]), bench_bases)
+                hits = [by_path[c] for c in candidates if c in by_path]
                 found = hits[0] if hits else None
+                elsewhere = found is None and any(c.exists() for c in candidates)
             int8 = is_int8(entry, bench)
-            if found is None:
+            if found is None and not elsewhere:   # by name only when the entry's folder is not on this machine
                 key = str(entry["name"]).lower()
                 found = by_name.get(_base_name(key) if int8 else key)
             if found is None:
