@@ -121,7 +121,8 @@ OverwriteOpt = Annotated[bool, overwrite_option(
 ThreadsOpt = Annotated[int | None, threads_option(
     "CPU threads for torch (default: the physical cores other processes leave free).")]
 Int8Opt = Annotated[bool | None, int8_option(
-    "Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8.")]
+    "Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8. For int8 on a CPU prefer an "
+    "ONNX int8 export (nerkd export --int8, then --backend onnx): faster and closer to fp32 (BENCHMARKS.md).")]
 
 
 def resolve(config: Path | None, sets: list[str] | None) -> tuple[Settings, Project]:
