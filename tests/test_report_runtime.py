@@ -108,6 +108,26 @@ def test_bf16_row_and_fp32_reference(tiny_bio, tmp_path):
     assert plain.rows[0].score.scores == rep.rows[1].score.scores
 
 
+def test_bf16_bench_figures_go_to_the_bf16_row_only(tiny_bio, tmp_path):
+    """A bf16 bench file's figures belong to the bf16 row: never to the fp32 row; without a bf16 row a note
+    says where they went."""
+    fig = {"parameters": 1, "disk_bytes": 1, "latency_ms_p95": 1.0, "peak_mem_mb": 1.0, "speedup_latency": 1.0,
+           "speedup_throughput": 1.0}
+    fp32, bf16 = tmp_path / "bench.json", tmp_path / "bench_bf16.json"
+    fp32.write_bytes(orjson.dumps({"precision": "fp32", "models": [
+        {"name": "tiny_bio", "path": str(tiny_bio), "latency_ms_p50": 3.0, "words_per_s": 30.0, **fig}]}))
+    bf16.write_bytes(orjson.dumps({"precision": "bf16", "models": [
+        {"name": "tiny_bio", "path": str(tiny_bio), "latency_ms_p50": 7.0, "words_per_s": 70.0, **fig}]}))
+    only_bf16 = _build([str(tiny_bio)], tmp_path / "a", bench=[bf16])
+    assert only_bf16.rows[0].bench is None
+    assert any("bf16 bench figures of tiny_bio not shown" in n for n in only_bf16.notes), only_bf16.notes
+    both = _build([str(tiny_bio)], tmp_path / "b", bench=[bf16, fp32], variants=["bf16"])
+    assert [(r.score.runtime.label, r.bench["latency_ms_p50"]) for r in both.rows] == [("fp32", 3.0), ("bf16", 7.0)]
+    assert not any("not shown" in n for n in both.notes)
+    plain = _build([str(tiny_bio)], tmp_path / "c", {"precision": "bf16"}, bench=[fp32, bf16])
+    assert [(r.score.runtime.label, r.bench["latency_ms_p50"]) for r in plain.rows] == [("bf16", 7.0)]
+
+
 def test_onnx_export_scores_as_torch_fp32(tiny_bio, onnx_bio, tmp_path):
     bench = tmp_path / "bench.json"
     fig = {"parameters": 1, "disk_bytes": 1, "latency_ms_p50": 1.0, "latency_ms_p95": 1.0, "words_per_s": 5.0,

@@ -16,7 +16,9 @@ and the report says so). Version 2 is what :func:`bench_document` and :func:`wri
 Reading: an entry matches a model by path (resolved against the project root, the current folder
 and the bench file's folder), else by name. An entry is an int8 variant when the bench ran in int8
 (``"precision": "int8"``) or its name says ``int8``; it then becomes its own row, scored with
-dynamic int8 quantisation of the matched model.
+dynamic int8 quantisation of the matched model. A bf16 entry (``"precision": "bf16"`` or ``bf16`` in
+its name) belongs to the model's bf16 row only (``report --bf16``, or ``infer.precision: bf16``), never
+to its fp32 row.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class BenchFile:
 class BenchMatch:
     primary: dict[str, dict] = field(default_factory=dict)       # model name -> entry (+ "bench_file")
     int8: list[tuple[str, dict]] = field(default_factory=list)   # (model name, entry)
+    bf16: dict[str, dict] = field(default_factory=dict)          # model name -> entry of a bf16 bench
     unmatched: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
 
@@ -135,6 +138,10 @@ def is_int8(entry: dict, bench: BenchFile) -> bool:
     return bench.precision.lower() == "int8" or "int8" in str(entry.get("name", "")).lower()
 
 
+def is_bf16(entry: dict, bench: BenchFile) -> bool:
+    return bench.precision.lower() == "bf16" or "bf16" in str(entry.get("name", "")).lower()
+
+
 def _resolved(path: str | Path) -> Path | None:
     try:
         return Path(path).expanduser().resolve()
@@ -149,9 +156,9 @@ def _candidates(raw: str, bases: list[Path]) -> set[Path]:
     return {q for b in bases if (q := _resolved(b / p))}
 
 
-def _base_name(name: str) -> str:
-    """``"final int8"``, ``"final-int8"``, ``"final (int8)"`` -> ``"final"``."""
-    out = name.lower().replace("(int8)", "").replace("int8", "").strip(" -_()[]")
+def _base_name(name: str, tag: str = "int8") -> str:
+    """``"final int8"``, ``"final-int8"``, ``"final (int8)"`` -> ``"final"`` (``tag`` int8 or bf16)."""
+    out = name.lower().replace(f"({tag})", "").replace(tag, "").strip(" -_()[]")
     return out or name.lower()
 
 
@@ -183,11 +190,17 @@ def match_bench(models: list[tuple[str, str, tuple[str, ...]]], benches: list[Be
                 found = hits[0] if hits else None
                 elsewhere = found is None and any(c.exists() for c in candidates)
             int8 = is_int8(entry, bench)
+            bf16 = not int8 and is_bf16(entry, bench)
             if found is None and not elsewhere:   # by name only when the entry's folder is not on this machine
                 key = str(entry["name"]).lower()
-                found = by_name.get(_base_name(key) if int8 else key)
+                found = by_name.get(_base_name(key, "int8") if int8 else _base_name(key, "bf16") if bf16 else key)
             if found is None:
                 result.unmatched.append(entry)
+            elif bf16:
+                if found in result.bf16:
+                    result.duplicates.append(entry)
+                else:
+                    result.bf16[found] = entry
             elif int8:
                 if any(m == found for m, _ in result.int8):
                     result.duplicates.append(entry)

@@ -220,14 +220,17 @@ def _compare(runs: list[Run], rows: list[ModelRow], notes: list[str]) -> None:
 
 
 def _entries(runs: list[Run], matched: BenchMatch) -> list[dict | None]:
-    """Bench figures per run: a model's own row takes its entry; an int8 row the int8 entry (for an ONNX
-    export, an entry named ``[onnx int8]`` is its own)."""
+    """Bench figures per run: a model's own row takes its entry; an int8 row the int8 entry, a bf16 row (its
+    own row under ``infer.precision: bf16``, or ``--bf16``'s) the bf16 entry (for an ONNX export, an entry
+    named ``[onnx int8]`` is its own)."""
     int8 = dict(matched.int8)
     out = []
     for run in runs:
         name = run.spec.name
         if run.spec.export is not None:
             out.append(matched.primary.get(name) or int8.get(name))
+        elif run.runtime.precision == "bf16" and not run.runtime.int8:
+            out.append(matched.bf16.get(name))
         else:
             out.append(matched.primary.get(name) if run.base else int8.get(name) if run.runtime.int8 else None)
     return out
@@ -244,6 +247,10 @@ def _bench_notes(rows: list[ModelRow], benches: list[BenchFile], matched: BenchM
         if matched.unmatched:
             notes.append(f"{len(matched.unmatched)} bench entries match no evaluated model: "
                          + ", ".join(str(e.get("name")) for e in matched.unmatched))
+        hidden = [name for name, entry in matched.bf16.items() if not any(r.bench is entry for r in rows)]
+        if hidden:
+            notes.append(f"bf16 bench figures of {', '.join(hidden)} not shown: they belong to a bf16 row "
+                         "(add --bf16)")
         if matched.duplicates:
             notes.append(f"{len(matched.duplicates)} duplicate bench entries ignored (first one kept): "
                          + ", ".join(str(e.get("name")) for e in matched.duplicates))
