@@ -16,7 +16,8 @@ with P the physical cores this process may use:
   whose reason (the run's first log line) is shown.
 
 Two machines states, one after the other: ``busy`` (``--neighbours`` processes each spinning a Python
-busy loop, started a second before the first setting, at the same priority) and ``quiet`` (none).
+busy loop, started a second before the first setting, at the same priority, or at ``--neighbour-nice``) and
+``quiet`` (none).
 In each, ``--rounds`` rounds; in each round every setting runs once, the order rotating from round
 to round; words/s is the median over rounds (min-max shown), and the default is compared with the
 best setting's median (target in the busy state: >= 80%).
@@ -87,13 +88,15 @@ def run_child(job: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def neighbours(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+def neighbours(n: int, nice: int = 0) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", f"import os; os.nice({nice})\nwhile True: pass"])
+            for _ in range(n)]
 
 
-def measure(state: str, rows: dict[str, dict], common: dict, rounds: int, n_neighbours: int) -> dict[str, list]:
-    """``{row: [result per round]}`` with ``n_neighbours`` busy loops running throughout."""
-    busy = neighbours(n_neighbours)
+def measure(state: str, rows: dict[str, dict], common: dict, rounds: int, n_neighbours: int,
+            nice: int = 0) -> dict[str, list]:
+    """``{row: [result per round]}`` with ``n_neighbours`` busy loops (at niceness ``nice``) running throughout."""
+    busy = neighbours(n_neighbours, nice)
     try:
         time.sleep(1.0 if busy else 0.0)
         names = list(rows)
@@ -131,6 +134,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=32, help="texts tagged before timing, in each process")
     ap.add_argument("--neighbours", type=int, default=1, help="busy-loop processes in the busy state")
+    ap.add_argument("--neighbour-nice", type=int, default=0,
+                    help="niceness of the busy loops (e.g. 19: a batch job started with nice)")
     ap.add_argument("--states", default="busy,quiet")
     ap.add_argument("--work", type=Path, default=Path("/tmp/nerkd_thread_contention"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -154,14 +159,16 @@ def main() -> None:
           f"{open('/proc/loadavg').read().split()[0]}", flush=True)
     rows, ratios, loads = settings(cores), {}, {}
     for state in args.states.split(","):
-        results = measure(state, rows, common, args.rounds, args.neighbours if state == "busy" else 0)
+        results = measure(state, rows, common, args.rounds, args.neighbours if state == "busy" else 0,
+                          args.neighbour_nice)
         loads[state] = os.getloadavg()[0]
         if not ratios:
             words = next(iter(results.values()))[0]["words"]
             print(f"\n{words:,} words per run; medians over rounds\n\n"
                   "| machine | setting | threads | words/s | min-max | % of best |\n"
                   "|---|---|---|---:|---:|---:|", flush=True)
-        ratios[state] = table(f"{state} ({args.neighbours} neighbour{'s' if args.neighbours != 1 else ''})"
+        nice = f", nice {args.neighbour_nice}" if args.neighbour_nice else ""
+        ratios[state] = table(f"{state} ({args.neighbours} neighbour{'s' if args.neighbours != 1 else ''}{nice})"
                               if state == "busy" else state, results)
     print()
     for state, ratio in ratios.items():

@@ -11,7 +11,11 @@ The default here (:func:`choose_default`) counts
 * the physical cores this process may run on (its CPU affinity mapped through ``/proc/cpuinfo``),
   capped by a cgroup CPU quota, falling back to the logical CPUs;
 * minus the CPUs kept busy by other processes, sampled from ``/proc/stat`` over
-  :data:`SAMPLE_SECONDS` at start (the 1-minute load average where there is no ``/proc/stat``);
+  :data:`SAMPLE_SECONDS` at start (the 1-minute load average where there is no ``/proc/stat``).
+  Time of *niced* processes (``/proc/stat``'s ``nice`` column) is not counted when this process
+  runs at niceness 0: the scheduler gives our threads the core first. Next to a busy loop at nice
+  19 (and at nice 5), 2 threads ran 1.5x (1.2x) faster than 1 on the 2-core VM, while a neighbour
+  at nice 0 halved them (``benchmarks/thread_contention.py --neighbour-nice``, BENCHMARKS.md).
 
 and never goes below 1. The count is chosen once, at start, and the run's first log line says
 why, e.g. ``1 thread (physical cores 2, 1 busy: others used 1.0 of 2 CPUs)``.
@@ -88,9 +92,10 @@ def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup") -> int | None:
         return None
 
 
-def cpu_ticks(stat: str, cpus: set[int] | None = None) -> dict[int, tuple[int, int]]:
-    """``{cpu: (busy, total)}`` clock ticks of each logical CPU line (``cpuN``) of a ``/proc/stat`` text,
-    only the ``cpus`` given. Busy: user, nice, system, irq, softirq, steal; total adds idle and iowait."""
+def cpu_ticks(stat: str, cpus: set[int] | None = None) -> dict[int, tuple[int, int, int]]:
+    """``{cpu: (busy, nice, total)}`` clock ticks of each logical CPU line (``cpuN``) of a ``/proc/stat``
+    text, only the ``cpus`` given. Busy: user, system, irq, softirq, steal; nice: niced processes' user
+    time; total adds idle and iowait."""
     ticks = {}
     for line in stat.splitlines():
         name, _, rest = line.partition(" ")
@@ -100,48 +105,64 @@ def cpu_ticks(stat: str, cpus: set[int] | None = None) -> dict[int, tuple[int, i
         if cpus is not None and cpu not in cpus:
             continue
         v = [int(x) for x in rest.split()[:8]] + [0] * 8
-        busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-        ticks[cpu] = (busy, busy + v[3] + v[4])
+        busy = v[0] + v[2] + v[5] + v[6] + v[7]
+        ticks[cpu] = (busy, v[1], busy + v[1] + v[3] + v[4])
     return ticks
 
 
-def busy_cpus(before: str, after: str, cpus: set[int] | None = None, own_share: float = 0.0) -> float | None:
-    """CPUs (among ``cpus``) kept busy by *other* processes between two ``/proc/stat`` texts:
-    the busy share of their ticks times their number, less ``own_share`` (this process's CPU
-    seconds per second over the same span); ``None`` when no tick passed."""
+def busy_cpus(before: str, after: str, cpus: set[int] | None = None, own_share: float = 0.0,
+              count_nice: bool = True) -> tuple[float, float] | None:
+    """``(busy, niced)``: CPUs (among ``cpus``) kept busy by *other* processes between two ``/proc/stat``
+    texts, the busy share of their ticks times their number, less ``own_share`` (this process's CPU
+    seconds per second over the same span), niced processes' time included when ``count_nice``; and the
+    CPUs of niced processes' time left out (0 when ``count_nice``). ``None`` when no tick passed."""
     a, b = cpu_ticks(before, cpus), cpu_ticks(after, cpus)
     common = a.keys() & b.keys()
     busy = sum(b[c][0] - a[c][0] for c in common)
-    total = sum(b[c][1] - a[c][1] for c in common)
+    nice = sum(b[c][1] - a[c][1] for c in common)
+    total = sum(b[c][2] - a[c][2] for c in common)
     if total <= 0:
         return None
-    return max(0.0, len(common) * busy / total - own_share)
+    niced = len(common) * nice / total
+    if count_nice:
+        return max(0.0, len(common) * busy / total + niced - own_share), 0.0
+    return max(0.0, len(common) * busy / total - own_share), niced
+
+
+def _niced() -> bool:
+    """Whether this process runs at a niceness above 0 (its own time then counts in ``nice``)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0) > 0
+    except (AttributeError, OSError):
+        return False
 
 
 def others_busy(cpus: set[int] | None = None, seconds: float = SAMPLE_SECONDS,
-                stat_path: str | Path = "/proc/stat") -> tuple[float | None, str]:
-    """``(busy CPUs, how it was measured)``: a ``/proc/stat`` sample over ``seconds`` less this
-    process's own CPU time, else the 1-minute load average, else ``(None, "")``."""
+                stat_path: str | Path = "/proc/stat") -> tuple[float | None, str, float]:
+    """``(busy CPUs, how it was measured, niced CPUs left out)``: a ``/proc/stat`` sample over ``seconds``
+    less this process's own CPU time (niced processes' time left out unless this process is niced too),
+    else the 1-minute load average, else ``(None, "", 0.0)``."""
     try:
         start, own, t = Path(stat_path).read_text(), time.process_time(), time.monotonic()
         time.sleep(seconds)
         end = Path(stat_path).read_text()
         share = (time.process_time() - own) / max(time.monotonic() - t, 1e-6)
-        busy = busy_cpus(start, end, cpus, share)
-        if busy is not None:
-            return busy, "stat"
+        got = busy_cpus(start, end, cpus, share, count_nice=_niced())
+        if got is not None:
+            return got[0], "stat", got[1]
     except (OSError, ValueError):
         pass
     try:
-        return os.getloadavg()[0], "load"
+        return os.getloadavg()[0], "load", 0.0
     except (AttributeError, OSError):
-        return None, ""
+        return None, "", 0.0
 
 
 def choose_threads(physical: int | None, cpus: int, quota: int | None, busy: float | None,
-                   source: str = "stat") -> tuple[int, str]:
+                   source: str = "stat", niced: float = 0.0) -> tuple[int, str]:
     """The default thread count and why: the physical cores (else the ``cpus``), capped by the cgroup
-    ``quota``, and by the ``cpus`` not kept ``busy`` by others (half a CPU counts as one); at least 1."""
+    ``quota``, and by the ``cpus`` not kept ``busy`` by others (half a CPU counts as one); at least 1.
+    ``niced``: the CPUs of niced processes left out of ``busy`` (said when half a CPU or more)."""
     n = physical if physical is not None else cpus
     why = [f"physical cores {n}" if physical is not None else f"CPUs {cpus}"]
     if quota is not None and quota < n:
@@ -152,6 +173,8 @@ def choose_threads(physical: int | None, cpus: int, quota: int | None, busy: flo
         n = min(n, cpus - taken)
         measured = f"load {busy:.1f}" if source == "load" else f"others used {busy:.1f} of {cpus} CPUs"
         why.append(f"{taken} busy: {measured}" if taken else "none busy")
+    if niced >= 0.5:
+        why.append(f"niced processes' {niced:.1f} CPUs not counted")
     return max(1, n), ", ".join(why)
 
 
@@ -159,8 +182,8 @@ def choose_default() -> tuple[int, str]:
     """:func:`choose_threads` on this machine now (affinity, ``/proc/cpuinfo``, cgroup, ``/proc/stat``)."""
     allowed = _affinity()
     cpus = len(allowed) if allowed else (os.cpu_count() or 1)
-    busy, source = others_busy(allowed)
-    return choose_threads(physical_cores(allowed=allowed), cpus, cgroup_cpu_limit(), busy, source)
+    busy, source, niced = others_busy(allowed)
+    return choose_threads(physical_cores(allowed=allowed), cpus, cgroup_cpu_limit(), busy, source, niced)
 
 
 def default_threads() -> int:
