@@ -141,7 +141,8 @@ def leak_splits(settings: Settings, splits: dict) -> dict:
 def transfer_for(settings: Settings, splits: dict, *, teacher: bool, stage: str) -> TransferSet | None:
     """The unlabelled transfer set of a run (``data.unlabeled``, after the gold train split is
     encoded), or None: unset, not used (``distill.unlabeled_ratio`` or ``unlabeled_weight`` 0) or,
-    without a teacher, not usable (one warning line). Says what the set holds and what was dropped."""
+    without a teacher, not usable (one info line, not a warning: a config shared by every command sets
+    ``data.unlabeled`` for distill, and ``finetune`` is expected to pass it by). Says what the set holds and what was dropped."""
     from nerkd.data.unlabeled import EpochSampler, texts_per_epoch, transfer_set
     from nerkd.train.transfer import TransferSet
 
@@ -150,8 +151,8 @@ def transfer_for(settings: Settings, splits: dict, *, teacher: bool, stage: str)
     d = settings.distill
     if not teacher:
         command = {"teacher": "finetune --base"}.get(stage, stage)
-        warn(f"data.unlabeled is not used: nerkd {command} without --teacher trains on gold CE only (unlabelled "
-             "texts need a teacher: nerkd distill or finetune --teacher use them)")
+        say(f"data.unlabeled: not used by nerkd {command} without --teacher (gold CE only; unlabelled texts need "
+            "a teacher: nerkd distill or finetune --teacher use them)")
         return None
     if d.unlabeled_ratio == 0 or d.unlabeled_weight == 0:
         which = "unlabeled_ratio" if d.unlabeled_ratio == 0 else "unlabeled_weight"
