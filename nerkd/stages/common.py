@@ -142,7 +142,8 @@ def transfer_for(settings: Settings, splits: dict, *, teacher: bool, stage: str)
     """The unlabelled transfer set of a run (``data.unlabeled``, after the gold train split is
     encoded), or None: unset, not used (``distill.unlabeled_ratio`` or ``unlabeled_weight`` 0) or,
     without a teacher, not usable (one info line, not a warning: a config shared by every command sets
-    ``data.unlabeled`` for distill, and ``finetune`` is expected to pass it by). Says what the set holds and what was dropped."""
+    ``data.unlabeled`` for distill, and ``finetune`` is expected to pass it by). Says what the set holds
+    and what was dropped."""
     from nerkd.data.unlabeled import EpochSampler, texts_per_epoch, transfer_set
     from nerkd.train.transfer import TransferSet
 
