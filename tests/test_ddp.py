@@ -103,3 +103,59 @@ def test_a_layer_pruned_empty_trains_under_ddp(tiny_crf, tmp_path, monkeypatch):
     assert model.heads == [4, 0] and all(p.numel() for p in model.parameters())
     model.save(tmp_path / "pruned", tokenizer=load_tokenizer(tiny_crf))
     spawn_and_compare(tmp_path / "pruned", tmp_path, monkeypatch)
+
+
+def _fill_rank(rank: int, world: int, port: int, teacher_dir: str, notes: str, out: str) -> None:
+    """One rank (or, with ``world`` 1, the single process) fills a teacher cache; writes it and its rows run."""
+    from safetensors.torch import save_file
+
+    from nerkd.train import ddp
+    from nerkd.train.transfer import TeacherCache, fill_cache
+    from tests.test_distill_unlabeled import objective, transfer
+
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                          LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    env = ddp.detect()
+    _, started = ddp.setup(env, "cpu")
+    obj = objective(teacher_dir, crf=False, layers=(2, 4), student_layers=(2, 4))
+    rows = []
+
+    def compute(ids, att):
+        rows.append(ids.shape[0])
+        return obj.teacher_targets(ids, att)
+
+    from nerkd.models.ner import load_tokenizer
+
+    cache = TeacherCache(torch.float16)
+    fill_cache(cache, transfer(notes), load_tokenizer(teacher_dir), compute, torch.device("cpu"), "fp32", 4, None,
+               None, env)
+    tensors = {f"{a}_{b}_{part}": t for (a, b), pair in cache.store.items() for part, t in zip("lh", pair, strict=True)}
+    tensors["rows_run"] = torch.tensor([sum(rows)])
+    save_file(tensors, str(os.path.join(out, f"cache_{world}_{rank}.safetensors")))
+    if started:
+        ddp.teardown()
+
+
+def test_teacher_cache_fill_is_shared_by_the_ranks(tiny_io_teacher, tmp_path, monkeypatch):
+    """Under DDP each rank runs the teacher on its share of the windows only, and every rank ends with the
+    cache a single process fills (same keys, same fp16 values)."""
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    from tests.test_distill_unlabeled import NOTES, write_lines
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    notes = write_lines(tmp_path / "u.txt", NOTES[:20])
+    _fill_rank(0, 1, 0, str(tiny_io_teacher), str(notes), str(tmp_path))
+    mp.spawn(_fill_rank, args=(2, free_port(), str(tiny_io_teacher), str(notes), str(tmp_path)), nprocs=2, join=True)
+    single = load_file(str(tmp_path / "cache_1_0.safetensors"))
+    ranks = [load_file(str(tmp_path / f"cache_2_{r}.safetensors")) for r in range(2)]
+    total = int(single.pop("rows_run"))
+    shares = [int(r.pop("rows_run")) for r in ranks]
+    assert len(single) > 20 and sum(shares) == total and all(0 < s < total for s in shares), (total, shares)
+    for cache in ranks:
+        assert cache.keys() == single.keys()
+        assert all(torch.equal(cache[k], single[k]) for k in single)

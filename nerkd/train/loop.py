@@ -275,7 +275,7 @@ def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_window
         if unlabeled is not None and unlabeled.cache_teacher:
             objective.teacher_cache = build_cache(
                 unlabeled, objective, tokenizer, epochs=run.epochs, device=device, precision=run.precision,
-                batch_size=run.cfg.batch_size, max_tokens=run.max_tokens, pad_to=run.pad_to)
+                batch_size=run.cfg.batch_size, max_tokens=run.max_tokens, pad_to=run.pad_to, env=env)
         run_epochs(run, state)
         return finish(run, state)
     finally:

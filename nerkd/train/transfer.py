@@ -12,7 +12,8 @@ across runs, the teacher cache's key.
 
 **The teacher cache** (``distill.cache_teacher``, :class:`TeacherCache`). Before the first epoch the
 teacher runs once over every kept text's windows (file order, length-sorted batches: the same
-whatever the epoch or a resume) and its logits and the hidden states the layer map pairs are kept
+whatever the epoch or a resume; under DDP each rank runs its share of the batches and the ranks
+exchange them) and its logits and the hidden states the layer map pairs are kept
 on the CPU in 16 bits (bf16 when training in bf16, else fp16), real tokens only, up to a memory cap
 (:func:`cache_cap`); windows past the cap run the teacher every time. With the cache on, every
 teacher output of an unlabelled batch, cached or not, is rounded to that dtype, so losses do not
@@ -203,17 +204,26 @@ class TeacherCache:
 
 def fill_cache(cache: TeacherCache, transfer: TransferSet, tokenizer, compute: Callable[[Tensor, Tensor], Targets],
                device: torch.device, precision: str, batch_size: int, max_tokens: int | None,
-               pad_to: int | None) -> float:
+               pad_to: int | None, env=None) -> float:
     """Run the teacher once over every kept text's windows (file order, length-sorted batches of
-    each chunk) and keep the outputs until the cap; returns the seconds it took."""
+    each chunk) and keep the outputs until the cap; returns the seconds it took.
+
+    Under DDP (``env``, a :class:`nerkd.train.ddp.DistEnv` with several ranks) each rank runs the teacher
+    on every ``world_size``-th batch of a chunk only, then the ranks exchange the chunk's outputs (in
+    the cache's dtype, on the CPU), and every rank adds all of them in the same order: the same cache
+    on every rank for ``1 / world_size`` of the teacher's work, memory bounded by one chunk."""
+    from nerkd.train import ddp
+
     t0 = time.perf_counter()
     pieces = PieceCache(tokenizer)
     index = transfer.sampler.index
+    rank, world = (env.rank, env.world_size) if env is not None and env.enabled else (0, 1)
     for c in range(len(index.starts)):
         texts = index.read_chunk(c)
         windows = encode_texts(tokenizer, texts, transfer.max_length, transfer.stride, cache=pieces)
         keys = window_keys(texts, windows)
-        for batch in bucket_batches([len(w) for w in windows], batch_size, max_tokens):
+        mine: list[tuple[Key, Tensor, Tensor]] = []
+        for batch in bucket_batches([len(w) for w in windows], batch_size, max_tokens)[rank::world]:
             tensors = collate([windows[k] for k in batch], tokenizer.pad_token_id, pad_to)
             ids, att = tensors["input_ids"].to(device), tensors["attention_mask"].to(device)
             with torch.no_grad(), autocast(device, precision):
@@ -221,8 +231,17 @@ def fill_cache(cache: TeacherCache, transfer: TransferSet, tokenizer, compute: C
             stacked = torch.stack(hidden)
             for row, k in enumerate(batch):
                 n = len(windows[k])
-                if not cache.add(keys[k], logits[row, :n], stacked[:, row, :n]):
-                    return time.perf_counter() - t0
+                if world == 1:
+                    if not cache.add(keys[k], logits[row, :n], stacked[:, row, :n]):
+                        return time.perf_counter() - t0
+                else:
+                    mine.append((keys[k], logits[row, :n].to("cpu", cache.dtype),
+                                 stacked[:, row, :n].to("cpu", cache.dtype)))
+        if world > 1:
+            for entries in ddp.gather_objects(mine, env):      # rank order: the same on every rank
+                for key, logits, hidden in entries:
+                    if not cache.add(key, logits, hidden):
+                        return time.perf_counter() - t0
     return time.perf_counter() - t0
 
 
@@ -231,15 +250,17 @@ def cache_dtype(precision: str) -> torch.dtype:
 
 
 def build_cache(transfer: TransferSet, objective, tokenizer, *, epochs: int, device: torch.device, precision: str,
-                batch_size: int, max_tokens: int | None, pad_to: int | None) -> TeacherCache | None:
-    """The run's teacher cache, filled (``distill.cache_teacher``), or None when no text comes back
-    in the run (a line says so)."""
+                batch_size: int, max_tokens: int | None, pad_to: int | None, env=None) -> TeacherCache | None:
+    """The run's teacher cache, filled (``distill.cache_teacher``; under DDP, each rank runs the teacher
+    on its share), or None when no text comes back in the run (a line says so)."""
     if not transfer.repeats(epochs):
         say(f"distill.cache_teacher: no unlabelled text comes back in this run ({epochs} epochs x "
             f"{transfer.per_epoch:,} texts <= {transfer.texts:,} texts in the set): no cache, it would save nothing")
         return None
     cache = TeacherCache(cache_dtype(precision))
     seconds = fill_cache(cache, transfer, tokenizer, objective.teacher_targets, device, precision,
-                         max(batch_size, 32), max_tokens, pad_to)
-    say(cache.describe(transfer.texts, seconds))
+                         max(batch_size, 32), max_tokens, pad_to, env)
+    shared = f" ({env.world_size} ranks, each running the teacher on its share)" if env is not None and env.enabled \
+        else ""
+    say(cache.describe(transfer.texts, seconds) + shared)
     return cache
