@@ -190,3 +190,40 @@ def test_training_on_cpu_takes_the_free_cores_unless_omp_num_threads(monkeypatch
     device, _ = ddp.setup(ddp.DistEnv(), "cpu")
     assert torch.get_num_threads() == 2
     assert describe(device) == "cpu (2 threads (OMP_NUM_THREADS))"
+
+
+def test_validate_prune_and_report_take_the_free_cores_and_say_it(tiny_crf, tmp_path, monkeypatch, restore_threads,
+                                                                    caplog):
+    """validate's device row, prune's scoring line and report's first line give the thread count training
+    would take (the free physical cores), not torch's all-logical-CPUs default."""
+    import logging
+
+    import nerkd.device
+    from nerkd.project import Project
+    from nerkd.settings import load_settings
+    from nerkd.stages.prune import run_prune
+    from nerkd.stages.report import build_report, named_models
+    from nerkd.stages.validate import ValidateReport, check_device
+
+    why = "physical cores 2, 1 busy: others used 1.0 of 2 CPUs"
+    monkeypatch.setattr(threads, "choose_default", lambda: (1, why))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(nerkd.device, "_cpu_threads_why", None)
+    torch.set_num_threads(2)
+    settings = load_settings(None, ["train.device=cpu", "infer.device=cpu", f"data.train={DATA / 'train.jsonl'}",
+                                    f"data.dev={DATA / 'dev.jsonl'}", f"data.label2id={DATA / 'label2id.json'}",
+                                    "data.limit=8", "prune.max_sentences=16"])
+    report = ValidateReport()
+    check_device(report, settings, None)
+    assert f"cpu (1 thread ({why}))" in report.checks[0].detail and torch.get_num_threads() == 1
+
+    torch.set_num_threads(2)
+    lines: list[str] = []
+    run_prune(settings, tiny_crf, tmp_path / "pruned", log=lines.append)
+    assert any(f"on cpu (1 thread ({why}))" in line for line in lines), lines
+
+    torch.set_num_threads(2)
+    with caplog.at_level(logging.INFO, logger="nerkd"):
+        build_report(settings, Project.discover(tmp_path), data=str(DATA / "test.jsonl"),
+                     models=named_models([str(tiny_crf)]), bench_files=[], output=tmp_path / "report")
+    assert f"report: scoring on cpu (1 thread ({why}))" in caplog.text

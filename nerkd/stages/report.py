@@ -16,7 +16,7 @@ from pathlib import Path
 from nerkd.errors import NerkdError, SettingsError
 from nerkd.infer.benchfile import BenchMatch, match_bench, read_bench
 from nerkd.io import file_sha256
-from nerkd.log import progress
+from nerkd.log import progress, say
 from nerkd.project import Project, parse_models
 from nerkd.report import figures, plots
 from nerkd.report.evaluate import GoldData, load_gold, read_run_file, score_model
@@ -218,10 +218,14 @@ def _plan(specs: list[ModelSpec], variants: Sequence[str], settings, matched: Be
     runtimes are compared: the reference of the other rows)."""
     import torch
 
-    from nerkd.device import resolve_device, resolve_precision
+    from nerkd.device import default_cpu_threads, describe, resolve_device, resolve_precision
+    from nerkd.threads import describe_threads
 
     device = resolve_device(settings.infer.device)
     precision = resolve_precision(settings.infer.precision, device)
+    why = default_cpu_threads()            # the free physical cores (int8 and ONNX rows run on the CPU)
+    say(f"report: scoring on {describe(device)}" if device.type == "cpu" else
+        f"report: scoring on {describe(device)}; CPU rows on {describe_threads(torch.get_num_threads(), why)}")
     if compares(specs, variants) and precision != "fp32":
         notes.append(f"torch models' own rows scored in fp32 (infer.precision gives {precision} on {device.type}): "
                      "the reference of the other runtimes")
