@@ -10,16 +10,18 @@
 # then nerkd report on the test split. Writes bench_work/few/ (git-ignored); logs in bench_work/logs/few_*.log.
 #
 #   bash benchmarks/few_labels.sh          # EPOCHS=5 by default; SKIP=ce500,kd500 skips steps
+#   FEW_OUT=bench_work/few_e10 EPOCHS=10 SKIP=ce500,kd500,kd_all,report bash benchmarks/few_labels.sh   # student 3, 10 epochs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 CFG=configs/wikineural_minilm.yaml
 W=bench_work/wikineural
-F=bench_work/few
+F=${FEW_OUT:-bench_work/few}
 LOGS=bench_work/logs
 EPOCHS=${EPOCHS:-5}
 mkdir -p "$LOGS" "$F"
-run() { local name=$1; shift; echo "+ $*" | tee "$LOGS/few_$name.log"; /usr/bin/time -v "$@" 2>&1 | tee -a "$LOGS/few_$name.log"; }
+TAG=$(basename "$F")
+run() { local name=$1; shift; echo "+ $*" | tee "$LOGS/${TAG}_$name.log"; /usr/bin/time -v "$@" 2>&1 | tee -a "$LOGS/${TAG}_$name.log"; }
 skip() { [ -n "${SKIP:-}" ] && [[ ",$SKIP," == *",$1,"* ]]; }
 
 python benchmarks/wikineural_split.py --src ../shared/data/wikineural-fr/val.conllu --out $W
