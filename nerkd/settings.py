@@ -273,9 +273,9 @@ class ExportSettings(Section):
     format: Literal["onnx", "hf"] = "onnx"
     int8: bool = Field(False, description="onnx: dynamic int8 quantisation (onnxruntime.quantization)")
     opset: int = Field(18, ge=14, le=23, description="ONNX opset (the dynamo exporter needs 18 or more)")
-    exporter: Literal["torchscript", "dynamo"] = Field(
-        "torchscript", description="torch's exporter: the legacy torchscript tracer (deprecated by torch; its graph "
-                                   "runs fastest) or dynamo (torch.export, needs onnxscript)")
+    exporter: Literal["auto", "torchscript", "dynamo"] = Field(
+        "auto", description="torch's exporter: the legacy torchscript tracer (deprecated by torch; its graph runs "
+                            "fastest), dynamo (torch.export, needs onnxscript), or auto: torchscript, else dynamo")
     check_sentences: int = Field(200, ge=0, description="sentences of --input, data.dev or data.test on which the "
                                                         "export is checked against the model (and int8 against fp32)")
 

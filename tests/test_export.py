@@ -332,3 +332,28 @@ def test_bench_cli_shows_the_onnx_row(runner, in_tmp, tiny_bio, onnx_bio, one_th
     assert "bio_onnx [onnx]" in res.stdout   # the row's name, not eaten as rich markup
     names = [m["name"] for m in orjson.loads((in_tmp / "bench.json").read_bytes())["models"]]
     assert names == ["tiny_bio", "bio_onnx [onnx]"]
+
+
+def test_auto_exporter_falls_back_to_dynamo_and_says_so(tiny_bio, tmp_path, monkeypatch, one_thread):
+    """export.exporter auto (the default): the TorchScript tracer, deprecated by torch, and dynamo when it fails
+    (or is gone from a later torch); an explicit exporter does not fall back."""
+    import nerkd.export.onnx as onnx_export
+
+    real = onnx_export.export_graph
+
+    def no_tracer(module, example, path, *, opset, exporter):
+        if exporter == "torchscript":
+            raise ExportError("torch.onnx.export (torchscript) failed: gone from this torch")
+        return real(module, example, path, opset=opset, exporter=exporter)
+
+    monkeypatch.setattr(onnx_export, "export_graph", no_tracer)
+    result = export_onnx(tiny_bio, tmp_path / "auto", texts=TEXTS[:4])
+    assert result.exporter == "dynamo" and result.manifest["onnx"]["exporter"] == "dynamo"
+    assert result.max_abs_diff < 1e-4
+    assert any("torchscript exporter did not give a usable graph" in n and "exported with dynamo" in n
+               for n in result.notes), result.notes
+    with pytest.raises(ExportError, match="gone from this torch"):
+        export_onnx(tiny_bio, tmp_path / "explicit", exporter="torchscript")
+    assert not (tmp_path / "explicit").exists()
+    with pytest.raises(ExportError, match="expected one of auto"):
+        export_onnx(tiny_bio, tmp_path / "typo", exporter="torchscrpt")

@@ -91,7 +91,8 @@ def export(
 
 
 def _plan(kind: str, quant: bool, st: ExportSettings) -> str:
-    return f"onnx{' int8' if quant else ''}, {st.exporter} exporter, opset {st.opset}" if kind == "onnx" else "hf"
+    exporter = "torchscript exporter (dynamo if it fails)" if st.exporter == "auto" else f"{st.exporter} exporter"
+    return f"onnx{' int8' if quant else ''}, {exporter}, opset {st.opset}" if kind == "onnx" else "hf"
 
 
 def _checked(texts: list[str], source: str | None) -> str:

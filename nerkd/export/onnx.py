@@ -7,18 +7,19 @@ backend, :mod:`nerkd.infer.onnx_backend`, rebuilds it). Pruned models export as 
 (unequal heads per layer: the attention reshapes with ``-1`` heads, so the traced graph keeps
 each layer's own head count).
 
-Exporters (``export.exporter``): torch's legacy ``torchscript`` tracer (the default: deprecated by
-torch, but its graph runs fastest in ONNX Runtime) or the ``dynamo`` exporter (``torch.export``,
-needs onnxscript). Either way the encoder is traced with transformers' *eager* attention
-(:func:`nerkd.export.onnx_opt.eager_attention`: the same arithmetic as the SDPA nerkd runs in torch,
-in fewer, larger ONNX ops). On the 3-layer MiniLM student, 1 CPU thread, infer's own batches
-(``benchmarks/onnx_forward.py``, 2026-11-29), ONNX Runtime's forward against torch's: dynamo + SDPA
-1.16x, dynamo + eager 1.20x, torchscript + eager 1.31x. The export is checked before it is
-written: ONNX Runtime and torch (its own attention) must give the same logits (within
-:data:`TOLERANCE`) on a padded batch of another shape than the one traced, and on the check
-sentences when there are some. ``int8`` quantises the graph with
-``onnxruntime.quantization.quantize_dynamic`` (int8 weights of the MatMul/Gemm layers) and
-reports the share of words whose argmax tag stays that of the fp32 graph.
+Exporters (``export.exporter``): torch's legacy ``torchscript`` tracer (deprecated by torch, but its
+graph runs fastest in ONNX Runtime) or the ``dynamo`` exporter (``torch.export``, needs onnxscript);
+``auto`` (the default) takes the tracer, and dynamo when the tracer fails (or is gone from a later
+torch) or its graph does not reproduce the model, with a note. Either way the encoder is traced
+with transformers' *eager* attention (:func:`nerkd.export.onnx_opt.eager_attention`: the same
+arithmetic as the SDPA nerkd runs in torch, in fewer, larger ONNX ops). On the 3-layer MiniLM
+student, 1 CPU thread, infer's own batches (``benchmarks/onnx_forward.py``, 2026-11-29), ONNX
+Runtime's forward against torch's: dynamo + SDPA 1.16x, dynamo + eager 1.20x, torchscript + eager
+1.31x. The export is checked before it is written: ONNX Runtime and torch (its own attention) must
+give the same logits (within :data:`TOLERANCE`) on a padded batch of another shape than the one
+traced, and on the check sentences when there are some. ``int8`` quantises the graph with
+``onnxruntime.quantization.quantize_dynamic`` (int8 weights of the MatMul/Gemm layers, per output
+channel) and reports the share of words whose argmax tag stays that of the fp32 graph.
 
 :func:`export_onnx` runs named steps: prepare (load the model, check the output folder), export the
 fp32 graph (:mod:`nerkd.export.onnx_graph`), verify its logits, quantise to int8, and write the
@@ -45,6 +46,7 @@ from nerkd.infer.onnx_backend import FORMAT_ONNX, ONNX_FILE, OnnxModel, make_ses
 
 TOLERANCE = 1e-3       # max |logit difference| ONNX fp32 vs torch; above it the export is refused
 AGREEMENT_VS = "the fp32 graph, argmax of each word's first sub-token"
+AUTO_ORDER = ("torchscript", "dynamo")   # export.exporter auto: the first that gives a usable graph
 
 __all__ = ["SNIPPET", "TOLERANCE", "ExportResult", "export_onnx", "padded_batch"]
 
@@ -57,6 +59,7 @@ class ExportResult:
     manifest: dict
     seconds: float = 0.0
     max_abs_diff: float | None = None    # |logits| of the export vs the torch model (fp32)
+    exporter: str | None = None          # the exporter that wrote the graph (``auto`` picks one)
     int8: bool = False
     agreement: float | None = None       # int8: share of words whose argmax tag is the fp32 one
     agreement_words: int = 0
@@ -110,7 +113,7 @@ def _word_scores(model, tokenizer, word_lists: Sequence[Sequence[str]], max_leng
 
 
 def export_onnx(ref: str | Path, output: str | Path, *, int8: bool = False, opset: int = 18,
-                exporter: str = "torchscript", overwrite: bool = False, texts: Sequence[str] | None = None,
+                exporter: str = "auto", overwrite: bool = False, texts: Sequence[str] | None = None,
                 max_length: int = 128, stride: int = 32, threads: int | None = None) -> ExportResult:
     """Export the model ``ref`` to ``output`` (see module doc); ``texts`` are the check sentences
     (logits vs torch and, with ``int8``, the tag agreement)."""
@@ -135,6 +138,8 @@ def _prepare(ref: str | Path, output: Path, *, int8: bool, opset: int, exporter:
 
     require_onnx("nerkd export --format onnx",
                  ("onnx", "onnxruntime", *(["onnxscript"] if exporter == "dynamo" else [])))
+    if exporter not in ("auto", *AUTO_ORDER):
+        raise ExportError(f"export.exporter {exporter!r}: expected one of auto, {', '.join(AUTO_ORDER)}")
     check_output(output, ref, overwrite)
     model = NerModel.load(ref, what="model")
     tokenizer = load_tokenizer(ref, what="model")
@@ -147,22 +152,40 @@ def _prepare(ref: str | Path, output: Path, *, int8: bool, opset: int, exporter:
 def _fill(job: _Job, result: ExportResult, tmp: Path) -> None:
     """The export folder's content, written into ``tmp`` (installed as ``job.output`` once complete)."""
     fp32 = tmp / (".fp32.onnx" if job.int8 else ONNX_FILE)
-    with eager_attention(job.model.encoder_model):
-        export_graph(job.module, job.batch(2, 16, seed=0), fp32, opset=job.opset, exporter=job.exporter)
-    result.max_abs_diff, ours = _verify(job, fp32)
+    result.max_abs_diff, ours = _export_checked(job, result, fp32)
     if job.int8:
         result.agreement, result.agreement_words = _quantise(job, fp32, ours)
     agreement = ({"tag_agreement": result.agreement, "words": result.agreement_words, "vs": AGREEMENT_VS}
                  if job.int8 else None)
     check = {"max_abs_diff_vs_torch": result.max_abs_diff, "tolerance": TOLERANCE,
              "sentences": len(job.word_lists)}
-    job.manifest["onnx"] = onnx_section(tmp / ONNX_FILE, opset=job.opset, exporter=job.exporter,
+    job.manifest["onnx"] = onnx_section(tmp / ONNX_FILE, opset=job.opset, exporter=result.exporter,
                                         n_labels=len(job.model.labels), int8=job.int8, check=check,
                                         agreement=agreement)
     write_folder(tmp, job.model, job.tokenizer, job.manifest, job.output)
 
 
-def _verify(job: _Job, fp32: Path) -> tuple[float, list[torch.Tensor] | None]:
+def _export_checked(job: _Job, result: ExportResult, fp32: Path) -> tuple[float, list[torch.Tensor] | None]:
+    """The fp32 graph written to ``fp32`` and verified (:func:`_verify`). ``auto``: the TorchScript tracer,
+    else (it failed, is gone from this torch, or does not reproduce the model) dynamo, said in a note."""
+    exporters = AUTO_ORDER if job.exporter == "auto" else (job.exporter,)
+    for i, exporter in enumerate(exporters):
+        try:
+            with eager_attention(job.model.encoder_model):
+                export_graph(job.module, job.batch(2, 16, seed=0), fp32, opset=job.opset, exporter=exporter)
+            checked = _verify(job, fp32, exporter)
+        except ExportError as e:
+            if i + 1 == len(exporters):
+                raise
+            result.notes.append(f"the {exporter} exporter did not give a usable graph ({e}); exported with "
+                                f"{exporters[i + 1]} instead")
+            continue
+        result.exporter = exporter
+        return checked
+    raise AssertionError("unreachable")
+
+
+def _verify(job: _Job, fp32: Path, exporter: str) -> tuple[float, list[torch.Tensor] | None]:
     """The largest logit difference of the fp32 graph vs torch, on a padded batch of another shape than the
     traced one and on the check sentences (whose ONNX word scores are returned); over :data:`TOLERANCE`
     the export is refused."""
@@ -176,7 +199,7 @@ def _verify(job: _Job, fp32: Path) -> tuple[float, list[torch.Tensor] | None]:
     worst = max(diffs)
     if worst > TOLERANCE:
         raise ExportError(f"the ONNX graph does not reproduce {job.ref}: logits differ by up to "
-                          f"{worst:.2g} (> {TOLERANCE:g}); try --set export.exporter={other_exporter(job.exporter)}")
+                          f"{worst:.2g} (> {TOLERANCE:g}); try --set export.exporter={other_exporter(exporter)}")
     return worst, ours
 
 
