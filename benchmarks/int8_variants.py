@@ -56,7 +56,7 @@ def onnx_variants(fp32: Path) -> dict[str, dict]:
     nodes = [n.name for n in onnx.load(str(fp32 / "model.onnx")).graph.node if n.op_type in ("MatMul", "Gemm")]
     layers = sorted({n.split("layer.")[1].split("/")[0] for n in nodes if "layer." in n}, key=int)
     classifier = [n for n in nodes if "classifier" in n]
-    ffn_out = [n for n in nodes if n.endswith("/output/dense/MatMul") and "attention" not in n]
+    ffn_out = [n for n in nodes if n.endswith("output/dense/MatMul") and "attention" not in n]
     first = [n for n in nodes if f"layer.{layers[0]}/" in n]
     last = [n for n in nodes if f"layer.{layers[-1]}/" in n]
     return {
