@@ -52,6 +52,16 @@ def default_cpu_threads() -> str:
     return _cpu_threads_why
 
 
+def work_device(setting: str = "auto") -> torch.device:
+    """:func:`resolve_device`, and on the CPU torch's threads set as training sets them
+    (:func:`default_cpu_threads`, said by :func:`describe`): what training, head scoring and
+    ``validate`` run on."""
+    device = resolve_device(setting)
+    if device.type == "cpu":
+        default_cpu_threads()
+    return device
+
+
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{device.index} ({torch.cuda.get_device_name(device)})"

@@ -169,20 +169,21 @@ def _export_checked(job: _Job, result: ExportResult, fp32: Path) -> tuple[float,
     """The fp32 graph written to ``fp32`` and verified (:func:`_verify`). ``auto``: the TorchScript tracer,
     else (it failed, is gone from this torch, or does not reproduce the model) dynamo, said in a note."""
     exporters = AUTO_ORDER if job.exporter == "auto" else (job.exporter,)
-    for i, exporter in enumerate(exporters):
+    for exporter, fallback in zip(exporters[:-1], exporters[1:], strict=True):
         try:
-            with eager_attention(job.model.encoder_model):
-                export_graph(job.module, job.batch(2, 16, seed=0), fp32, opset=job.opset, exporter=exporter)
-            checked = _verify(job, fp32, exporter)
+            return _export_one(job, result, fp32, exporter)
         except ExportError as e:
-            if i + 1 == len(exporters):
-                raise
             result.notes.append(f"the {exporter} exporter did not give a usable graph ({e}); exported with "
-                                f"{exporters[i + 1]} instead")
-            continue
-        result.exporter = exporter
-        return checked
-    raise AssertionError("unreachable")
+                                f"{fallback} instead")
+    return _export_one(job, result, fp32, exporters[-1])
+
+
+def _export_one(job: _Job, result: ExportResult, fp32: Path, exporter: str) -> tuple[float, list[torch.Tensor] | None]:
+    with eager_attention(job.model.encoder_model):
+        export_graph(job.module, job.batch(2, 16, seed=0), fp32, opset=job.opset, exporter=exporter)
+    checked = _verify(job, fp32, exporter)
+    result.exporter = exporter
+    return checked
 
 
 def _verify(job: _Job, fp32: Path, exporter: str) -> tuple[float, list[torch.Tensor] | None]:

@@ -29,7 +29,7 @@ QUANTIZATION = ("onnxruntime.quantization.quantize_dynamic: int8 weights (QInt8,
 
 
 def onnx_section(graph: Path, *, opset: int, exporter: str, n_labels: int, int8: bool, check: dict,
-                 agreement: dict | None, attention: str = "eager") -> dict:
+                 agreement: dict | None) -> dict:
     """The manifest's ``onnx`` entry: file, opset actually used, versions, inputs and outputs, int8, checks."""
     import onnx
     import onnxruntime
@@ -38,7 +38,8 @@ def onnx_section(graph: Path, *, opset: int, exporter: str, n_labels: int, int8:
     model = onnx.load(str(graph), load_external_data=False)
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     return {
-        "file": ONNX_FILE, "opset": int(opset_used), "exporter": exporter, "attention": attention,
+        "file": ONNX_FILE, "opset": int(opset_used), "exporter": exporter,
+        "attention": "eager",   # nerkd export traces transformers' eager attention (onnx_opt.eager_attention)
         "torch": torch.__version__,
         "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
         "inputs": {name: {"dtype": "int64", "shape": ["batch", "sequence"]} for name in INPUTS},

@@ -14,7 +14,7 @@ import torch
 
 from nerkd.data.dataset import Split, encode_split, read_split
 from nerkd.data.encode import bucket_batches, collate
-from nerkd.device import default_cpu_threads, describe, resolve_device
+from nerkd.device import describe, work_device
 from nerkd.errors import SettingsError
 from nerkd.io import write_json
 from nerkd.log import progress, say, warn
@@ -158,9 +158,7 @@ def _importance(model, tokenizer, split: Split, settings: Settings, log: Callabl
     """Encode ``split`` and score the model's heads on ``train.device`` (the model ends on the CPU)."""
     batches = make_batches(split, tokenizer, model, settings)
     log(f"encoded: {split.encoded.summary()}")
-    device = resolve_device(settings.train.device)
-    if device.type == "cpu":
-        default_cpu_threads()              # the free physical cores, as training (said in the line below)
+    device = work_device(settings.train.device)   # on the CPU: the free physical cores (said below)
     log(f"scoring {sum(model.heads)} heads in {model.num_layers} layers on {describe(device)}, "
         f"loss {loss_name(model)}")
     model.to(device)

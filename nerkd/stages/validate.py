@@ -14,7 +14,7 @@ import torch
 from nerkd.data.dataset import Split, label_space_for, overlaps, read_notes, read_split, split_paths, unknown_tags
 from nerkd.data.labels import LabelSpace, TypeMapping, type_mapping
 from nerkd.data.schemes import detect_scheme
-from nerkd.device import default_cpu_threads, describe, resolve_device, resolve_precision
+from nerkd.device import describe, resolve_precision, work_device
 from nerkd.errors import NerkdError
 from nerkd.settings import DataSettings, LabelSettings, Settings, TeacherSettings
 from nerkd.stages.common import check_positions, leak_splits, shared_types
@@ -220,9 +220,7 @@ def check_device(report: ValidateReport, settings: Settings, teacher_cfg) -> Non
     """The training device and precision, the memory estimate (:func:`_memory_estimate`: the whole
     settings) and, on a GPU, its free memory."""
     try:
-        device = resolve_device(settings.train.device)
-        if device.type == "cpu":
-            default_cpu_threads()          # what training would choose, shown by describe()
+        device = work_device(settings.train.device)   # on the CPU: the threads training would take
         precision = resolve_precision(settings.train.precision, device)
         estimate = _memory_estimate(settings, teacher_cfg, precision) if teacher_cfg is not None else "n/a"
         status = "ok" if device.type == "cuda" else "warn"

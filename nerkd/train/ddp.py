@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nerkd.device import default_cpu_threads, resolve_device
+from nerkd.device import work_device
 from nerkd.errors import TrainingError
 from nerkd.models.ner import NerOutput
 
@@ -82,15 +82,10 @@ def detect() -> DistEnv:
 def setup(env: DistEnv, device_setting: str) -> tuple[torch.device, bool]:
     """Pick this rank's device and start the process group; returns ``(device, started_here)``."""
     if not env.enabled:
-        device = resolve_device(device_setting)
-        if device.type == "cpu":
-            default_cpu_threads()
-        return device, False
+        return work_device(device_setting), False
     if device_setting != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(env.local_rank)
-    device = resolve_device(device_setting)
-    if device.type == "cpu":
-        default_cpu_threads()
+    device = work_device(device_setting)
     if dist.is_initialized():
         return device, False
     backend = "nccl" if device.type == "cuda" else "gloo"
