@@ -44,8 +44,8 @@ from typing import Any
 
 import orjson
 
-from nerkd.data.readers import ReadStats, Sentence, _lines, _split_at, json_object
 from nerkd.data.schemes import tags_from_spans
+from nerkd.data.sentences import ReadStats, Sentence, json_object, numbered_lines, split_at
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
 
@@ -291,7 +291,7 @@ def _doccano_spans(path: Path, no: int, obj: dict) -> list[tuple[int, int, str]]
 
 def iter_doccano(path: Path, stats: ToolStats) -> Iterator[Record]:
     """Records of a Doccano sequence-labelling JSONL export (see module doc), streamed."""
-    for no, line in _lines(path):
+    for no, line in numbered_lines(path):
         if not line.strip():
             continue
         obj = json_object(path, no, line)
@@ -342,7 +342,7 @@ def to_sentence(path: Path, rec: Record, stats: ReadStats) -> Sentence | None:
     for (s1, e1, l1), (s2, e2, l2) in zip(spans, spans[1:], strict=False):
         if s2 < e1:
             raise DataError(path, line, f"{where}spans {s1}-{e1} ({l1}) and {s2}-{e2} ({l2}) overlap")
-    words = _split_at(split_words(text), {c for s, e, _ in spans for c in (s, e)})
+    words = split_at(split_words(text), {c for s, e, _ in spans for c in (s, e)})
     if not words:
         stats.skipped_empty += 1
         return None

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from nerkd.data.encode import EncodeStats, Window, encode
 from nerkd.data.labels import LabelSpace, relabel_map
-from nerkd.data.readers import ReadStats, Sentence, read_sentences
+from nerkd.data.readers import read_sentences
 from nerkd.data.schemes import convert, detect_scheme, entity_types, split_tag
+from nerkd.data.sentences import ReadStats, Sentence
 from nerkd.errors import DataError, SettingsError
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from nerkd.data.readers import json_object
+from nerkd.data.sentences import json_object
 from nerkd.errors import DataError
 
 FORMATS = ("auto", "text", "jsonl")

@@ -8,7 +8,8 @@
 * character-span JSONL (``text`` + ``entities`` of ``start``/``end``/``label``), split into words
   with offsets kept.
 
-Every reader yields :class:`Sentence` objects and fills a :class:`ReadStats`. Bad input raises
+Every reader yields :class:`~nerkd.data.sentences.Sentence` objects and fills a
+:class:`~nerkd.data.sentences.ReadStats` (both in :mod:`nerkd.data.sentences`, with the line helpers). Bad input raises
 :class:`~nerkd.errors.DataError` naming the file and the 1-based line. Tags that break the file's
 scheme (an ``I-X`` after ``O`` in BIO data) are counted, never dropped: :meth:`ReadStats.warnings`
 says how they are read. ``relabel`` (``labels.drop`` / ``labels.map``) renames or drops entity
@@ -17,138 +18,17 @@ types as sentences are read, before any label space is built.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
-from nerkd.data.schemes import detect_scheme, invalid_tags, split_tag, tags_from_spans
+from nerkd.data import annotators
+from nerkd.data.schemes import split_tag, tags_from_spans
+from nerkd.data.sentences import ReadStats, Sentence, json_object, numbered_lines, split_at
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
 
 FORMATS = ("jsonl", "conll", "spans", "labelstudio", "doccano")   # the last two: nerkd.data.annotators
 DOCSTART = "-DOCSTART-"
-
-
-@dataclass
-class Sentence:
-    tokens: list[str]
-    tags: list[str]
-    source: str = ""
-    line: int = 0
-    text: str | None = None
-    offsets: list[tuple[int, int]] | None = None
-    token_lines: bool = False   # CoNLL: token i is on line ``line + i``
-
-    def line_of(self, i: int) -> int:
-        """1-based line of token ``i`` (the sentence's line for one-sentence-per-line formats)."""
-        return self.line + i if self.token_lines else self.line
-
-
-@dataclass
-class SchemeBreaks:
-    """Tags that break a scheme in one file (see :func:`~nerkd.data.schemes.invalid_tags`)."""
-
-    count: int = 0
-    first_line: int = 0
-
-    def add(self, sent: Sentence, positions: list[int]) -> None:
-        if positions and not self.count:
-            self.first_line = sent.line_of(positions[0])
-        self.count += len(positions)
-
-
-@dataclass
-class ReadStats:
-    path: str = ""
-    format: str = ""
-    sentences: int = 0
-    tokens: int = 0
-    skipped_empty: int = 0
-    extra_notes: list[str] = field(default_factory=list)   # from an annotation tool's reader
-    docstarts: int = 0            # CoNLL ``-DOCSTART-`` lines skipped
-    comments: int = 0             # CoNLL-U ``# ...`` comment lines skipped
-    tags: Counter = field(default_factory=Counter)
-    relabel: dict[str, str] = field(default_factory=dict)   # type -> type or "O" (labels.drop / labels.map)
-    relabeled: Counter = field(default_factory=Counter)     # tags changed per source type
-    bio_breaks: SchemeBreaks = field(default_factory=SchemeBreaks)
-    bioes_breaks: SchemeBreaks = field(default_factory=SchemeBreaks)
-    b_tags: int = 0               # B- tags, and those right after a tag of their own type (IOB1's only B-)
-    b_inside: int = 0
-
-    def count(self, sent: Sentence) -> None:
-        self.sentences += 1
-        self.tokens += len(sent.tokens)
-        self.tags.update(sent.tags)
-        tags = sent.tags
-        if any(t[0] != "O" for t in tags):
-            self.bio_breaks.add(sent, invalid_tags(tags, "BIO"))
-            self.bioes_breaks.add(sent, invalid_tags(tags, "BIOES"))
-            for i, tag in enumerate(tags):
-                if tag[0] == "B":
-                    self.b_tags += 1
-                    if i and tags[i - 1][0] in "BI" and tags[i - 1][2:] == tag[2:]:
-                        self.b_inside += 1
-
-    @property
-    def scheme(self) -> str:
-        return detect_scheme(self.tags)
-
-    @property
-    def iob1(self) -> bool:
-        """BIO tags written as IOB1 (original CoNLL-2003): ``I-`` opens entities, ``B-`` only splits two."""
-        return self.scheme == "BIO" and self.bio_breaks.count > 0 and self.b_tags == self.b_inside
-
-    def notes(self) -> list[str]:
-        """What was skipped, changed or reinterpreted while reading, for summaries and logs."""
-        out = []
-        if self.skipped_empty:
-            out.append(f"{self.skipped_empty} empty sentences skipped")
-        if self.docstarts:
-            out.append(f"{self.docstarts} -DOCSTART- lines skipped")
-        if self.comments:
-            out.append(f"{self.comments} comment lines skipped")
-        if self.relabel:
-            changes = ", ".join(f"{self.relabeled.get(t, 0)} {t} -> {to}" for t, to in sorted(self.relabel.items()))
-            out.append(f"tags relabelled by labels.drop/labels.map: {changes}")
-        if self.iob1:
-            out.append(f"IOB1 tags ({self.bio_breaks.count} I- open an entity, B- only splits two touching "
-                       "entities): read as BIO")
-        out.extend(self.extra_notes)
-        return out
-
-    def warnings(self) -> list[str]:
-        """Tags that break the file's own scheme, and how they are read (never dropped)."""
-        scheme = self.scheme
-        if scheme == "BIO" and self.bio_breaks.count and not self.iob1:
-            b = self.bio_breaks
-            what = "1 tag I-X follows" if b.count == 1 else f"{b.count} tags I-X follow"
-            return [f"{self.path}: {what} O or another type (invalid BIO, read as B-X); "
-                    f"first at line {b.first_line}"]
-        if scheme == "BIOES" and self.bioes_breaks.count:
-            b = self.bioes_breaks
-            what = "1 tag breaks" if b.count == 1 else f"{b.count} tags break"
-            return [f"{self.path}: {what} BIOES (an I-X or E-X without B-X before it, or a B-X or I-X "
-                    f"without I-X or E-X after it; read leniently: one opens an entity, one without E-X ends at the "
-                    f"next O, B- or S-); first at line {b.first_line}"]
-        return []
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line without newline); invalid UTF-8 is a DataError."""
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
-    with path.open("rb") as fh:
-        for no, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(path, no, f"invalid UTF-8 (byte {e.start} of the line)") from None
-            if no == 1:
-                text = text.lstrip("\ufeff")
-            yield no, text.rstrip("\r\n")
 
 
 def _check_tag(path: Path, no: int, tag: object) -> str:
@@ -161,19 +41,8 @@ def _check_tag(path: Path, no: int, tag: object) -> str:
     return tag
 
 
-def json_object(path: Path | str, no: int, line: str) -> dict:
-    """Parse one JSONL line that must hold an object; DataError naming file and line otherwise."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
-        raise DataError(path, no, f"invalid JSON ({e.args[0].split(':')[0]})") from None
-    if not isinstance(obj, dict):
-        raise DataError(path, no, f"expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
 def read_jsonl(path: Path, stats: ReadStats) -> Iterator[Sentence]:
-    for no, line in _lines(path):
+    for no, line in numbered_lines(path):
         if not line.strip():
             continue
         obj = json_object(path, no, line)
@@ -235,7 +104,7 @@ def read_conll(path: Path, stats: ReadStats) -> Iterator[Sentence]:
             tags.append(_check_tag(path, no, cols[-1].strip()))
         return Sentence(tokens, tags, str(path), rows[0][0], token_lines=True)
 
-    for no, line in _lines(path):
+    for no, line in numbered_lines(path):
         if not line.strip():
             if rows:
                 yield sentence()
@@ -264,19 +133,8 @@ def read_conll(path: Path, stats: ReadStats) -> Iterator[Sentence]:
         yield sentence()
 
 
-def _split_at(words: list[tuple[str, int, int]], cuts: set[int]) -> list[tuple[str, int, int]]:
-    """Split words at character positions in ``cuts`` that fall inside them."""
-    out = []
-    for word, s, e in words:
-        inner = sorted(c for c in cuts if s < c < e)
-        bounds = [s, *inner, e]
-        for a, b in zip(bounds, bounds[1:], strict=False):
-            out.append((word[a - s : b - s], a, b))
-    return out
-
-
 def read_spans(path: Path, stats: ReadStats) -> Iterator[Sentence]:
-    for no, line in _lines(path):
+    for no, line in numbered_lines(path):
         if not line.strip():
             continue
         obj = json_object(path, no, line)
@@ -303,7 +161,7 @@ def read_spans(path: Path, stats: ReadStats) -> Iterator[Sentence]:
         for (s1, e1, l1), (s2, e2, l2) in zip(spans, spans[1:], strict=False):
             if s2 < e1:
                 raise DataError(path, no, f"spans {s1}-{e1} ({l1}) and {s2}-{e2} ({l2}) overlap")
-        words = _split_at(split_words(text), {c for s, e, _ in spans for c in (s, e)})
+        words = split_at(split_words(text), {c for s, e, _ in spans for c in (s, e)})
         if not words:
             stats.skipped_empty += 1
             continue
@@ -318,11 +176,9 @@ def read_spans(path: Path, stats: ReadStats) -> Iterator[Sentence]:
 def detect_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        from nerkd.data.annotators import sniff_format
-
-        if tool := sniff_format(path):   # Label Studio's JSON array, Doccano's JSONL
+        if tool := annotators.sniff_format(path):   # Label Studio's JSON array, Doccano's JSONL
             return tool
-        for no, line in _lines(path):
+        for no, line in numbered_lines(path):
             if line.strip():
                 obj = json_object(path, no, line)
                 return "spans" if "text" in obj else "jsonl"
@@ -330,16 +186,8 @@ def detect_format(path: Path) -> str:
     return "conll"
 
 
-def _tool_reader(name: str):
-    def read(path: Path, stats: ReadStats) -> Iterator[Sentence]:
-        from nerkd.data import annotators
-
-        return getattr(annotators, f"read_{name}")(path, stats)
-    return read
-
-
 _READERS = {"jsonl": read_jsonl, "conll": read_conll, "spans": read_spans,
-            "labelstudio": _tool_reader("labelstudio"), "doccano": _tool_reader("doccano")}
+            "labelstudio": annotators.read_labelstudio, "doccano": annotators.read_doccano}
 
 
 def _relabel(sent: Sentence, relabel: Mapping[str, str], stats: ReadStats) -> None:
