@@ -17,6 +17,7 @@ model") instead of loading mismatched shapes; :meth:`NerModel.load` restores the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -181,7 +182,43 @@ def read_config_json(folder: Path) -> dict:
         raise ModelLoadError(f"{path}: cannot read ({e.strerror or short_reason(e)})") from None
     if not isinstance(raw, dict):
         raise ModelLoadError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    check_config_fields(path, raw)
     return raw
+
+
+_FIELD = re.compile(r"field '([^']+)'")
+
+
+def check_config_fields(path: Path, raw: dict) -> None:
+    """Build the transformers config of ``raw`` (cheap, no weights), so that a field of the wrong type
+    (``"num_hidden_layers": "x"``) is named in one line with its file instead of failing deep inside
+    transformers. An unknown ``model_type`` is left to the loader (it has its own message)."""
+    from transformers import CONFIG_MAPPING, AutoConfig
+
+    raw = dict(raw)
+    if raw.get("model_type") == PRUNED_MODEL_TYPE:
+        raw["model_type"] = (raw.get("nerkd") or {}).get("base_model_type", "camembert")
+    if raw.get("model_type") not in CONFIG_MAPPING:
+        return
+    try:
+        AutoConfig.for_model(**raw)
+    except (TypeError, ValueError, AttributeError, KeyError) as e:
+        raise ModelLoadError(f"{path}: {_config_reason(e)}") from None
+    except Exception as e:  # huggingface_hub's StrictDataclassError: a field of the wrong type
+        if type(e).__name__ not in ("StrictDataclassFieldValidationError", "StrictDataclassError"):
+            raise
+        raise ModelLoadError(f"{path}: {_config_reason(e)}") from None
+
+
+def _config_reason(e: BaseException) -> str:
+    """``field num_hidden_layers: expected int, got str (value: 'x')`` from transformers' config errors."""
+    field = _FIELD.search(str(e))
+    cause = e.__cause__ if e.__cause__ is not None else e
+    reason = short_reason(cause)
+    if field is None:
+        return f"invalid config ({reason})"
+    reason = re.sub(rf"^Field '{re.escape(field[1])}' ", "", reason)
+    return f"field {field[1]}: {reason}"
 
 
 def check_safetensors(path: Path) -> None:
