@@ -18,6 +18,8 @@ Rules, for every command that writes a model or a run (``distill``, ``finetune``
 - A fresh run (no ``--resume``) into a nerkd folder first removes the previous run's model,
   summaries and checkpoints (:meth:`RunFolder.fresh_start`), so nothing of an old run is
   inherited (a later ``--resume`` cannot pick up the old checkpoint).
+- No output is one of the command's inputs (:func:`check_not_input`, for every command that writes):
+  the same file or folder by real path, or a folder holding an input where nerkd writes.
 - One writer at a time: :class:`RunLock` holds ``.nerkd.lock`` (the PID, created with
   ``O_CREAT | O_EXCL``); a lock whose process has ended is taken over.
 
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import orjson
 
-from nerkd.errors import NerkdError, TrainingError
+from nerkd.errors import NerkdError, SettingsError, TrainingError
 from nerkd.io import default_mode, write_json
 
 MARKER = ".nerkd-run.json"
@@ -148,6 +150,39 @@ def check_output(folder: str | Path, overwrite: bool = False, option: str | None
         hint = "pass --overwrite" if option else "pass overwrite=True"
         raise RunFolderError(f"{where}: folder exists and is not a nerkd model folder (it holds "
                              f"{_describe(entries)}); choose an empty folder or {hint}")
+
+
+class OutputIsInputError(RunFolderError, SettingsError):
+    """An output that is, or would write over, one of the command's inputs."""
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def check_not_input(output: str | Path, inputs: dict[str, str | Path | None], option: str | None = "--output", *,
+                    folder: bool = True, writes: Callable[[str], bool] | None = None) -> None:
+    """Refuse an ``output`` that would write over one of the command's ``inputs`` (before anything
+    is loaded). ``inputs``: ``{what: path}``, ``what`` a noun phrase for the message ("the teacher
+    (teacher.model)"); hub ids and missing paths are passed by. Compared by real path (symlinks
+    resolved): an output that is an input; for an output folder (``folder``), an input inside it
+    under a name nerkd writes or deletes there (``writes``, default: a model or run file,
+    ``checkpoints/``); for an output file, an existing file of an input folder."""
+    out = _real(Path(output))
+    where = f"{option} {output}" if option else str(output)
+    writes = writes or _known
+    for what, ref in inputs.items():
+        if not ref or not Path(ref).exists():
+            continue
+        src = _real(Path(ref))
+        if src == out:
+            raise OutputIsInputError(f"{where}: is {what}; nerkd would write over it: choose another "
+                                     f"{'folder' if folder else 'file'}")
+        if folder and src.is_relative_to(out) and writes(src.relative_to(out).parts[0]):
+            raise OutputIsInputError(f"{where}: holds {what} ({src.relative_to(out)}), which nerkd would write "
+                                     f"over: choose another folder")
+        if not folder and src.is_dir() and out.is_relative_to(src) and out.exists():
+            raise OutputIsInputError(f"{where}: is a file of {what}; nerkd would write over it: choose another file")
 
 
 def adopt(folder: str | Path) -> dict:

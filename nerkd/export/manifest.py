@@ -23,6 +23,8 @@ from nerkd.io import file_sha256
 FORMAT_HF = "nerkd-hf"
 MANIFEST_VERSION = 1
 SOURCE_SUFFIXES = (".safetensors",)
+# what an export writes besides the model files (nerkd.rundir.MODEL_NAMES)
+EXPORT_NAMES = frozenset({"model.onnx", "label2id.json", "README.md", MANIFEST})
 
 
 class ExportError(NerkdError):
@@ -138,8 +140,8 @@ def check_output(output: Path, source: str | Path, overwrite: bool) -> None:
     from nerkd import rundir
 
     output = Path(output)
-    if output.exists() and Path(source).exists() and output.resolve() == Path(source).resolve():
-        raise ExportError(f"--output {output}: is the model being exported; choose another folder")
+    rundir.check_not_input(output, {"the model being exported (--model)": source},
+                           writes=lambda name: rundir.is_model_name(name) or name in EXPORT_NAMES)
     if output.is_dir() and not is_export_folder(output) and rundir.has_model(output):
         raise ExportError(f"--output {output}: holds a nerkd model, not an export (its files would be replaced); "
                           f"choose another folder")

@@ -180,13 +180,20 @@ def check_lr(lr: float | None) -> None:
         raise SettingsError(f"--lr {lr}: must be > 0 and < 1")
 
 
-def in_run_folder(project: Project, stage: str, output: Path, body: Callable[[RunFolder], T], *,
-                  overwrite: bool = False, resume: bool = False) -> T:
-    """Run ``body(run)`` inside the guarded run folder ``output`` (:class:`nerkd.rundir.RunFolder`:
-    checked and locked before anything is loaded; with ``resume`` a checkpoint must be there;
-    ``overwrite`` allows a non-nerkd folder), then remember it as the stage's last output (rank 0)."""
-    from nerkd.rundir import RunFolder
+def data_inputs(data: DataSettings) -> dict[str, str | None]:
+    """The data files a run reads, as :func:`nerkd.rundir.check_not_input` names them."""
+    return {f"the data.{key} file": getattr(data, key) for key in ("train", "dev", "test", "label2id", "unlabeled")}
 
+
+def in_run_folder(project: Project, stage: str, output: Path, body: Callable[[RunFolder], T], *,
+                  inputs: dict[str, str | Path | None], overwrite: bool = False, resume: bool = False) -> T:
+    """Run ``body(run)`` inside the guarded run folder ``output`` (:class:`nerkd.rundir.RunFolder`:
+    checked and locked before anything is loaded; never one of the run's ``inputs``
+    (:func:`nerkd.rundir.check_not_input`); with ``resume`` a checkpoint must be there; ``overwrite``
+    allows a non-nerkd folder), then remember it as the stage's last output (rank 0)."""
+    from nerkd.rundir import RunFolder, check_not_input
+
+    check_not_input(output, inputs)
     main = is_main()
     with RunFolder(output, overwrite=overwrite, resume=resume, main=main, log=say) as run:
         result = body(run)

@@ -19,6 +19,7 @@ from nerkd.log import say
 from nerkd.settings import LabelSettings, Settings
 from nerkd.stages.common import (
     check_positions,
+    data_inputs,
     encode_and_log,
     in_run_folder,
     load_teacher,
@@ -74,8 +75,10 @@ def run_distill(settings: Settings, project: Project, teacher_ref: str | Path | 
     non-nerkd folder)."""
     teacher_ref = teacher_ref or settings.teacher.model
     output = Path(output) if output else project.default_output("distill", settings.paths.artifacts)
+    inputs = {"the teacher (teacher.model)": teacher_ref,
+              "the student's model (student.config)": settings.student.config, **data_inputs(settings.data)}
     return in_run_folder(project, "distill", output, lambda run: _distill(settings, teacher_ref, output, resume, run),
-                         overwrite=overwrite, resume=resume)
+                         inputs=inputs, overwrite=overwrite, resume=resume)
 
 
 def _distill(settings: Settings, teacher_ref: str | Path, output: Path, resume: bool, run: RunFolder

@@ -29,7 +29,15 @@ from nerkd.log import say
 from nerkd.models.ner import NerModel, load_tokenizer
 from nerkd.models.student import set_crf
 from nerkd.settings import PathsSettings, Settings
-from nerkd.stages.common import Trainee, check_lr, in_run_folder, load_training_splits, model_ref_id, train_on_gold
+from nerkd.stages.common import (
+    Trainee,
+    check_lr,
+    data_inputs,
+    in_run_folder,
+    load_training_splits,
+    model_ref_id,
+    train_on_gold,
+)
 
 if TYPE_CHECKING:
     from nerkd.project import Project
@@ -48,11 +56,11 @@ def run_finetune(settings: Settings, project: Project, *, model_ref: str | None 
     check_lr(lr)
     out_dir = Path(output) if output else project.default_output("finetune", settings.paths.artifacts)
     model_ref = model_ref or _default_model(project, settings.paths)
-    if Path(model_ref).exists() and Path(model_ref).resolve() == out_dir.resolve():
-        raise SettingsError(f"--output {out_dir} is the input model's folder: choose another output folder")
+    inputs = {"the input model's folder (--model)": model_ref,
+              "the teacher (--teacher)": teacher_ref or settings.finetune.teacher, **data_inputs(settings.data)}
     return in_run_folder(project, "finetune", out_dir, lambda run: _finetune(
         settings, out_dir, run, model_ref=model_ref, teacher_ref=teacher_ref, crf=crf, resume=resume, epochs=epochs,
-        lr=lr), overwrite=overwrite, resume=resume)
+        lr=lr), inputs=inputs, overwrite=overwrite, resume=resume)
 
 
 def _default_model(project: Project, paths: PathsSettings) -> str:

@@ -98,7 +98,7 @@ def run_infer(model: str | Path, job: InferJob, settings: InferSettings, *, max_
     from nerkd.infer.formats import ToolWriter, model_version
     from nerkd.threads import describe_threads, set_threads
 
-    check_paths(_path(job.source), _path(job.target))
+    check_paths(_path(job.source), _path(job.target), model)
     n_threads, why = set_threads(job.threads)
     engine = load_engine(model, settings, max_length=max_length, stride=stride, score=job.score)
     say(f"infer: {model} on {engine.device.type} ({describe_threads(n_threads, why)}), "
@@ -159,10 +159,13 @@ def _path(stream: Path | BinaryIO) -> Path | None:
     return stream if isinstance(stream, Path) else None
 
 
-def check_paths(input_: Path | None, output: Path | None) -> None:
-    """One-line errors for --input / --output paths that cannot work, before anything is loaded.
+def check_paths(input_: Path | None, output: Path | None, model: str | Path | None = None) -> None:
+    """One-line errors for --input / --output paths that cannot work, before anything is loaded: the
+    output is never the input file nor a file of the ``model`` folder.
 
     The output's folder is created when missing (as for every nerkd --output)."""
+    from nerkd.rundir import check_not_input
+
     if input_ is not None:
         if input_.is_dir():
             raise NerkdError(f"--input {input_}: is a folder, not a file")
@@ -172,8 +175,7 @@ def check_paths(input_: Path | None, output: Path | None) -> None:
         return
     if output.is_dir():
         raise NerkdError(f"--output {output}: is a folder, not a file (give a file name, e.g. {output / 'out.jsonl'})")
-    if input_ is not None and output.exists() and output.samefile(input_):
-        raise NerkdError(f"--output {output}: is the --input file; writing would erase it before it is read")
+    check_not_input(output, {"the --input file": input_, "the model's folder (--model)": model}, folder=False)
     parent = output.parent
     existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():

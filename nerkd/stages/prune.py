@@ -104,13 +104,13 @@ def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | No
     is loaded; a non-empty folder that is not nerkd's needs ``overwrite``; a previous model and
     run files there are replaced, nothing else is deleted. The whole settings: they are saved
     with the model (``settings.yaml``, written once, here)."""
-    from nerkd.rundir import RunFolder
+    from nerkd.rundir import RunFolder, check_not_input
     log = log or say
     model_ref = str(model_ref)
     if output is None:
         return _prune(settings, model_ref, None, log, None)
-    if Path(model_ref).exists() and Path(output).resolve() == Path(model_ref).resolve():
-        raise SettingsError(f"--output {output} is the input model's folder: choose another folder")
+    check_not_input(output, {"the input model's folder (--model)": model_ref, "the data.dev file": settings.data.dev,
+                             "the data.train file": settings.data.train})
     with RunFolder(output, overwrite=overwrite, training=False, log=log) as run:
         return _prune(settings, model_ref, Path(output), log, run)
 

@@ -8,6 +8,7 @@ infer`` loaded as :func:`nerkd.stages.infer.load_engine` loads it.
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
 import functools
 from collections.abc import Sequence
 from dataclasses import replace
@@ -22,6 +23,7 @@ from nerkd.report import figures, plots
 from nerkd.report.evaluate import GoldData, load_gold, read_run_file, score_model
 from nerkd.report.records import ModelRow, ModelSpec, Report
 from nerkd.report.runtimes import Run, compares, plan_runs, references
+from nerkd.rundir import check_not_input
 
 # -- defaults ----------------------------------------------------------------------------
 
@@ -92,6 +94,11 @@ def _model_notes(data: GoldData, rows: list[ModelRow], notes: list[str]) -> None
         if s.scheme != data.scheme and s.scheme == "IO" and data.scheme != "IO":
             notes.append(f"{s.name}: tags in IO, the data in {data.scheme}: two touching entities of the same "
                          "type merge into one in its predictions")
+
+
+def _report_name(name: str) -> bool:
+    """A name the report writes (or removes, stale plots) in its folder."""
+    return name in ("report.md", "report.html", "report.json", "pareto.png") or fnmatch.fnmatchcase(name, "heads_*.png")
 
 
 def _plot_all(report: Report) -> None:
@@ -251,6 +258,8 @@ def build_report(settings, project: Project, *, data: str, models: list[ModelSpe
 
     for spec in models:  # fail before spending time on the first models
         check_ref(spec.path, f"model {spec.name}" if spec.name != Path(spec.path).name else "model", "--model")
+    check_not_input(output, {"the --data file": data, **{f"the bench file {p}": p for p in bench_files},
+                             **{f"the model {m.name}'s folder": m.path for m in models}}, writes=_report_name)
     specs = _with_backends(models, backend)
     gold = load_gold(data, settings.data, settings.labels)
     benches = [read_bench(p) for p in bench_files]

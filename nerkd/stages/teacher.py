@@ -28,7 +28,15 @@ from nerkd.errors import SettingsError
 from nerkd.models.base import base_model
 from nerkd.models.scratch import SCRATCH, SCRATCH_HEADS, SCRATCH_HIDDEN, SCRATCH_LAYERS, scratch_model
 from nerkd.settings import DataSettings, Settings
-from nerkd.stages.common import Trainee, check_lr, in_run_folder, load_training_splits, model_ref_id, train_on_gold
+from nerkd.stages.common import (
+    Trainee,
+    check_lr,
+    data_inputs,
+    in_run_folder,
+    load_training_splits,
+    model_ref_id,
+    train_on_gold,
+)
 from nerkd.train import ddp
 
 if TYPE_CHECKING:
@@ -46,9 +54,11 @@ def run_teacher(settings: Settings, project: Project, *, base: str, teacher_ref:
     folder is guarded as :func:`~nerkd.stages.common.in_run_folder` says."""
     check_lr(lr)
     out_dir = Path(output) if output else project.default_output("teacher", settings.paths.artifacts)
+    inputs = {"the base encoder (--base)": base, "the teacher (--teacher)": teacher_ref or settings.finetune.teacher,
+              **data_inputs(settings.data)}
     return in_run_folder(project, "teacher", out_dir, lambda run: _teacher(
         settings, out_dir, run, base=base, teacher_ref=teacher_ref, crf=crf, resume=resume, epochs=epochs, lr=lr,
-        scratch=(scratch_layers, scratch_hidden)), overwrite=overwrite, resume=resume)
+        scratch=(scratch_layers, scratch_hidden)), inputs=inputs, overwrite=overwrite, resume=resume)
 
 
 def _teacher(settings: Settings, out_dir: Path, run: RunFolder, *, base: str, teacher_ref: str | None,

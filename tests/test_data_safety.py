@@ -1,0 +1,123 @@
+"""Data safety (issue 22, items 1-5): no stage writes over its inputs, ``--overwrite`` never replaces
+the user's files, the leftover cleaner removes only nerkd's temporaries, corrupt weights are refused,
+and ``infer -o`` on a full disk leaves whole lines only."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from nerkd.cli.app import app
+from nerkd.models.ner import NerModel
+from tests.helpers import DATA, write_kd_config
+
+DATA_SETS = [f"data.train={DATA / 'train.jsonl'}", f"data.dev={DATA / 'dev.jsonl'}",
+             f"data.label2id={DATA / 'label2id.json'}", "data.limit=8", "data.max_length=48", "data.stride=8",
+             "train.batch_size=8", "train.device=cpu", "train.max_steps=1", "prune.max_sentences=4"]
+
+
+def sets(*more: str) -> list[str]:
+    return [x for s in [*DATA_SETS, *more] for x in ("--set", s)]
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def teacher_copy(tiny_io_teacher, in_tmp):
+    """A copy of the 4-layer teacher in the test's project folder (the session model stays untouched)."""
+    return shutil.copytree(tiny_io_teacher, in_tmp / "X")
+
+
+# -- 1. no stage writes over one of its inputs ------------------------------------------------------
+
+@pytest.mark.parametrize("via", ["same", "symlink"])
+def test_distill_refuses_its_teacher_as_output(teacher_copy, in_tmp, runner, via):
+    before = snapshot(teacher_copy)
+    config = write_kd_config(in_tmp, teacher_copy, epochs=1, train={"max_steps": 1})
+    out = "X"
+    if via == "symlink":
+        (in_tmp / "link").symlink_to(teacher_copy, target_is_directory=True)
+        out = "link"
+    res = runner.invoke(app, ["distill", "--config", config, "--set", "teacher.model=X", "--output", out])
+    assert res.exit_code == 1, res.output
+    assert lines(res.stderr) == [f"error: --output {out}: is the teacher (teacher.model); nerkd would write over "
+                                 f"it: choose another folder"]
+    assert snapshot(teacher_copy) == before and NerModel.load(teacher_copy).num_layers == 4
+
+
+def test_finetune_refuses_a_folder_holding_its_label_file(tiny_bio, in_tmp, runner):
+    out = in_tmp / "out"
+    out.mkdir()
+    shutil.copy(DATA / "label2id.json", out / "labels.json")       # data.label2id lives where nerkd writes labels.json
+    before = snapshot(out)
+    res = runner.invoke(app, ["finetune", "--model", str(tiny_bio), "--output", "out", "--overwrite", "--epochs", "1",
+                              *sets(f"data.label2id={out / 'labels.json'}")])
+    assert res.exit_code == 1, res.output
+    assert lines(res.stderr) == ["error: --output out: holds the data.label2id file (labels.json), which nerkd would "
+                                 "write over: choose another folder"]
+    assert snapshot(out) == before
+
+
+def test_finetune_base_refuses_its_teacher_as_output(teacher_copy, in_tmp, runner):
+    before = snapshot(teacher_copy)
+    res = runner.invoke(app, ["finetune", "--base", "scratch", "--teacher", "X", "--output", "X", "--epochs", "1",
+                              "--scratch-layers", "1", "--scratch-hidden", "32", *sets()])
+    assert res.exit_code == 1, res.output
+    assert lines(res.stderr) == ["error: --output X: is the teacher (--teacher); nerkd would write over it: choose "
+                                 "another folder"]
+    assert snapshot(teacher_copy) == before
+
+
+@pytest.mark.parametrize("command", ["prune", "export"])
+def test_prune_and_export_refuse_a_symlink_to_their_model(teacher_copy, in_tmp, runner, command):
+    (in_tmp / "link").symlink_to(teacher_copy, target_is_directory=True)
+    before = snapshot(teacher_copy)
+    extra = ["--format", "hf"] if command == "export" else []
+    res = runner.invoke(app, [command, "--model", "X", "--output", "link", *extra, *sets()])
+    assert res.exit_code == 1, res.output
+    what = "the input model's folder (--model)" if command == "prune" else "the model being exported (--model)"
+    assert lines(res.stderr)[-1] == f"error: --output link: is {what}; nerkd would write over it: choose another folder"
+    assert snapshot(teacher_copy) == before
+
+
+def test_infer_refuses_an_output_file_of_its_model(teacher_copy, in_tmp, runner):
+    before = snapshot(teacher_copy)
+    (in_tmp / "in.txt").write_text("Jean Dupont habite à Lyon.\n", encoding="utf-8")
+    res = runner.invoke(app, ["infer", "--model", "X", "--input", "in.txt", "--output", "X/config.json"])
+    assert res.exit_code == 1, res.output
+    assert lines(res.stderr) == ["error: --output X/config.json: is a file of the model's folder (--model); nerkd "
+                                 "would write over it: choose another file"]
+    res = runner.invoke(app, ["infer", "--model", "X", "--input", "in.txt", "--output", "in.txt"])
+    assert res.exit_code == 1
+    assert lines(res.stderr) == ["error: --output in.txt: is the --input file; nerkd would write over it: choose "
+                                 "another file"]
+    assert snapshot(teacher_copy) == before and (in_tmp / "in.txt").read_text(encoding="utf-8").startswith("Jean")
+
+
+def test_bench_refuses_a_json_file_of_a_model(teacher_copy, in_tmp, runner):
+    before = snapshot(teacher_copy)
+    res = runner.invoke(app, ["bench", "--model", "X", "--json", "X/tokenizer.json", "-n", "2",
+                              "--set", f"data.test={DATA / 'test.jsonl'}"])
+    assert res.exit_code == 1, res.output
+    assert lines(res.stderr) == ["error: --json X/tokenizer.json: is a file of the model X's folder; nerkd would "
+                                 "write over it: choose another file"]
+    assert snapshot(teacher_copy) == before
+
+
+def test_report_refuses_a_folder_where_it_would_write_over_its_data(tiny_bio, in_tmp, runner):
+    out = in_tmp / "rep"
+    out.mkdir()
+    shutil.copy(DATA / "dev.jsonl", out / "report.json")
+    before = snapshot(out)
+    res = runner.invoke(app, ["report", "--model", str(tiny_bio), "--data", "rep/report.json", "--output", "rep"])
+    assert res.exit_code == 1, res.output
+    assert lines(res.stderr)[-1] == ("error: --output rep: holds the --data file (report.json), which nerkd would "
+                                     "write over: choose another folder")
+    assert snapshot(out) == before
