@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 
 import orjson
@@ -26,6 +27,22 @@ BASE = ["train.batch_size=4", "train.grad_accum=2", "train.epochs=2", "train.lr=
 def make_settings(*extra: str):
     return load_settings(None, [f"data.train={DATA / 'train.jsonl'}", f"data.dev={DATA / 'dev.jsonl'}",
                                 f"data.label2id={DATA / 'label2id.json'}", *BASE, *extra])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Bit-identical resumes compare runs made with one thread count: the free-core default can pick 1 thread for
+    one run and 2 for the next on a loaded machine (seen: a resume then differs in the last bits)."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"            # nerkd keeps torch's count when this is set
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    if before is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = before
 
 
 @pytest.fixture(scope="module")
