@@ -248,6 +248,14 @@ class BenchSettings(Section):
     precision: Literal["fp32", "bf16", "int8"] = "fp32"
 
 
+class ReportSettings(Section):
+    """``nerkd report``: what it shows besides the scores."""
+
+    errors_in_context: int = Field(20, ge=0, description="sentences with the most errors shown per model, gold "
+                                   "and predicted entities marked (the report holds their text); 0: none")
+    seed: int = Field(0, description="the order of sentences with as many errors (errors_in_context)")
+
+
 class ServeSettings(Section):
     """``nerkd serve``: the REST API (binding, limits, micro-batching). The model runs with ``infer``'s settings
     (device, precision, int8, backend, ...), so the API answers exactly as ``nerkd infer``."""
@@ -280,6 +288,72 @@ class ExportSettings(Section):
                                                         "export is checked against the model (and int8 against fp32)")
 
 
+class RedactPattern(Section):
+    label: str = Field(description="the label of what the regex finds, e.g. IPP")
+    regex: str = Field(description="a Python regular expression; the whole match is replaced")
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        _check_type(v)
+        return v
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        import re
+
+        try:
+            compiled = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression ({e})") from None
+        if compiled.fullmatch(""):
+            raise ValueError("the regular expression matches the empty string")
+        return v
+
+
+class RedactSettings(Section):
+    """``nerkd redact``: how notes are pseudonymised (README "Pseudonymise your notes"). The model runs with
+    ``infer``'s settings (device, precision, backend, ...)."""
+
+    mode: Literal["placeholder", "mask", "surrogate"] = Field(
+        "placeholder", description="placeholder: [PER_1], [LOC_2] (numbered per document, the same value the same "
+                                   "number); mask: one fixed token per label ([PER]); surrogate: realistic French "
+                                   "fake values of the same kind and case shape")
+    bias: float = Field(2.0, ge=-20, le=20, description="logit offset against O when decoding (softmax and CRF "
+                        "heads): a word stays O only when O beats every entity tag by more than this; >0 favours "
+                        "recall (a leak is worse than an over-redaction); pick it with report --redact")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="per-label minimum entity score, e.g. "
+                                         "{ORG: 0.3}; model entities scoring below are kept as text (default: none)")
+    dates: Literal["keep", "redact", "shift"] = Field(
+        "shift", description="dates found by rules: keep them, redact them as any entity, or shift them by a "
+                             "per-document (or, with a key, per-key) number of days, format kept")
+    shift_days: int = Field(365, ge=1, le=36500, description="dates: shift moves dates by 1..shift_days days, "
+                                                             "forwards or backwards")
+    rules: bool = Field(True, description="find identifiers by rules: phones, e-mails, URLs, NIR, IBAN, "
+                                          "SIREN/SIRET, patterns, dates")
+    patterns: list[RedactPattern] = Field(default_factory=list, description="local identifiers, e.g. "
+                                          "[{label: IPP, regex: 'IPP\\s*\\d{8}'}]")
+    keep_labels: list[str] = Field(default_factory=list, description="model labels never replaced, e.g. [MISC]")
+    locale: str = Field("fr_FR", description="surrogate values (faker locale) and the phone numbers' region")
+    key_file: str | None = Field(None, description="a secret key file: the same value gets the same surrogate "
+                                                   "or placeholder code in every document (HMAC-SHA256)")
+
+    @field_validator("keep_labels", mode="before")
+    @classmethod
+    def _one_label(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: dict[str, float]) -> dict[str, float]:
+        for label, value in v.items():
+            _check_type(label)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"threshold {label}: {value} is not a score between 0 and 1")
+        return v
+
+
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("nerkd_yaml", default=None)
 
 
@@ -308,8 +382,10 @@ class Settings(BaseSettings):
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
     infer: InferSettings = Field(default_factory=InferSettings)
     bench: BenchSettings = Field(default_factory=BenchSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
+    redact: RedactSettings = Field(default_factory=RedactSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -88,7 +88,8 @@ class Engine:
     def __init__(self, model, tokenizer, *, max_length: int = 128, stride: int = 32, batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | None = None, precision: str = "fp32",
                  int8: bool = False, score: str = "mean", chunk_size: int | None = None,
-                 overlap: bool | None = None, tokenize: str = "words", compile: bool = False):
+                 overlap: bool | None = None, tokenize: str = "words", compile: bool = False,
+                 entity_bias: float = 0.0):
         self.device = device or torch.device("cpu")
         if int8 and self.device.type != "cpu":
             raise SettingsError("int8 dynamic quantisation runs on CPU only: use --device cpu or drop --int8")
@@ -116,6 +117,8 @@ class Engine:
         if compile and int8:
             raise SettingsError("--compile and --int8 do not go together: drop one of them")
         self.space = model.labels
+        self.entity_bias = entity_bias   # logit offset against O (``redact.bias``); settable between calls
+        self.outside = self.space.labels.index("O")
         self.decoder = Decoder(self.space, model.crf)
         # IO without CRF: every transition is valid, constrained decoding == argmax (vectorised fast path)
         self.free = model.crf is None and bool(self.decoder.trans.all() and self.decoder.start.all()
@@ -211,12 +214,24 @@ class Engine:
             flat = host
         return _Scores(flat, counts, event)
 
+    def biased(self, flat: torch.Tensor) -> torch.Tensor:
+        """Word logits ``[N, L]`` with :attr:`entity_bias` subtracted from the ``O`` logit (a copy; ``flat``
+        itself when the bias is 0). Decoding (argmax, constrained Viterbi, CRF Viterbi) and the probabilities
+        of the chosen tags both read the biased logits, so a positive bias tags more words as entities: a word
+        stays ``O`` only when ``O`` beats every entity tag by more than the bias."""
+        if not self.entity_bias:
+            return flat
+        out = flat.clone()
+        out[:, self.outside] -= float(self.entity_bias)
+        return out
+
     def _decode(self, scores: _Scores) -> list[tuple[list[str], list[float]]]:
         """Tags and the probabilities of the chosen tags, per word list (waits for the device)."""
         if scores.event is not None:
             scores.event.synchronize()
         labels = self.space.labels
-        probs = torch.softmax(scores.flat, -1)
+        flat = self.biased(scores.flat)
+        probs = torch.softmax(flat, -1)
         out: list[tuple[list[str], list[float]]] = []
         if self.free:  # plain argmax, one vectorised pass
             conf, ids = probs.max(-1)
@@ -231,7 +246,7 @@ class Engine:
             if n == 0:
                 out.append(([], []))
                 continue
-            ids = self.decoder(scores.flat[at: at + n])
+            ids = self.decoder(flat[at: at + n])
             chosen = probs[torch.arange(at, at + n), torch.tensor(ids, dtype=torch.long)].tolist()
             out.append(([labels[i] for i in ids], chosen))
             at += n
@@ -258,7 +273,7 @@ class Engine:
         if self.free:  # IO without CRF: argmax, spans found vectorised
             if scores.event is not None:
                 scores.event.synchronize()
-            conf, ids = torch.softmax(scores.flat, -1).max(-1)
+            conf, ids = torch.softmax(self.biased(scores.flat), -1).max(-1)
             ents = io_entities(chunk.texts, chunk.words, scores.counts, ids, conf, self.space.labels, self.score)
             return ents, sum(scores.counts)
         tagged = self._decode(scores)

@@ -1,0 +1,80 @@
+"""Spans to replace, from the model and from the rules, and how overlapping ones are merged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+SOURCES = ("model", "rule")
+
+
+@dataclass(frozen=True)
+class Span:
+    """``text[start:end]`` is to be replaced; ``label`` its type (PER, PHONE...), ``source`` "model" or "rule"."""
+
+    start: int
+    end: int
+    label: str
+    source: str = "model"
+    score: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"span [{self.start}, {self.end}): start must be >= 0 and < end")
+        if self.source not in SOURCES:
+            raise ValueError(f"span source {self.source!r}: expected model or rule")
+
+    def overlaps(self, other: Span) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def model_spans(entities: Iterable[dict], thresholds: dict[str, float] | None = None,
+                keep_labels: Sequence[str] = ()) -> list[Span]:
+    """Spans of ``nerkd infer``'s entity dicts (``start``, ``end``, ``label``, ``score``?); an entity scoring below
+    its label's threshold, or of a label in ``keep_labels``, is left as text."""
+    thresholds = thresholds or {}
+    out = []
+    for e in entities:
+        label, score = e["label"], e.get("score")
+        if label in keep_labels:
+            continue
+        if score is not None and score < thresholds.get(label, 0.0):
+            continue
+        if e["end"] > e["start"]:
+            out.append(Span(int(e["start"]), int(e["end"]), label, "model", score))
+    return out
+
+
+def longest_first(spans: Iterable[Span]) -> list[Span]:
+    """Non-overlapping spans, sorted by start: of overlapping spans the longest wins (ties: the earlier)."""
+    kept: list[Span] = []
+    for span in sorted(spans, key=lambda s: (-len(s), s.start)):
+        if not any(span.overlaps(k) for k in kept):
+            kept.append(span)
+    return sorted(kept, key=lambda s: s.start)
+
+
+def merge_spans(model: Iterable[Span], rules: Iterable[Span], text: str | None = None) -> list[Span]:
+    """One list of non-overlapping spans, sorted by start, covering every character that any input span covers.
+
+    Overlapping spans of one source are resolved to the longest. A rule's label wins for identifiers: the
+    characters a rule span covers take the rule's label, and a model span overlapping it keeps only its parts
+    outside the rule span (cut in two when the rule span lies inside it). With ``text``, a part left without a
+    letter or digit (a space, a comma) is dropped: nothing that identifies stays uncovered.
+    """
+    rule_spans = longest_first(rules)
+    out = list(rule_spans)
+    for span in longest_first(model):
+        parts = [(span.start, span.end)]
+        for r in rule_spans:
+            if r.overlaps(span):
+                parts = [piece for a, b in parts for piece in ((a, min(b, r.start)), (max(a, r.end), b)) if
+                         piece[0] < piece[1]]
+        for a, b in parts:
+            if text is not None and not any(c.isalnum() for c in text[a:b]):
+                continue
+            out.append(Span(a, b, span.label, span.source, span.score))
+    return sorted(out, key=lambda s: s.start)
