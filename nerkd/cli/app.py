@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from nerkd import __version__
-from nerkd.cli import bench, distill, export, finetune, infer, prune, report, serve, validate
+from nerkd.cli import bench, distill, export, finetune, infer, prune, redact, report, serve, validate
 from nerkd.cli.errors import set_debug
 
 
@@ -79,6 +79,7 @@ COMMANDS = {
     "prune": prune.prune,
     "finetune": finetune.finetune,
     "infer": infer.infer,
+    "redact": redact.redact,
     "bench": bench.bench,
     "report": report.report,
     "export": export.export,
