@@ -7,7 +7,8 @@ Rules, for every command that writes a model or a run (``distill``, ``finetune``
   the marker existed, a ``config.json`` with nerkd's metadata or a resumable checkpoint. A
   non-empty folder that is not nerkd's is refused (:class:`RunFolderError`, one line naming what
   it holds) unless ``--overwrite`` is given; then nerkd writes its files beside the others, and
-  the marker lists the entries that were there first (``foreign``) so that they are never removed.
+  the marker lists the entries that were there first (``foreign``) so that they are never removed
+  nor replaced: a foreign file under a name the command writes is refused (:func:`check_foreign`).
 - Only nerkd's own names are ever removed: the model files (:data:`MODEL_NAMES`, plus those the
   marker recorded at the last save), the run files (:data:`RUN_NAMES`), ``checkpoints/last`` and
   the leftovers of killed writes (:func:`clean_leftovers`).
@@ -137,19 +138,36 @@ def _describe(entries: list[Path], limit: int = 6) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def check_output(folder: str | Path, overwrite: bool = False, option: str | None = "--output") -> None:
-    """Refuse a file, or a non-empty folder that is not nerkd's (unless ``overwrite``)."""
+def check_output(folder: str | Path, overwrite: bool = False, option: str | None = "--output", *,
+                 writes: Callable[[str], bool] | None = None) -> None:
+    """Refuse a file, a non-empty folder that is not nerkd's (unless ``overwrite``) and, with
+    ``writes`` (the names the command may write there), a folder holding a file of the user's
+    under such a name (:func:`check_foreign`)."""
     folder = Path(folder)
     where = f"{option} {folder}" if option else str(folder)
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"{where}: is a file, not a folder")
-    if overwrite or not folder.is_dir() or is_nerkd_folder(folder):
+    if not folder.is_dir():
         return
+    nerkd = is_nerkd_folder(folder)
     entries = [p for p in _entries(folder) if p.name != LOCK]
-    if entries:
+    if not overwrite and not nerkd and entries:
         hint = "pass --overwrite" if option else "pass overwrite=True"
         raise RunFolderError(f"{where}: folder exists and is not a nerkd model folder (it holds "
                              f"{_describe(entries)}); choose an empty folder or {hint}")
+    if writes is not None:
+        mine = _foreign(folder) if (folder / MARKER).is_file() else set() if nerkd else {p.name for p in entries}
+        check_foreign(folder, [name for name in mine if writes(name)], option)
+
+
+def check_foreign(folder: Path, names: list[str], option: str | None = "--output") -> None:
+    """Refuse to write over the user's own files (``--overwrite`` keeps them, never replaces them)."""
+    names = sorted(n for n in names if (Path(folder) / n).exists())
+    if names:
+        where = f"{option} {folder}" if option else str(folder)
+        them = "it" if len(names) == 1 else "them"
+        raise RunFolderError(f"{where}: holds your {', '.join(names)} (not written by nerkd), which nerkd would "
+                             f"replace: move {them} out of the folder or choose another folder")
 
 
 class OutputIsInputError(RunFolderError, SettingsError):
@@ -231,6 +249,7 @@ def install_model(new: Path, folder: Path) -> list[str]:
     """Move the model files written to ``new`` (a folder inside ``folder``) into ``folder``,
     replacing the previous model as a unit and keeping every other file (see the module doc)."""
     names = sorted(p.name for p in new.iterdir())
+    check_foreign(folder, [n for n in names if n in _foreign(folder)], option=None)
     clash = [n for n in names if (folder / n).is_dir()]
     if clash:
         raise RunFolderError(f"{folder}: cannot write the model's {', '.join(clash)}: a folder has that name")
@@ -517,7 +536,7 @@ class RunFolder:
                 raise TrainingError(f"nothing to resume in {self.folder}: no checkpoints/last (run without --resume)")
         if not self.main:
             return self
-        check_output(self.folder, self.overwrite, self.option)
+        check_output(self.folder, self.overwrite, self.option, writes=_known)
         self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.lock.acquire(self.log)

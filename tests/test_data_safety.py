@@ -121,3 +121,59 @@ def test_report_refuses_a_folder_where_it_would_write_over_its_data(tiny_bio, in
     assert lines(res.stderr)[-1] == ("error: --output rep: holds the --data file (report.json), which nerkd would "
                                      "write over: choose another folder")
     assert snapshot(out) == before
+
+
+# -- 2. --overwrite never replaces the user's own files ---------------------------------------------
+
+def users_folder(path):
+    path.mkdir()
+    for name, text in (("config.json", '{"mine": true}'), ("settings.yaml", "mine: true\n"), ("README.md", "# mine\n"),
+                       ("keep.txt", "x")):
+        (path / name).write_text(text, encoding="utf-8")
+    return path
+
+
+def test_prune_overwrite_refuses_to_replace_the_users_files(tiny_bio, in_tmp, runner):
+    out = users_folder(in_tmp / "d")
+    before = snapshot(out)
+    res = runner.invoke(app, ["prune", "--model", str(tiny_bio), "--output", "d", "--overwrite", *sets()])
+    assert res.exit_code == 1, res.output
+    assert lines(res.stderr)[-1] == ("error: --output d: holds your config.json, settings.yaml (not written by nerkd), "
+                                     "which nerkd would replace: move them out of the folder or choose another folder")
+    assert snapshot(out) == before                                  # README.md: prune does not write one, not named
+    (out / "config.json").unlink()
+    (out / "settings.yaml").unlink()
+    res = runner.invoke(app, ["prune", "--model", str(tiny_bio), "--output", "d", "--overwrite", *sets()])
+    assert res.exit_code == 0, res.output
+    assert (out / "README.md").read_text(encoding="utf-8") == "# mine\n" and (out / "keep.txt").read_text() == "x"
+
+
+def test_export_overwrite_refuses_to_replace_the_users_files(tiny_bio, in_tmp, runner):
+    out = users_folder(in_tmp / "e")
+    before = snapshot(out)
+    res = runner.invoke(app, ["export", "--model", str(tiny_bio), "--format", "hf", "--output", "e", "--overwrite",
+                              *sets("export.check_sentences=0")])
+    assert res.exit_code == 1, res.output
+    assert lines(res.stderr)[-1] == ("error: --output e: holds your README.md, config.json (not written by nerkd), "
+                                     "which nerkd would replace: move them out of the folder or choose another folder")
+    assert snapshot(out) == before
+
+
+def test_a_marked_folder_keeps_refusing_to_replace_the_users_files(tiny_bio, tmp_path):
+    from nerkd.models.ner import load_tokenizer
+    from nerkd.rundir import RunFolder, RunFolderError
+
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "settings.yaml").write_text("mine: true\n")
+    NerModel.load(tiny_bio).save(out, tokenizer=load_tokenizer(tiny_bio), overwrite=True)   # marker: foreign
+    with pytest.raises(RunFolderError, match=r"/m: holds your settings.yaml \(not written by nerkd\)"):
+        with RunFolder(out, option=None):                  # a run's settings.yaml would replace the user's
+            pass
+    assert (out / "settings.yaml").read_text() == "mine: true\n"
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="holds your config.json"):   # checked again as the model moves in
+        NerModel.load(tiny_bio).save(other, tokenizer=load_tokenizer(tiny_bio), overwrite=True)
+    assert (other / "config.json").read_text() == "{}" and not (other / "model.safetensors").exists()

@@ -140,12 +140,18 @@ def check_output(output: Path, source: str | Path, overwrite: bool) -> None:
     from nerkd import rundir
 
     output = Path(output)
-    rundir.check_not_input(output, {"the model being exported (--model)": source},
-                           writes=lambda name: rundir.is_model_name(name) or name in EXPORT_NAMES)
+    rundir.check_not_input(output, {"the model being exported (--model)": source}, writes=export_writes)
     if output.is_dir() and not is_export_folder(output) and rundir.has_model(output):
         raise ExportError(f"--output {output}: holds a nerkd model, not an export (its files would be replaced); "
                           f"choose another folder")
-    rundir.check_output(output, overwrite, option="--output")
+    rundir.check_output(output, overwrite, option="--output", writes=export_writes)
+
+
+def export_writes(name: str) -> bool:
+    """A name an export writes in its folder."""
+    from nerkd import rundir
+
+    return rundir.is_model_name(name) or name in EXPORT_NAMES
 
 
 def install(output: Path, source: str | Path, fill: Callable[[Path], None], *, overwrite: bool) -> list[str]:
