@@ -20,12 +20,12 @@ COMMANDS = list(typer.main.get_command(app).commands)
 
 # What exists in the quickstart's project once `nox -s quickstart` has run (noxfile.py): the repository's
 # data and configs, the teacher built with --output artifacts/teacher, each stage's default output folder,
-# infer's --output, bench's and report's default outputs.
+# infer's and redact's --output, bench's and report's default outputs.
 QUICKSTART_FILES = ["configs/quickstart.yaml", "data/train.jsonl", "data/dev.jsonl", "data/test.jsonl",
                     "data/texts.txt", "data/label2id.json"]
 QUICKSTART_PATHS = {*QUICKSTART_FILES, *(f"artifacts/{d}" for d in STAGE_DIRS.values()),
-                    "artifacts/entities.jsonl", "artifacts/bench.json", "artifacts/report"}
-OUTPUT_OPTIONS = {"--output", "-o", "--json", ">"}
+                    "artifacts/entities.jsonl", "artifacts/redacted.jsonl", "artifacts/bench.json", "artifacts/report"}
+OUTPUT_OPTIONS = {"--output", "-o", "--json", "--mapping", ">"}
 
 
 def _help(runner, monkeypatch, args: list[str], columns: int) -> str:
@@ -74,7 +74,8 @@ def _paragraphs(text: str) -> list[list[str]]:
 
 
 def test_commands_are_the_nine():
-    assert COMMANDS == ["validate", "distill", "prune", "finetune", "infer", "bench", "report", "export", "serve"]
+    assert COMMANDS == ["validate", "distill", "prune", "finetune", "infer", "redact", "bench", "report", "export",
+                        "serve"]
 
 
 @pytest.mark.parametrize("args", [[], *([c] for c in COMMANDS)])

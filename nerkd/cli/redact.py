@@ -26,7 +26,7 @@ from nerkd.cli.errors import known_errors
 from nerkd.errors import NerkdError
 
 if TYPE_CHECKING:
-    from nerkd.stages.redact import RedactRun, RestoreRun
+    from nerkd.stages.redact import RedactRun
 
 
 class Mode(str, Enum):
@@ -35,10 +35,20 @@ class Mode(str, Enum):
     surrogate = "surrogate"
 
 
-class InputFormat(str, Enum):
-    auto = "auto"
-    text = "text"
-    jsonl = "jsonl"
+ModeOpt = Annotated[Mode | None, typer.Option(
+    "--mode", help="placeholder ([PER_1], numbered per note), mask ([PER]) or surrogate (realistic French fake "
+                   "values). Default: redact.mode.")]
+BiasOpt = Annotated[float | None, typer.Option(
+    "--bias", min=-20, max=20, help="Logit offset against O: higher finds more entities (recall) and replaces more "
+                                    "words that are not. Default: redact.bias.")]
+KeyFileOpt = Annotated[Path | None, typer.Option(
+    "--key-file", dir_okay=False, help="Secret key file (>= 16 bytes): the same value gets the same surrogate or "
+                                       "placeholder code in every note and run. Default: redact.key_file.")]
+MappingOpt = Annotated[Path | None, typer.Option(
+    "--mapping", dir_okay=False, help="Write the mapping (original values; what --restore needs) to this file, mode "
+                                      "0600. Keep it apart from the output. With --restore: read it.")]
+RestoreOpt = Annotated[bool, typer.Option(
+    "--restore", help="Give back the original notes of a redacted JSONL --input from its --mapping.")]
 
 
 @known_errors
@@ -48,56 +58,37 @@ def redact(
     model: ModelOpt = None,
     input_: Annotated[Path | None, input_option("Input file (default: stdin).")] = None,
     output: Annotated[Path | None, output_option("Output JSONL file (default: stdout).")] = None,
-    input_format: Annotated[InputFormat, typer.Option(
-        "--input-format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")
-    ] = InputFormat.auto,
-    mode: Annotated[Mode | None, typer.Option(
-        "--mode", help="placeholder ([PER_1], numbered per note), mask ([PER]) or surrogate (realistic French fake "
-                       "values). Default: redact.mode.")] = None,
-    bias: Annotated[float | None, typer.Option(
-        "--bias", min=-20, max=20, help="Logit offset against O: higher finds more entities (recall) and replaces "
-                                        "more words that are not. Default: redact.bias.")] = None,
-    key_file: Annotated[Path | None, typer.Option(
-        "--key-file", dir_okay=False, help="Secret key file (>= 16 bytes): the same value gets the same surrogate "
-                                           "or placeholder code in every note and run. Default: redact.key_file.")
-    ] = None,
-    mapping: Annotated[Path | None, typer.Option(
-        "--mapping", dir_okay=False, help="Write the mapping (original values; what --restore needs) to this file, "
-                                          "mode 0600. Keep it apart from the output. With --restore: read it.")
-    ] = None,
-    restore: Annotated[bool, typer.Option(
-        "--restore", help="Give back the original notes of a redacted JSONL --input from its --mapping.")] = False,
+    mode: ModeOpt = None,
+    bias: BiasOpt = None,
+    key_file: KeyFileOpt = None,
+    mapping: MappingOpt = None,
+    restore: RestoreOpt = False,
     device: Annotated[Device | None, device_option("Default: infer.device.")] = None,
     precision: Annotated[Precision | None, precision_option("Default: infer.precision.")] = None,
     backend: Annotated[Backend | None, backend_option("torch or onnx (pip install 'nerkd\\[onnx]'). Default: "
                                                       "infer.backend.")] = None,
-    chunk_size: Annotated[int | None, typer.Option(
-        "--chunk-size", min=1, help="Notes read, tagged and written per chunk (default 512 on CPU, 2048 on GPU).")
-    ] = None,
     threads: ThreadsOpt = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")] = False,
 ) -> None:
     """Pseudonymise French notes: names, places and organisations (the model) and identifiers (rules: phones,
     e-mails, URLs, NIR, IBAN, SIREN/SIRET, dates, redact.patterns) replaced, the same value the same way in a note.
 
     Input as for nerkd infer (plain text, one note per line, or JSONL with "text" and an optional "id"); output
     lines are {"id"?, "text", "replacements": [{"start", "end", "label", "source"}]} with offsets in the redacted
-    text, one per input line. The original text is never written to the output nor logged. It reduces, it does
-    not remove, the risk of re-identification: check a sample by hand (README "Pseudonymise your notes").
+    text, one per input line. The original text is never written to the output nor logged. With --mapping, the
+    original values go to a file of their own (mode 0600), and nerkd redact --restore --input REDACTED.jsonl
+    --mapping FILE gives the notes back, byte for byte. It reduces, it does not remove, the risk of
+    re-identification: check a sample by hand (README "Pseudonymise your notes").
 
     \b
-    Examples:
-      nerkd redact --model artifacts/final --input data/texts.txt --output redacted.jsonl
-      nerkd redact --mode surrogate --key-file secret.key --mapping mapping.jsonl -i notes.jsonl -o out.jsonl
-      nerkd redact --restore --input out.jsonl --mapping mapping.jsonl --output notes_again.jsonl
+    Example:
+      nerkd redact --input data/texts.txt --output artifacts/placeholders.jsonl
+      nerkd redact --mode surrogate -i data/texts.txt -o artifacts/fake.jsonl
+      nerkd redact --mapping map.jsonl -i data/texts.txt -o artifacts/kept.jsonl
     """
+    source = input_ if input_ is not None else sys.stdin.buffer
+    target = output if output is not None else sys.stdout.buffer
     if restore:
-        if mapping is None:
-            raise NerkdError("--restore needs --mapping FILE (the mapping written by nerkd redact --mapping)")
-        from nerkd.stages.redact import run_restore
-
-        _restored(run_restore(input_ if input_ is not None else sys.stdin.buffer,
-                              output if output is not None else sys.stdout.buffer, mapping), output)
+        _restore(source, target, mapping, output)
         return
     from nerkd.stages.infer import resolve_model
     from nerkd.stages.redact import RedactJob, run_redact
@@ -109,12 +100,20 @@ def redact(
     infer = settings.infer.model_copy(update={k: v.value for k, v in
                                               {"device": device, "precision": precision, "backend": backend}.items()
                                               if v is not None})
-    job = RedactJob(input_ if input_ is not None else sys.stdin.buffer,
-                    output if output is not None else sys.stdout.buffer, in_format=input_format.value,
-                    mapping=mapping, key_file=key_file, chunk_size=chunk_size, threads=threads,
-                    show_progress=not no_progress)
+    job = RedactJob(source, target, mapping=mapping, key_file=key_file, threads=threads)
     _summary(run_redact(ref, job, section, infer, max_length=settings.data.max_length, stride=settings.data.stride),
              output)
+
+
+def _restore(source, target, mapping: Path | None, output: Path | None) -> None:
+    from nerkd.stages.redact import run_restore
+    from nerkd.ui import log
+
+    if mapping is None:
+        raise NerkdError("--restore needs --mapping FILE (the mapping written by nerkd redact --mapping)")
+    run = run_restore(source, target, mapping)
+    log(f"redact --restore: {run.docs} notes, {run.restored} replacements put back"
+        f"{f'; wrote {output}' if output is not None else ''}")
 
 
 def _summary(run: RedactRun, output: Path | None) -> None:
@@ -131,10 +130,3 @@ def _summary(run: RedactRun, output: Path | None) -> None:
         log(f"redact: mapping in {run.mapping} (mode 0600): it holds the original values, keep it apart")
     for level, message in run.notes:
         (warn if level == "warning" else log)(message)
-
-
-def _restored(run: RestoreRun, output: Path | None) -> None:
-    from nerkd.ui import log
-
-    log(f"redact --restore: {run.docs} notes, {run.restored} replacements put back"
-        f"{f'; wrote {output}' if output is not None else ''}")
