@@ -63,7 +63,8 @@ def merge_spans(model: Iterable[Span], rules: Iterable[Span], text: str | None =
     Overlapping spans of one source are resolved to the longest. A rule's label wins for identifiers: the
     characters a rule span covers take the rule's label, and a model span overlapping it keeps only its parts
     outside the rule span (cut in two when the rule span lies inside it). With ``text``, a part left without a
-    letter or digit (a space, a comma) is dropped: nothing that identifies stays uncovered.
+    letter or digit (a space, a comma) is dropped and the others lose their edge spaces: nothing that identifies
+    stays uncovered.
     """
     rule_spans = longest_first(rules)
     out = list(rule_spans)
@@ -74,7 +75,12 @@ def merge_spans(model: Iterable[Span], rules: Iterable[Span], text: str | None =
                 parts = [piece for a, b in parts for piece in ((a, min(b, r.start)), (max(a, r.end), b)) if
                          piece[0] < piece[1]]
         for a, b in parts:
-            if text is not None and not any(c.isalnum() for c in text[a:b]):
-                continue
+            if text is not None:
+                if not any(c.isalnum() for c in text[a:b]):
+                    continue
+                while text[a].isspace():
+                    a += 1
+                while text[b - 1].isspace():
+                    b -= 1
             out.append(Span(a, b, span.label, span.source, span.score))
     return sorted(out, key=lambda s: s.start)
