@@ -35,7 +35,7 @@ class DataSettings(Section):
     train: str | None = None
     dev: str | None = None
     test: str | None = None
-    format: Literal["auto", "jsonl", "conll", "spans", "labelstudio", "doccano"] = "auto"
+    format: Literal["auto", "jsonl", "conll", "spans", "labelstudio", "doccano", "brat"] = "auto"
     scheme: Literal["auto", "IO", "BIO", "BIOES"] = "auto"
     label2id: str | None = None
     max_length: int = Field(128, ge=8, le=8192, description="sub-word tokens per window, specials included")

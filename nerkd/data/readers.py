@@ -21,13 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from nerkd.data import annotators
+from nerkd.data import annotators, brat
 from nerkd.data.schemes import split_tag, tags_from_spans
 from nerkd.data.sentences import ReadStats, Sentence, json_object, numbered_lines, split_at
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
 
-FORMATS = ("jsonl", "conll", "spans", "labelstudio", "doccano")   # the last two: nerkd.data.annotators
+FORMATS = ("jsonl", "conll", "spans", "labelstudio", "doccano", "brat")   # the last three: annotators, brat
 DOCSTART = "-DOCSTART-"
 
 
@@ -174,6 +174,8 @@ def read_spans(path: Path, stats: ReadStats) -> Iterator[Sentence]:
 
 
 def detect_format(path: Path) -> str:
+    if brat.is_brat(path):   # a folder, a .ann, or a .txt with its .ann beside it
+        return brat.FORMAT
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         if tool := annotators.sniff_format(path):   # Label Studio's JSON array, Doccano's JSONL
@@ -187,7 +189,8 @@ def detect_format(path: Path) -> str:
 
 
 _READERS = {"jsonl": read_jsonl, "conll": read_conll, "spans": read_spans,
-            "labelstudio": annotators.read_labelstudio, "doccano": annotators.read_doccano}
+            "labelstudio": annotators.read_labelstudio, "doccano": annotators.read_doccano,
+            brat.FORMAT: brat.read_brat}
 
 
 def _relabel(sent: Sentence, relabel: Mapping[str, str], stats: ReadStats) -> None:

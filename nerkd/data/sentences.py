@@ -29,9 +29,12 @@ class Sentence:
     text: str | None = None
     offsets: list[tuple[int, int]] | None = None
     token_lines: bool = False   # CoNLL: token i is on line ``line + i``
+    tag_lines: list[int] | None = None   # BRAT: token i's tag comes from line ``tag_lines[i]`` of ``source``
 
     def line_of(self, i: int) -> int:
         """1-based line of token ``i`` (the sentence's line for one-sentence-per-line formats)."""
+        if self.tag_lines is not None:
+            return self.tag_lines[i]
         return self.line + i if self.token_lines else self.line
 
 
