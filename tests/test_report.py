@@ -217,7 +217,7 @@ def test_report_scores_bench_and_plots(tiny_io_teacher, tiny_bio, tiny_pruned, t
     # bench merged by path: latencies in the table, speed-ups against the first model, int8 row scored
     assert by_name["student"]["bench"]["latency_ms_p50"] == 10.0
     assert by_name["student"]["compression"]["speedup_latency"] == pytest.approx(2.0)
-    assert md_row(section(md, "Size and speed"), "student")[5:10] == ["10.0", "9.0–11.0", "15.0", "200", "180–220"]
+    assert md_row(section(md, "Size and speed"), "student")[7:12] == ["10.0", "9.0–11.0", "15.0", "200", "180–220"]
     assert "medians over 3 blocks" in section(md, "Size and speed") and not rep.warnings
     int8 = by_name["pruned (int8)"]   # an int8 bench entry adds the model's int8 row, as --int8 does
     assert int8["runtime"]["label"] == "int8" and int8["disk_bytes"] == 1234 and int8["reference"] == "pruned"
@@ -246,7 +246,7 @@ def test_report_without_bench_says_missing(tiny_bio, tiny_pruned, tmp_path):
     assert "Bench figures missing" in md and "nerkd bench" in md
     assert "latency p50" not in md
     row = md_row(section(md, "Size and speed"), "pruned")
-    assert row[2] == f"{rep.rows[0].score.parameters / rep.rows[1].score.parameters:.2f}x"
+    assert row[1] == f"{rep.rows[0].score.parameters / rep.rows[1].score.parameters:.2f}x"
     disk = sum(p.stat().st_size for p in Path(tiny_pruned).glob("*.safetensors"))
     assert orjson.loads((tmp_path / "r" / "report.json").read_bytes())["models"][1]["disk_bytes"] == disk
     assert (tmp_path / "r" / "pareto.png").is_file()  # F1 vs parameters instead
@@ -291,7 +291,7 @@ def test_cli_defaults_on_project(in_tmp, runner, tiny_io_teacher, tiny_bio, tiny
     names = [line.split("|")[1].strip() for line in md.split("## Size and speed")[0].splitlines()
              if line.startswith("| ") and not line.startswith("| model")]
     assert names == ["teacher", "student", "pruned"]
-    assert md_row(section(md, "Size and speed"), "student")[5] == "10.0"  # default bench.json merged
+    assert md_row(section(md, "Size and speed"), "student")[7] == "10.0"  # default bench.json merged
     assert "no bench entry for pruned" in md
     assert "warning:" in result.stderr and "machine under load while timing [test]" in result.stderr
 
@@ -309,7 +309,7 @@ def test_bench_warnings_reach_the_report(tiny_bio, tmp_path):
     assert data["warnings"] == rep.warnings and data["benches"][0]["blocks"] == 3
     assert data["benches"][1]["blocks"] is None
     assert any("no spread over timing blocks" in n and str(old) in n for n in rep.notes)
-    assert md_row(section(md, "Size and speed"), "student")[6] == "18.0–22.0"
+    assert md_row(section(md, "Size and speed"), "student")[8] == "18.0–22.0"
     from nerkd.infer.benchfile import read_bench
 
     bad = tmp_path / "bad.json"

@@ -42,6 +42,9 @@ DELTA_LINE = (f"{DELTA_HEADER}: the row's `all` F1 minus that of the same model 
               "windows and decoding (those of `nerkd infer`), so the difference is the runtime's.")
 
 
+NO_NOTES = "No notes for this report."
+
+
 def legend(report: Report) -> list[str]:
     return [*LEGEND, DELTA_LINE] if report.compares else LEGEND
 
@@ -127,6 +130,21 @@ def size_speed_table(report: Report) -> TableData:
     return TableData("Size and speed", headers, rows)
 
 
+RATIOS = ("x fewer params", "x smaller on disk", "speed-up (latency)", "speed-up (throughput)")
+
+
+def ratios_first(table: TableData) -> TableData:
+    """``table`` with its ratio columns (:data:`RATIOS`) right after the model's name: a page shows them
+    without scrolling sideways (the terminal splits the table instead, :mod:`nerkd.cli.render`)."""
+    lead = [0] + [i for i, c in enumerate(table.columns) if c in RATIOS]
+    order = lead + [i for i in range(len(table.columns)) if i not in lead]
+
+    def pick(cells: list[str]) -> list[str]:
+        return [cells[i] for i in order]
+
+    return TableData(table.title, pick(table.columns), [pick(r) for r in table.rows], pick(table.justify))
+
+
 def training_table(report: Report) -> TableData | None:
     rows = []
     for row in report.rows:
@@ -179,7 +197,7 @@ def _md_table(table: TableData) -> str:
 
 
 def markdown(report: Report) -> str:
-    entities, sizes = entity_table(report), size_speed_table(report)
+    entities, sizes = entity_table(report), ratios_first(size_speed_table(report))
     parts = ["# nerkd report", "", f"Created {report.created}.", "", f"Data: {data_line(report)}", "",
              f"## {entities.title}", "", _md_table(entities), "", f"## {sizes.title}", ""]
     for line in speed_lines(report):
@@ -195,8 +213,7 @@ def markdown(report: Report) -> str:
         parts += [f"Plots skipped: {report.plots_skipped}.", ""]
     for title, path in report.plots.items():
         parts += [f"![{title}]({Path(path).name})", "", f"*{title}*", ""]
-    if report.notes:
-        parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    parts += ["## Notes", ""] + ([f"- {n}" for n in report.notes] or [NO_NOTES]) + [""]
     parts += ["## How to read this report", ""] + [f"- {line}" for line in legend(report)]
     return "\n".join(parts) + "\n"
 
@@ -234,7 +251,7 @@ def _code(text: str) -> str:
 
 
 def html_page(report: Report) -> str:
-    entities, sizes = entity_table(report), size_speed_table(report)
+    entities, sizes = entity_table(report), ratios_first(size_speed_table(report))
     parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              "<title>nerkd report</title>", f"<style>{CSS}</style></head><body>",
@@ -256,9 +273,10 @@ def html_page(report: Report) -> str:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         parts.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{_code(title)}</figcaption></figure>")
-    if report.notes:
-        parts += ["<h2>Notes</h2><ul>"] + [f"<li>{_code(n)}</li>" for n in report.notes] + ["</ul>"]
-    parts += ["<h2>How to read this report</h2><ul>"] + [f"<li>{_code(x)}</li>" for x in legend(report)] + ["</ul>"]
+    parts += ['<h2 id="notes">Notes</h2><ul>'] + [f"<li>{_code(n)}</li>" for n in report.notes or [NO_NOTES]]
+    parts += ["</ul><h2>How to read this report</h2><ul>"]
+    parts += [f"<li>{_code(x)}</li>".replace("(see Notes)", '(see <a href="#notes">Notes</a>)') for x in legend(report)]
+    parts.append("</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
