@@ -26,7 +26,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # nerkd's own suffix: the leftover of a killed write is recognised as such (nerkd.rundir.clean_leftovers)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nerkd-tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

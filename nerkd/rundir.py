@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,10 +57,14 @@ MODEL_NAMES = frozenset({
 MODEL_PATTERNS = ("model-*-of-*.safetensors",)
 # what the commands write beside the model
 RUN_NAMES = frozenset({"settings.yaml", "labels.json", "metrics.jsonl", "train_summary.json", "head_importance.json"})
-# temporary names of killed writes, inside the folder (``checkpoints/`` has its own, below)
-_LEFTOVERS = (".save.tmp-*", ".best.tmp-*", f"{LOCK}.stale-*")
-_CHECKPOINT_LEFTOVERS = (".last.tmp-*",)
-_ATOMIC_TMP = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")   # nerkd.io.atomic_write's temporary files
+# nerkd's temporary names (the leftovers of killed writes are exactly these, nothing else is removed):
+# folders ``.<kind>.tmp-XXXXXXXX.nerkd-tmp`` holding the file TEMP_MARK (:func:`temp_folder`), the files of
+# nerkd.io.atomic_write ``.<name>.XXXXXXXX.nerkd-tmp`` and stale locks set aside ``.nerkd.lock.stale-<pid>``
+TEMP_SUFFIX = ".nerkd-tmp"
+TEMP_MARK = ".nerkd-temp"
+_TEMP_DIR = re.compile(r"\.(save|last)\.tmp-[a-z0-9_]{8}\.nerkd-tmp")
+_ATOMIC_TMP = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.nerkd-tmp")
+_STALE_LOCK = re.compile(re.escape(LOCK) + r"\.stale-[0-9]+")
 STALE_LOCK_AGE_S = 10.0   # a lock file with no readable PID older than this is stale (a killed writer)
 
 Log = Callable[[str], None]
@@ -248,7 +253,7 @@ def _chmod_tree(path: Path) -> None:
 def install_model(new: Path, folder: Path) -> list[str]:
     """Move the model files written to ``new`` (a folder inside ``folder``) into ``folder``,
     replacing the previous model as a unit and keeping every other file (see the module doc)."""
-    names = sorted(p.name for p in new.iterdir())
+    names = sorted(p.name for p in new.iterdir() if p.name != TEMP_MARK)
     check_foreign(folder, [n for n in names if n in _foreign(folder)], option=None)
     clash = [n for n in names if (folder / n).is_dir()]
     if clash:
@@ -276,6 +281,26 @@ def install_model(new: Path, folder: Path) -> list[str]:
 
 
 # -- clean-up --------------------------------------------------------------------------------
+def temp_folder(parent: str | Path, kind: str) -> Path:
+    """A new temporary folder of nerkd's in ``parent``: ``.<kind>.tmp-XXXXXXXX.nerkd-tmp`` (``kind``:
+    save or last) holding the marker file :data:`TEMP_MARK`; a killed write leaves it to
+    :func:`clean_leftovers`, which removes nothing without both."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}.tmp-", suffix=TEMP_SUFFIX, dir=parent))
+    (tmp / TEMP_MARK).touch()
+    return tmp
+
+
+def is_temp_folder(path: Path) -> bool:
+    return (_TEMP_DIR.fullmatch(path.name) is not None and path.is_dir() and not path.is_symlink()
+            and (path / TEMP_MARK).is_file())
+
+
+def _is_leftover_file(path: Path) -> bool:
+    tmp = _ATOMIC_TMP.fullmatch(path.name)
+    return path.is_file() and not path.is_symlink() and (
+        (tmp is not None and _known(tmp[1])) or _STALE_LOCK.fullmatch(path.name) is not None)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -283,37 +308,17 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _save_temp_of(folder: Path) -> re.Pattern:
-    # NerModel.save before 0.2 wrote to mkdtemp(prefix=".<name>.") next to the folder, and kept
-    # the previous folder as ".<name>.old" while swapping
-    return re.compile(rf"\.{re.escape(folder.name)}\.(old|[a-z0-9_]{{8}})")
-
-
-def _only_model_files(path: Path) -> bool:
-    return path.is_dir() and all(p.is_file() and (is_model_name(p.name) or p.name == MARKER) for p in path.iterdir())
-
-
 def clean_leftovers(folder: str | Path, log: Log = _quiet) -> list[str]:
-    """Remove what killed writes left behind in ``folder`` (only nerkd's own temporary names);
-    returns them, relative to ``folder``'s parent."""
+    """Remove what killed writes left behind in ``folder`` and its ``checkpoints/``: nerkd's own
+    temporaries only (the names above; a folder also needs its marker file), never anything beside
+    ``folder``; returns them, relative to ``folder``'s parent."""
     folder = Path(folder)
-    found: list[Path] = []
-    for entry in _entries(folder):
-        name = entry.name
-        tmp = _ATOMIC_TMP.fullmatch(name)
-        if any(fnmatch.fnmatchcase(name, p) for p in _LEFTOVERS) or (tmp and entry.is_file() and _known(tmp[1])):
-            found.append(entry)
     ckpt = folder / CHECKPOINTS
-    for entry in _entries(ckpt):
-        if any(fnmatch.fnmatchcase(entry.name, p) for p in _CHECKPOINT_LEFTOVERS):
-            found.append(entry)
+    found = [entry for entry in [*_entries(folder), *_entries(ckpt)]
+             if is_temp_folder(entry) or _is_leftover_file(entry)]
     old_ckpt = ckpt / ".last.old"
     if old_ckpt.exists() and _checkpoint_complete(ckpt / "last"):
         found.append(old_ckpt)           # else it is the one complete checkpoint: find_last uses it
-    pattern = _save_temp_of(folder)
-    for entry in _entries(folder.parent):
-        if pattern.fullmatch(entry.name) and _only_model_files(entry):
-            found.append(entry)
     for path in found:
         _remove(path)
     if found:
@@ -358,8 +363,7 @@ def clear_checkpoints(folder: str | Path) -> list[str]:
     ckpt = Path(folder) / CHECKPOINTS
     gone = []
     for entry in _entries(ckpt):
-        if entry.name in ("last", ".last.old") or any(fnmatch.fnmatchcase(entry.name, p)
-                                                      for p in _CHECKPOINT_LEFTOVERS):
+        if entry.name in ("last", ".last.old") or is_temp_folder(entry):
             _remove(entry)
             gone.append(f"{CHECKPOINTS}/{entry.name}")
     if ckpt.is_dir() and not any(ckpt.iterdir()):

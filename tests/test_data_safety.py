@@ -177,3 +177,29 @@ def test_a_marked_folder_keeps_refusing_to_replace_the_users_files(tiny_bio, tmp
     with pytest.raises(RunFolderError, match="holds your config.json"):   # checked again as the model moves in
         NerModel.load(tiny_bio).save(other, tokenizer=load_tokenizer(tiny_bio), overwrite=True)
     assert (other / "config.json").read_text() == "{}" and not (other / "model.safetensors").exists()
+
+
+# -- 3. the leftover cleaner removes nerkd's own temporaries only ----------------------------------
+
+def test_a_hidden_backup_beside_the_output_is_never_a_leftover(tiny_bio, in_tmp, runner):
+    art = in_tmp / "art"
+    shutil.copytree(tiny_bio, art / "k6")
+    backup = shutil.copytree(tiny_bio, art / ".k6.20261207")          # the user's backup of the model
+    before = snapshot(backup)
+    res = runner.invoke(app, ["prune", "--model", str(tiny_bio), "--output", "art/k6", *sets()])
+    assert res.exit_code == 0, res.output
+    assert "leftover" not in res.stderr
+    assert snapshot(backup) == before
+
+
+def test_only_marked_temporaries_are_cleaned(tmp_path):
+    from nerkd import rundir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    marked = rundir.temp_folder(out, "save")
+    unmarked = out / ".save.tmp-abcd1234"                              # nerkd's old name, no suffix, no marker
+    unmarked.mkdir()
+    (unmarked / "config.json").write_text("{}")
+    assert rundir.clean_leftovers(out) == [f"run/{marked.name}"]
+    assert unmarked.is_dir() and not marked.exists()

@@ -261,30 +261,32 @@ def test_leftovers_of_killed_writes_are_cleaned_and_nothing_else(tiny_bio, tmp_p
     out = tmp_path / "run"
     shutil.copytree(tiny_bio, out)
     ckpt = out / "checkpoints"
-    for name in ("last", ".last.old", ".last.tmp-k1x2"):
+    for name in ("last", ".last.old"):
         (ckpt / name).mkdir(parents=True)
+    killed = rundir.temp_folder(ckpt, "last")                          # save_last killed mid-way
+    for folder in (ckpt / "last", ckpt / ".last.old", killed):
         for f in ("model.safetensors", "train_state.pt", "state.json"):
-            (ckpt / name / f).write_text("{}")
-    (out / ".save.tmp-abc123").mkdir()
-    (out / ".best.tmp-x9").mkdir()
-    (out / ".best.tmp-x9" / "model").mkdir()
-    (out / ".settings.yaml.ab12cd_3.tmp").write_text("half")
-    (out / ".mine.tmp").write_text("the user's")                       # not a nerkd temporary name
+            (folder / f).write_text("{}")
+    rundir.temp_folder(out, "save")                                    # NerModel.save killed mid-way
+    (out / ".settings.yaml.ab12cd_3.nerkd-tmp").write_text("half")     # atomic_write killed mid-way
+    (out / f"{LOCK}.stale-123").write_text("{}")
+    (out / ".mine.tmp").write_text("the user's")                       # not nerkd temporary names
     (out / ".hidden").mkdir()
-    shutil.copytree(tiny_bio, tmp_path / ".run.old")                   # NerModel.save's old swap folders
+    (out / ".save.tmp-abc12345.nerkd-tmp").mkdir()                    # nerkd's name without nerkd's marker
+    (out / ".settings.yaml.ab12cd_3.tmp").write_text("x")
+    shutil.copytree(tiny_bio, tmp_path / ".run.old")                   # beside the folder: never touched
     shutil.copytree(tiny_bio, tmp_path / ".run.k2j4l5m6")
-    (tmp_path / ".run.notes_12").mkdir()
-    (tmp_path / ".run.notes_12" / "notes.txt").write_text("not a model")
     messages = []
     with RunFolder(out, resume=True, log=messages.append):
         pass
     assert sorted(p.name for p in ckpt.iterdir()) == ["last"]
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".hidden", ".mine.tmp", MARKER]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.notes_12", "run"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [
+        ".hidden", ".mine.tmp", MARKER, ".save.tmp-abc12345.nerkd-tmp", ".settings.yaml.ab12cd_3.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.k2j4l5m6", ".run.old", "run"]
     with RunFolder(tmp_path / "new"):
         pass
     assert not (tmp_path / "new").exists()                     # a folder it made and left empty is removed
-    assert len(messages) == 1 and messages[0].startswith("removed 7 leftovers of interrupted writes: ")
+    assert len(messages) == 1 and messages[0].startswith("removed 5 leftovers of interrupted writes: ")
 
 
 def test_the_only_complete_checkpoint_is_not_a_leftover(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -164,7 +163,7 @@ def install(output: Path, source: str | Path, fill: Callable[[Path], None], *, o
     check_output(output, source, overwrite)
     created = not output.exists()
     rundir.adopt(output)
-    tmp = Path(tempfile.mkdtemp(prefix=".save.tmp-", dir=output))
+    tmp = rundir.temp_folder(output, "save")
     try:
         fill(tmp)
         return rundir.install_model(tmp, output)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -111,7 +110,7 @@ class NerModel(nn.Module):
         folder = Path(folder)
         rundir.check_output(folder, overwrite, option=None)
         rundir.adopt(folder)
-        tmp = Path(tempfile.mkdtemp(prefix=".save.tmp-", dir=folder))
+        tmp = rundir.temp_folder(folder, "save")
         try:
             self._save_into(tmp, tokenizer)
             rundir.install_model(tmp, folder)

@@ -27,7 +27,6 @@ import os
 import pickle
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from nerkd.errors import TrainingError
 from nerkd.io import default_mode, write_json
 
 # where a checkpoint lives and how to find the newest complete one are the run folder's rules
-from nerkd.rundir import LAST, find_last, is_complete, read_state  # noqa: F401 - the loop's API
+from nerkd.rundir import LAST, find_last, is_complete, read_state, temp_folder  # noqa: F401 - the loop's API
 from nerkd.settings import Settings
 
 
@@ -85,7 +84,7 @@ def save_last(out_dir: Path, *, model: nn.Module, extras: list[nn.Module], optim
 
     final = Path(out_dir) / LAST
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".last.tmp-", dir=final.parent))
+    tmp = temp_folder(final.parent, "last")
     try:
         save_file(_tensors(model), str(tmp / "model.safetensors"))
         if extras:
