@@ -15,7 +15,7 @@ from nerkd.infer.bench import add_speedups, bench_ticks, disk_bytes
 from nerkd.infer.bench import quantile as _quantile
 from nerkd.models.ner import NerModel
 from nerkd.settings import load_settings
-from nerkd.stages.bench import bench_texts, name_models, run_bench
+from nerkd.stages.bench import bench_models, bench_texts, name_models
 from tests.helpers import DATA
 
 MACHINE_KEYS = {"cpu", "threads", "torch", "device"}
@@ -60,7 +60,7 @@ def test_run_bench_contract(tiny_bio, tiny_crf):
     texts = bench_texts(settings, None, 6)
     assert len(texts) == 6 and "l'AAH" in texts[0]  # elisions glued back when detokenising
     ticks = []
-    doc = run_bench(name_models([str(tiny_bio), str(tiny_crf)]), texts, settings, device="cpu", precision="fp32",
+    doc = bench_models(name_models([str(tiny_bio), str(tiny_crf)]), texts, settings, device="cpu", precision="fp32",
                     tick=ticks.append)
     check_contract(doc, ["tiny_bio", "tiny_crf"], 6)
     assert sum(ticks) == bench_ticks(6, 5) * 2 and doc["blocks"] == 5
@@ -72,7 +72,7 @@ def test_run_bench_contract(tiny_bio, tiny_crf):
 def test_int8_keeps_parameter_count(tiny_bio):
     settings = settings_for()
     texts = bench_texts(settings, None, 3)
-    doc = run_bench([("q", str(tiny_bio))], texts, settings, device="cpu", precision="int8")
+    doc = bench_models([("q", str(tiny_bio))], texts, settings, device="cpu", precision="int8")
     assert doc["models"][0]["parameters"] == NerModel.load(tiny_bio).num_parameters()
 
 
@@ -166,7 +166,7 @@ def fake_run(texts, blocks, bases=None, **kwargs):
     bases = bases or {"A": 1e-3, "B": 4e-3, "C": 2e-3}
     clock, log = FakeClock(), []
     settings = load_settings(None, ["bench.warmup=2"])
-    doc = run_bench([(n, n) for n in bases], texts, settings, device="cpu", precision="fp32", blocks=blocks,
+    doc = bench_models([(n, n) for n in bases], texts, settings, device="cpu", precision="fp32", blocks=blocks,
                     load=lambda ref, **kw: FakeEngine(ref, bases[ref], clock, log), clock=clock, **kwargs)
     return doc, log
 
@@ -221,7 +221,7 @@ def test_blocks_capped_by_sentences_and_skipped_models_keep_ticks():
         return FakeEngine(ref, 1e-3, clock, log)
 
     settings = load_settings(None, ["bench.warmup=0", "bench.blocks=7"])
-    doc = run_bench([("gone", "gone"), ("A", "A")], TEXTS[:4], settings, device="cpu", precision="fp32",
+    doc = bench_models([("gone", "gone"), ("A", "A")], TEXTS[:4], settings, device="cpu", precision="fp32",
                     load=load, clock=clock, tick=ticks.append, on_skip=lambda n, why: skipped.append(n))
     assert doc["blocks"] == 4 and skipped == ["gone"] and [m["name"] for m in doc["models"]] == ["A"]
     assert sum(ticks) == 2 * bench_ticks(4, 7)

@@ -308,12 +308,12 @@ def test_hf_export_of_a_crf_model_warns(runner, in_tmp, tiny_crf):
 # -- bench -----------------------------------------------------------------------------------------
 def test_bench_rows_side_by_side(tiny_bio, onnx_bio, one_thread):
     from nerkd.settings import load_settings
-    from nerkd.stages.bench import load_engine, name_models, run_bench
+    from nerkd.stages.bench import bench_models, load_engine, name_models
 
     models = name_models([str(tiny_bio), str(onnx_bio)])
     assert [name for name, _ in models] == ["tiny_bio", "bio_onnx [onnx]"]
     settings = load_settings(None, ["bench.warmup=1"])
-    result = run_bench(models, TEXTS[:6], settings, device="cpu", precision="fp32", blocks=2)
+    result = bench_models(models, TEXTS[:6], settings, device="cpu", precision="fp32", blocks=2)
     rows = {r["name"]: r for r in result["models"]}
     assert load_engine(str(onnx_bio), settings, device="cpu", precision="fp32").backend == "onnx"
     assert load_engine(str(tiny_bio), settings, device="cpu", precision="fp32").backend == "torch"

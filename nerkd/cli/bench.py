@@ -56,40 +56,17 @@ def bench(
     Example:
       nerkd bench --model artifacts/teacher --model artifacts/final --sentences 30
     """
-    from nerkd.infer.benchfile import write_bench
-    from nerkd.rundir import check_not_input
-    from nerkd.stages.bench import bench_texts, bench_ticks, default_models, name_models, run_bench
-    from nerkd.threads import describe_threads, set_threads
+    settings, project = resolve(config, set_)   # settings errors before torch is imported
+    from nerkd.stages.bench import run_bench
     from nerkd.ui import err, warn
 
-    settings, project = resolve(config, set_)
-    bs = settings.bench
-    n = sentences or bs.sentences
-    dev = device.value if device else bs.device
-    prec = precision.value if precision else bs.precision
-    n_threads, why = set_threads(threads)
-    models = name_models(model) if model else default_models(settings, project)
-    path = json_path or project.artifacts(settings.paths.artifacts) / "bench.json"
-    check_not_input(path, {"the --input file": input_, **{f"the model {m.name}'s folder": m.path for m in models}},
-                    "--json", folder=False)
-    texts = bench_texts(settings, input_, n)
-    if len(texts) < n:
-        err.print(f"bench: only {len(texts)} sentences available (asked for {n})")
-    err.print(f"bench: {len(models)} models, {len(texts)} sentences, {dev} ({describe_threads(n_threads, why)}), "
-              f"{prec}, warm-up {bs.warmup}, "
-              f"{min(bs.blocks, len(texts))} blocks, batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
-    from nerkd.ui import progress
-
-    with progress() as bar:
-        task = bar.add_task("bench", total=bench_ticks(len(texts), bs.blocks) * len(models), info="")
-        result = run_bench(models, texts, settings, device=dev, precision=prec, backend=backend.value,
-                           tick=lambda k: bar.advance(task, k),
-                           on_skip=None if model else lambda name, why: warn(f"skipped {name}: {why}"))
-    write_bench(path, result)
-    render(result)
-    for message in result.get("warnings", []):
+    run = run_bench(settings, project, model, device=device.value if device else None,
+                    precision=precision.value if precision else None, sentences=sentences, input_path=input_,
+                    threads=threads, backend=backend.value, output=json_path)
+    render(run.document)
+    for message in run.document.get("warnings", []):
         warn(message)
-    err.print(f"bench: results written to {path}")
+    err.print(f"bench: results written to {run.path}")
 
 
 def render(result: dict) -> None:

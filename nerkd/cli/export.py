@@ -17,11 +17,9 @@ from nerkd.cli.common import (
     resolve,
 )
 from nerkd.cli.errors import known_errors
-from nerkd.errors import NerkdError
 
 if TYPE_CHECKING:
-    from nerkd.export import ExportResult
-    from nerkd.settings import ExportSettings
+    from nerkd.stages.export import ExportRun
 
 
 class ExportFormat(str, Enum):
@@ -62,47 +60,21 @@ def export(
       nerkd export -m artifacts/final --format onnx -o artifacts/final_onnx
       nerkd export -m artifacts/final --format hf -o artifacts/final_hf
     """
-    from nerkd.export import check_texts, export_hf, export_onnx
+    from nerkd.stages.export import run_export
     from nerkd.ui import err
 
     settings, project = resolve(config, set_)
-    st = settings.export
-    kind = (fmt.value if fmt else st.format)
-    quant = st.int8 if int8 is None else int8
-    if quant and kind != "onnx":
-        raise NerkdError("--int8 is for --format onnx (the hf folder is fp32)")
-    ref = model or project.default_input("infer", settings.paths.artifacts)
-    if ref is None:
-        raise NerkdError(f"no model to export: give --model FOLDER (no distill, prune or finetune output found "
-                         f"under {project.artifacts(settings.paths.artifacts)})")
-    suffix = "hf" if kind == "hf" else ("onnx_int8" if quant else "onnx")
-    target = output or project.artifacts(settings.paths.artifacts) / f"{Path(str(ref)).name}_{suffix}"
-    texts, source = check_texts(settings, input_, st.check_sentences)
-    err.print(f"export: {ref} -> {target} ({_plan(kind, quant, st)}; "
-              f"{_checked(texts, source)})", soft_wrap=True)
-    if kind == "onnx":
-        result = export_onnx(ref, target, int8=quant, opset=st.opset, exporter=st.exporter, overwrite=overwrite,
-                             texts=texts, max_length=settings.data.max_length, stride=settings.data.stride)
-    else:
-        result = export_hf(ref, target, overwrite=overwrite, texts=texts, max_length=settings.data.max_length,
-                           stride=settings.data.stride)
-    _show(result, kind, target, len(texts))
-    err.print(f"export: done in {result.seconds:.1f} s")
+    run = run_export(settings, project, model, fmt=fmt.value if fmt else None, int8=int8, output=output,
+                     overwrite=overwrite, input_path=input_)
+    _show(run)
+    err.print(f"export: done in {run.result.seconds:.1f} s")
 
 
-def _plan(kind: str, quant: bool, st: ExportSettings) -> str:
-    exporter = "torchscript exporter (dynamo if it fails)" if st.exporter == "auto" else f"{st.exporter} exporter"
-    return f"onnx{' int8' if quant else ''}, {exporter}, opset {st.opset}" if kind == "onnx" else "hf"
-
-
-def _checked(texts: list[str], source: str | None) -> str:
-    return (f"checked on {len(texts)} sentences of {source}" if texts else
-            "checked on a padded batch only (no check sentences: give --input or set data.dev)")
-
-
-def _show(result: ExportResult, kind: str, target: Path, n_texts: int) -> None:
+def _show(run: ExportRun) -> None:
     """What was written, how closely it reproduces the model, what to know, and how to run it (stdout)."""
     from nerkd.ui import out, warn
+
+    result, kind, target, n_texts = run.result, run.kind, run.target, run.checked
 
     size = sum((target / name).stat().st_size for name in result.files if (target / name).is_file())
     out.print(f"exported: {target} ({', '.join(result.files)}; {size / 1e6:.1f} MB)", soft_wrap=True)

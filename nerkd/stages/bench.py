@@ -1,10 +1,11 @@
 """``nerkd bench``: size, latency, throughput and memory of several models on the same sentences.
 
-The stage: which models (:func:`default_models` from the project's stage map, or ``--model``
-refs named by :func:`name_models`), which sentences (:func:`bench_texts`), how each model is
-loaded (:func:`load_engine`, the engine of ``nerkd infer``), and the bench document
-(:func:`run_bench`). How models are measured is :mod:`nerkd.infer.bench`; the document is the
-``bench.json`` contract of :mod:`nerkd.infer.benchfile`. Nothing is printed here.
+The stage (:func:`run_bench`): which models (:func:`default_models` from the project's stage map, or
+``--model`` refs named by :func:`name_models`), which sentences (:func:`bench_texts`), how each model is
+loaded (:func:`load_engine`, the engine of ``nerkd infer``), the bench document (:func:`bench_models`)
+and where it is written (:func:`bench_path`). How models are measured is :mod:`nerkd.infer.bench`; the
+document is the ``bench.json`` contract of :mod:`nerkd.infer.benchfile`. Nothing is printed here: the
+plan and skipped models are said through :mod:`nerkd.log`, progress goes through its hook.
 """
 
 from __future__ import annotations
@@ -12,19 +13,65 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from nerkd.errors import NerkdError, SettingsError
 from nerkd.infer.bench import bench_ticks, measure
-from nerkd.infer.benchfile import bench_document
+from nerkd.infer.benchfile import bench_document, write_bench
 from nerkd.infer.engine import Engine
 from nerkd.infer.io import file_texts, gold_texts
+from nerkd.log import progress, say, warn
 from nerkd.project import ModelRef, Project, parse_models
 from nerkd.settings import Settings
 
-__all__ = ["bench_texts", "bench_ticks", "default_models", "load_engine", "name_models", "run_bench"]
+__all__ = ["BenchRun", "bench_models", "bench_path", "bench_texts", "bench_ticks", "default_models", "load_engine",
+           "name_models", "run_bench"]
+
+
+@dataclass
+class BenchRun:
+    document: dict    # the bench.json document (:func:`nerkd.infer.benchfile.bench_document`)
+    path: Path        # where it was written
+
+
+def run_bench(settings: Settings, project: Project, refs: Sequence[str] | None = None, *, device: str | None = None,
+              precision: str | None = None, sentences: int | None = None, input_path: Path | None = None,
+              threads: int | None = None, backend: str = "auto", output: Path | None = None) -> BenchRun:
+    """Bench ``refs`` (``--model`` values; default: :func:`default_models`, a default model that cannot load
+    is skipped with a warning) on ``sentences`` texts of ``input_path`` (default ``data.test``) and write the
+    bench document to ``output`` (default :func:`bench_path`). ``device``, ``precision``, ``sentences``:
+    default ``bench.*``; ``threads``: torch's CPU threads (default: the free physical cores)."""
+    from nerkd.rundir import check_not_input
+    from nerkd.threads import describe_threads, set_threads
+
+    bs = settings.bench
+    n, dev, prec = sentences or bs.sentences, device or bs.device, precision or bs.precision
+    n_threads, why = set_threads(threads)
+    models = name_models(refs) if refs else default_models(settings, project)
+    path = output or bench_path(settings, project)
+    check_not_input(path, {"the --input file": input_path, **{f"the model {m.name}'s folder": m.path for m in models}},
+                    "--json", folder=False)
+    texts = bench_texts(settings, input_path, n)
+    if len(texts) < n:
+        say(f"bench: only {len(texts)} sentences available (asked for {n})")
+    say(f"bench: {len(models)} models, {len(texts)} sentences, {dev} ({describe_threads(n_threads, why)}), "
+        f"{prec}, warm-up {bs.warmup}, "
+        f"{min(bs.blocks, len(texts))} blocks, batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
+    with progress() as bar:
+        task = bar.add_task("bench", total=bench_ticks(len(texts), bs.blocks) * len(models), info="")
+        doc = bench_models(models, texts, settings, device=dev, precision=prec, backend=backend,
+                           tick=lambda k: bar.advance(task, k),
+                           on_skip=None if refs else lambda name, why: warn(f"skipped {name}: {why}"))
+    write_bench(path, doc)
+    return BenchRun(doc, Path(path))
+
+
+def bench_path(settings: Settings, project: Project) -> Path:
+    """Where ``nerkd bench`` writes by default: ``<artifacts>/bench.json`` (where ``nerkd report`` looks)."""
+    return project.artifacts(settings.paths.artifacts) / "bench.json"
 
 
 def default_models(settings: Settings, project: Project) -> list[ModelRef]:
@@ -79,11 +126,11 @@ def _teacher_kwargs(settings: Settings) -> Callable[[str], dict]:
     return extra
 
 
-def run_bench(models: Sequence[tuple[str, str]], texts: Sequence[str], settings: Settings, *, device: str,
-              precision: str, tick: Callable[[int], None] | None = None,
-              on_skip: Callable[[str, str], None] | None = None, blocks: int | None = None,
-              load: Callable[..., object] | None = None, clock: Callable[[], float] = time.perf_counter,
-              backend: str = "auto") -> dict:
+def bench_models(models: Sequence[tuple[str, str]], texts: Sequence[str], settings: Settings, *, device: str,
+                 precision: str, tick: Callable[[int], None] | None = None,
+                 on_skip: Callable[[str, str], None] | None = None, blocks: int | None = None,
+                 load: Callable[..., object] | None = None, clock: Callable[[], float] = time.perf_counter,
+                 backend: str = "auto") -> dict:
     """Bench every ``(name, ref)`` of ``models`` on ``texts``; returns the bench document
     (:func:`nerkd.infer.benchfile.bench_document`), which :func:`~nerkd.infer.benchfile.write_bench` writes.
 
