@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerkd.infer.benchfile import BenchFile
+from nerkd.report.errors import ErrorsSection
 from nerkd.report.evaluate import GoldData, ModelScore
 
 
@@ -49,6 +50,7 @@ class Report:
     plots: dict[str, Path] = field(default_factory=dict)      # title -> PNG
     plots_skipped: str | None = None
     compares: bool = False             # runtimes compared: runtime and F1 difference columns
+    errors: ErrorsSection | None = None  # errors in context and confusion counts (nerkd.report.errors)
 
     @property
     def has_bench(self) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerkd.io import atomic_write_text, write_json
+from nerkd.report import errors_page
 from nerkd.report.records import Report
 
 DASH = "-"
@@ -46,7 +47,8 @@ NO_NOTES = "No notes for this report."
 
 
 def legend(report: Report) -> list[str]:
-    return [*LEGEND, DELTA_LINE] if report.compares else LEGEND
+    lines = [*LEGEND, DELTA_LINE] if report.compares else list(LEGEND)
+    return lines + errors_page.LEGEND if report.errors is not None else lines
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -145,6 +147,13 @@ def ratios_first(table: TableData) -> TableData:
     return TableData(table.title, pick(table.columns), [pick(r) for r in table.rows], pick(table.justify))
 
 
+def confusion_table(report: Report) -> TableData | None:
+    if report.errors is None or not report.errors.models:
+        return None
+    columns, rows = errors_page.confusion_columns(report.errors)
+    return TableData(errors_page.CONFUSION_TITLE, columns, rows)
+
+
 def training_table(report: Report) -> TableData | None:
     rows = []
     for row in report.rows:
@@ -196,6 +205,14 @@ def _md_table(table: TableData) -> str:
     return "\n".join(lines)
 
 
+def _md_errors(report: Report) -> list[str]:
+    confusion = confusion_table(report)
+    if confusion is None:
+        return []
+    return [f"## {errors_page.TITLE}", "", f"### {confusion.title}", "", _md_table(confusion), "",
+            *errors_page.markdown_section(report.errors)]
+
+
 def markdown(report: Report) -> str:
     entities, sizes = entity_table(report), ratios_first(size_speed_table(report))
     parts = ["# nerkd report", "", f"Created {report.created}.", "", f"Data: {data_line(report)}", "",
@@ -213,6 +230,7 @@ def markdown(report: Report) -> str:
         parts += [f"Plots skipped: {report.plots_skipped}.", ""]
     for title, path in report.plots.items():
         parts += [f"![{title}]({Path(path).name})", "", f"*{title}*", ""]
+    parts += _md_errors(report)
     parts += ["## Notes", ""] + ([f"- {n}" for n in report.notes] or [NO_NOTES]) + [""]
     parts += ["## How to read this report", ""] + [f"- {line}" for line in legend(report)]
     return "\n".join(parts) + "\n"
@@ -230,7 +248,7 @@ th{background:#f3f4f6}td:first-child,th:first-child{text-align:left;font-weight:
 tr:nth-child(even) td{background:#fafafa}.meta{color:#555}
 figure{margin:1rem 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
 li{margin:.2rem 0}code{background:#f3f4f6;padding:0 .2rem}
-"""
+""" + errors_page.CSS
 
 
 def _e(text: str) -> str:
@@ -248,6 +266,14 @@ def _code(text: str) -> str:
     """Escape, then turn `backticks` into <code>."""
     pieces = _e(text).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
+def _html_errors(report: Report) -> list[str]:
+    confusion = confusion_table(report)
+    if confusion is None:
+        return []
+    return [f'<h2 id="errors">{_e(errors_page.TITLE)}</h2>', f"<h3>{_e(confusion.title)}</h3>",
+            _html_table(confusion), *errors_page.html_section(report.errors, report.data.types)]
 
 
 def html_page(report: Report) -> str:
@@ -273,6 +299,7 @@ def html_page(report: Report) -> str:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         parts.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{_code(title)}</figcaption></figure>")
+    parts += _html_errors(report)
     parts += ['<h2 id="notes">Notes</h2><ul>'] + [f"<li>{_code(n)}</li>" for n in report.notes or [NO_NOTES]]
     parts += ["</ul><h2>How to read this report</h2><ul>"]
     parts += [f"<li>{_code(x)}</li>".replace("(see Notes)", '(see <a href="#notes">Notes</a>)') for x in legend(report)]
@@ -307,6 +334,8 @@ def as_json(report: Report) -> dict:
         "bench_unmatched": report.bench_unmatched, "warnings": report.warnings, "notes": report.notes,
         "plots": {title: Path(p).name for title, p in report.plots.items()},
         "plots_skipped": report.plots_skipped,
+        **(errors_page.as_json(report.errors) if report.errors is not None
+           else {"errors_in_context": None, "confusion": None}),
     }
 
 

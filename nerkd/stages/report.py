@@ -19,7 +19,7 @@ from nerkd.infer.benchfile import BenchMatch, match_bench, read_bench
 from nerkd.io import file_sha256
 from nerkd.log import progress, say
 from nerkd.project import Project, parse_models
-from nerkd.report import figures, plots
+from nerkd.report import errors, figures, plots
 from nerkd.report.evaluate import GoldData, load_gold, read_run_file, score_model
 from nerkd.report.records import ModelRow, ModelSpec, Report
 from nerkd.report.runtimes import Run, compares, plan_runs, references
@@ -280,6 +280,8 @@ def build_report(settings, project: Project, *, data: str, models: list[ModelSpe
                     precision=precision, benches=benches, bench_unmatched=matched.unmatched, notes=notes,
                     warnings=[f"{b.path}: {w}" for b in benches for w in b.warnings],
                     compares=compares(specs, variants))
+    report.errors = errors.collect(gold.split.sentences, gold.gold_tags, rows, k=settings.report.errors_in_context,
+                                   seed=settings.report.seed)
     report.output.mkdir(parents=True, exist_ok=True)
     _plot_all(report)
     return report
