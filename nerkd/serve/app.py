@@ -11,6 +11,9 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
   a failed load (``error``) and while shutting down.
 - ``GET /v1/model``: labels, parameters, nerkd version, the weights' sha256 (:mod:`nerkd.serve.info`).
 - ``GET /v1/stats``: requests, texts, words and batches served, texts waiting (for monitoring).
+- ``POST /v1/redact``: the body of ``/v1/entities`` (plus ``mode``, ``bias``) -> the texts pseudonymised as
+  ``nerkd redact`` writes them, without the mapping (:mod:`nerkd.serve.redact`).
+- ``GET /``: a one-page UI calling the two POST endpoints (:mod:`nerkd.serve.page`).
 
 Every error is JSON ``{"error": "...", "request_id": "..."}`` (the id is also in the
 ``X-Request-ID`` header, taken from the request's own header when it is a short plain token):
@@ -39,20 +42,26 @@ from fastapi import FastAPI
 from nerkd import __version__
 from nerkd.serve.errors import add_error_handlers
 from nerkd.serve.guard import RequestGuard
+from nerkd.serve.page import add_page_route
+from nerkd.serve.redact import Redactors, add_redact_route
 from nerkd.serve.routes import add_entities_route, add_health_route, add_model_route, add_stats_route, bearer_check
 from nerkd.serve.state import ServeState, lifespan_of, load_into
-from nerkd.settings import ServeSettings
+from nerkd.settings import RedactSettings, ServeSettings
 
 __all__ = ["ServeState", "create_app", "resolve_token"]
 
 
 def create_app(load: Callable[[], Any], settings: ServeSettings | None = None, *, token: str | None = None,
                describe: Callable[[Any], dict] | None = None,
-               on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
+               on_load_error: Callable[[BaseException], None] | None = None, redact: RedactSettings | None = None,
+               key: bytes | None = None) -> FastAPI:
     """The app. ``load()`` returns an engine (anything with ``predict(texts) -> entities per text``
     and a ``space``); it runs in a background thread at startup. ``describe(engine)`` gives the
     ``/v1/model`` JSON. ``token``: the bearer token required on ``/v1/*`` (``None``: no auth). A
-    failed load is handed to ``on_load_error`` (the CLI stops the server), else logged."""
+    failed load is handed to ``on_load_error`` (the CLI stops the server), else logged. ``redact``: the settings
+    of ``/v1/redact`` and the page's defaults (default: :class:`~nerkd.settings.RedactSettings`' defaults);
+    ``key``: its secret key (``redact.key_file``'s bytes), or None."""
+    redact = redact or RedactSettings()
     st = settings or ServeSettings()
     state = ServeState()
     start_loading = functools.partial(load_into, state, load, st, describe, on_load_error)
@@ -68,6 +77,8 @@ def create_app(load: Callable[[], Any], settings: ServeSettings | None = None, *
     add_model_route(app, state, st, authorized)
     add_stats_route(app, state, authorized)
     add_entities_route(app, state, st, authorized)
+    add_redact_route(app, state, st, Redactors(redact, key), authorized)
+    add_page_route(app, auth=token is not None, settings=redact)
     return app
 
 

@@ -5,7 +5,9 @@ thread takes the oldest job, then keeps taking jobs while they fit in ``max_batc
 (whitespace-separated words) and ``max_wait_ms`` has not passed since it took the first one (it
 waits only when its previous batch held more than one request: a lone client pays no wait); it
 runs ``predict`` once over all their texts and hands job *k* exactly the slice of results of
-its own texts, in order. A job larger than the budget runs alone. A failed batch is retried job
+its own texts, in order. A job larger than the budget runs alone. A job may carry a ``key`` (``/v1/redact``'s
+decoding bias): only jobs with equal keys share a batch, and ``predict(texts, key)`` gets it (``predict(texts)``
+for the default key ``None``). A failed batch is retried job
 by job, so one bad request cannot fail the others. A job whose client went away (its future was
 cancelled while queued) is skipped. :meth:`MicroBatcher.close` refuses new jobs, lets the worker
 finish every queued one (graceful shutdown) and joins it.
@@ -66,6 +68,7 @@ class _Job:
     texts: Sequence[str]
     words: int
     future: Future = field(default_factory=Future)
+    key: object = None
 
 
 class MicroBatcher:
@@ -89,9 +92,9 @@ class MicroBatcher:
         self._thread.start()
 
     # -- client side ---------------------------------------------------------------------
-    def submit(self, texts: Sequence[str]) -> Future:
-        """Queue ``texts``; the future's result is the list of their results, in order."""
-        job = _Job(list(texts), sum(count_words(t) for t in texts))
+    def submit(self, texts: Sequence[str], key: object = None) -> Future:
+        """Queue ``texts``; the future's result is the list of their results, in order. ``key``: see the module doc."""
+        job = _Job(list(texts), sum(count_words(t) for t in texts), key=key)
         with self._cond:
             if self._closed:
                 raise QueueClosed("the server is shutting down")
@@ -145,7 +148,7 @@ class MicroBatcher:
             while words < self.max_batch_words:
                 if self._queue:
                     nxt = self._queue[0]
-                    if words + nxt.words > self.max_batch_words:
+                    if words + nxt.words > self.max_batch_words or nxt.key != first.key:
                         break   # it starts the next batch
                     self._queue.popleft()
                     self._queued_texts -= len(nxt.texts)
@@ -172,7 +175,8 @@ class MicroBatcher:
     def _process(self, batch: list[_Job]) -> None:
         texts = [t for job in batch for t in job.texts]
         try:
-            results = self._predict(texts) if texts else []
+            key = batch[0].key
+            results = (self._predict(texts) if key is None else self._predict(texts, key)) if texts else []
             if len(results) != len(texts):
                 raise RuntimeError(f"predict returned {len(results)} results for {len(texts)} texts")
         except BaseException as e:  # noqa: BLE001 - handed to the waiting request(s)

@@ -72,7 +72,7 @@ def add_entities_route(app: FastAPI, state: ServeState, st: ServeSettings, autho
         """Entities of one text (`{"text"}` -> `{"entities"}`) or of several (`{"texts", "ids"?}` -> `{"results"}`),
         exactly as `nerkd infer` writes them."""
         texts = request_texts(body, st)
-        results = await _predict(state, texts)
+        results = await predict_texts(state, texts)
         if body.text is not None:
             return json_response(200, {"entities": results[0]})
         ids = body.ids
@@ -81,13 +81,14 @@ def add_entities_route(app: FastAPI, state: ServeState, st: ServeSettings, autho
         return json_response(200, {"results": out})
 
 
-async def _predict(state: ServeState, texts: list[str]) -> list[list[dict]]:
-    """The entities of ``texts`` through the micro-batcher (a 503 when it is not ready, closed or full)."""
+async def predict_texts(state: ServeState, texts: list[str], key: object = None) -> list[list[dict]]:
+    """The entities of ``texts`` through the micro-batcher (a 503 when it is not ready, closed or full); ``key``:
+    the batch key (``/v1/redact``'s bias, :mod:`nerkd.serve.batcher`)."""
     batcher = state.ready_batcher()
     if not texts:
         return []
     try:
-        future = batcher.submit(texts)
+        future = batcher.submit(texts, key=key)
     except QueueClosed:
         raise ApiError(503, "the server is shutting down") from None
     except QueueFull:

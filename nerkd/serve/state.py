@@ -59,7 +59,7 @@ def load_into(state: ServeState, load: Callable[[], Any], st: ServeSettings,
     try:
         engine = load()
         info = describe(engine) if describe is not None else {}
-        state.batcher = MicroBatcher(engine.predict, max_batch_words=st.max_batch_words,
+        state.batcher = MicroBatcher(predict_of(engine), max_batch_words=st.max_batch_words,
                                      max_wait_ms=st.max_wait_ms, max_queue_texts=st.max_queue_texts)
         state.engine, state.info = engine, info
         state.loaded_at = time.perf_counter()
@@ -73,6 +73,24 @@ def load_into(state: ServeState, load: Callable[[], Any], st: ServeSettings,
             on_load_error(e)
         else:
             log.error("serve: the model failed to load: %s", e)
+
+
+def predict_of(engine) -> Callable:
+    """What the batcher runs: ``predict(texts)`` as the engine was loaded (``/v1/entities``: the decoding of
+    ``nerkd infer``), ``predict(texts, bias)`` with the engine's ``entity_bias`` set to ``bias`` for that call
+    (``/v1/redact``; only the batcher's worker thread calls it, so no other call sees that bias)."""
+
+    def predict(texts, bias=None):
+        if bias is None:
+            return engine.predict(texts)
+        before = engine.entity_bias
+        engine.entity_bias = bias
+        try:
+            return engine.predict(texts)
+        finally:
+            engine.entity_bias = before
+
+    return predict
 
 
 async def drain(state: ServeState) -> None:
