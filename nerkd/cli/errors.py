@@ -5,6 +5,7 @@ Tracebacks are kept for ``--debug`` or ``NERKD_DEBUG=1``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -59,6 +60,17 @@ def known_errors(fn: Callable) -> Callable:
             raise _fail(_escape(message)) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """As :func:`known_errors`, around code that runs outside a command (an option's callback)."""
+    try:
+        yield
+    except NerkdError as e:
+        if debug_enabled():
+            raise
+        raise _fail(_escape(str(e))) from None
 
 
 # Without a file name, only these are worth one line (the machine's state, not a bug).
