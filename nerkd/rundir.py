@@ -42,8 +42,8 @@ from pathlib import Path
 
 import orjson
 
-from nerkd.errors import NerkdError, SettingsError, TrainingError
-from nerkd.io import default_mode, write_json
+from nerkd.errors import ModelLoadError, NerkdError, SettingsError, TrainingError
+from nerkd.io import default_mode, file_sha256, write_json
 
 MARKER = ".nerkd-run.json"
 LOCK = ".nerkd.lock"
@@ -65,6 +65,7 @@ TEMP_MARK = ".nerkd-temp"
 _TEMP_DIR = re.compile(r"\.(save|last)\.tmp-[a-z0-9_]{8}\.nerkd-tmp")
 _ATOMIC_TMP = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.nerkd-tmp")
 _STALE_LOCK = re.compile(re.escape(LOCK) + r"\.stale-[0-9]+")
+WEIGHT_SUFFIXES = (".safetensors", ".onnx")   # files whose sha256 the marker records (:func:`verify_weights`)
 STALE_LOCK_AGE_S = 10.0   # a lock file with no readable PID older than this is stale (a killed writer)
 
 Log = Callable[[str], None]
@@ -260,6 +261,7 @@ def install_model(new: Path, folder: Path) -> list[str]:
         raise RunFolderError(f"{folder}: cannot write the model's {', '.join(clash)}: a folder has that name")
     old = set(model_files(folder))
     _chmod_tree(new)
+    hashes = {n: file_sha256(new / n) for n in names if n.endswith(WEIGHT_SUFFIXES)}
     cfg = folder / "config.json"
     same_config = cfg.is_file() and (new / "config.json").is_file() and \
         cfg.read_bytes() == (new / "config.json").read_bytes()
@@ -276,8 +278,42 @@ def install_model(new: Path, folder: Path) -> list[str]:
         os.replace(new / name, folder / name)
     marker = read_marker(folder) or {"foreign": []}
     marker["model_files"] = names
+    marker["sha256"] = hashes
     _write_marker(folder, marker)
     return names
+
+
+# -- what was written is what is loaded --------------------------------------------------------
+_verify = True
+
+
+def set_verify(on: bool) -> None:
+    """Whether :func:`verify_weights` checks (setting ``models.verify``: the CLI sets it from the
+    settings of each command, ``--no-verify`` turns it off)."""
+    global _verify
+    _verify = bool(on)
+
+
+def verify_weights(folder: str | Path, verify: bool | None = None) -> list[str]:
+    """Check a model folder's weight files against the sha256 that nerkd recorded in the marker when
+    it wrote them (once per load, read in 1 MiB blocks); a mismatch is a :class:`ModelLoadError`
+    naming the file. A folder without recorded hashes (not written by nerkd, or before they were
+    recorded) passes. ``verify`` None: as :func:`set_verify` says. Returns the names checked."""
+    if not (_verify if verify is None else verify):
+        return []
+    folder = Path(folder)
+    recorded = (read_marker(folder) or {}).get("sha256") or {}
+    checked = []
+    for name, digest in sorted(recorded.items()):
+        path = folder / name
+        if not path.is_file():
+            continue                     # the loader names a missing file
+        if file_sha256(path) != digest:
+            raise ModelLoadError(f"{path}: its sha256 differs from the one nerkd recorded when it wrote this file "
+                                 f"(corrupt, or edited): restore it, or pass --no-verify (models.verify: false) to "
+                                 f"load it as it is")
+        checked.append(name)
+    return checked
 
 
 # -- clean-up --------------------------------------------------------------------------------
@@ -387,6 +423,7 @@ def clear_previous_run(folder: str | Path, log: Log = _quiet) -> list[str]:
     marker = read_marker(folder)
     if marker is not None:
         marker["model_files"] = []
+        marker.pop("sha256", None)
         _write_marker(folder, marker)
     if gone:
         log(f"new run in {folder}: removed the previous run's {', '.join(gone)} (use --resume to continue it)")

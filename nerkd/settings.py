@@ -101,6 +101,12 @@ def _check_type(name: str, alt: str = "") -> None:
         raise ValueError(f"{name!r} is a tag: give its type ({name[2:]}){alt}")
 
 
+class ModelsSettings(Section):
+    verify: bool = Field(True, description="check a model's weight files against the sha256 nerkd recorded when it "
+                                           "wrote them, once per load (--no-verify: off, for weights edited on "
+                                           "purpose)")
+
+
 class TeacherSettings(Section):
     model: str = "Jean-Baptiste/camembert-ner"
     revision: str | None = None
@@ -375,6 +381,7 @@ class Settings(BaseSettings):
     data: DataSettings = Field(default_factory=DataSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
     student: StudentSettings = Field(default_factory=StudentSettings)
     distill: DistillSettings = Field(default_factory=DistillSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)

@@ -203,3 +203,73 @@ def test_only_marked_temporaries_are_cleaned(tmp_path):
     (unmarked / "config.json").write_text("{}")
     assert rundir.clean_leftovers(out) == [f"run/{marked.name}"]
     assert unmarked.is_dir() and not marked.exists()
+
+
+# -- 4. corrupt weights are refused (the sha256 nerkd recorded when it wrote them) ------------------
+
+def flip_byte(path, where: float = 0.9) -> None:
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * where)
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def restore_verify():
+    from nerkd import rundir
+
+    yield
+    rundir.set_verify(True)          # a --no-verify run sets it for the process; the next command resets it
+
+
+def test_flipped_bytes_in_safetensors_are_refused(tiny_bio, in_tmp, runner, monkeypatch, restore_verify):
+    from nerkd.errors import ModelLoadError
+
+    model = shutil.copytree(tiny_bio, in_tmp / "m")
+    flip_byte(model / "model.safetensors")                          # in the tensor data: safetensors loads it
+    with pytest.raises(ModelLoadError, match=r"model.safetensors: its sha256 differs from the one nerkd recorded"):
+        NerModel.load(model)
+    (in_tmp / "in.txt").write_text("Jean Dupont habite à Lyon.\n", encoding="utf-8")
+    res = runner.invoke(app, ["infer", "--model", "m", "--input", "in.txt", "--output", "out.jsonl"])
+    assert res.exit_code == 1
+    assert lines(res.stderr) == ["error: m/model.safetensors: its sha256 differs from the one nerkd recorded when it "
+                                 "wrote this file (corrupt, or edited): restore it, or pass --no-verify "
+                                 "(models.verify: false) to load it as it is"]
+    assert not (in_tmp / "out.jsonl").exists()
+    res = runner.invoke(app, ["infer", "--model", "m", "--input", "in.txt", "--output", "out.jsonl", "--no-verify"])
+    assert res.exit_code == 0, res.output                            # weights edited on purpose
+    res = runner.invoke(app, ["infer", "--model", "m", "--input", "in.txt", "--output", "out2.jsonl"])
+    assert res.exit_code == 1                                        # --no-verify was for that command only
+    monkeypatch.setenv("NERKD_MODELS__VERIFY", "false")
+    res = runner.invoke(app, ["infer", "--model", "m", "--input", "in.txt", "--output", "out2.jsonl"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.delenv("NERKD_MODELS__VERIFY")
+    res = runner.invoke(app, ["prune", "--model", "m", "--output", "p", *sets("models.verify=false")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["prune", "--model", "m", "--output", "p2", *sets()])
+    assert res.exit_code == 1 and "its sha256 differs" in res.stderr
+
+
+def test_a_folder_without_recorded_hashes_loads_as_before(tiny_bio, tmp_path):
+    from nerkd import rundir
+
+    model = shutil.copytree(tiny_bio, tmp_path / "plain")
+    (model / rundir.MARKER).unlink()                                 # a plain Hugging Face folder
+    flip_byte(model / "model.safetensors")
+    assert NerModel.load(model).num_layers == 2
+    assert rundir.verify_weights(tiny_bio) == ["model.safetensors"]   # what nerkd wrote is checked
+
+
+def test_flipped_bytes_in_an_onnx_export_are_refused(tiny_bio, tmp_path, restore_verify):
+    pytest.importorskip("onnxruntime")
+    from nerkd.errors import ModelLoadError
+    from nerkd.export import export_onnx
+    from nerkd.infer import Engine
+    from nerkd.infer.onnx_backend import OnnxModel
+
+    out = export_onnx(tiny_bio, tmp_path / "onnx", exporter="torchscript", texts=[]).output
+    assert OnnxModel.load(out) is not None
+    flip_byte(out / "model.onnx", 0.5)
+    with pytest.raises(ModelLoadError, match=r"onnx/model.onnx: its sha256 differs"):
+        Engine.load(out, backend="auto")
+    assert OnnxModel.load(out, verify=False) is not None

@@ -12,6 +12,7 @@ from nerkd.cli.common import (
     BenchDevice,
     BenchPrecision,
     ConfigOpt,
+    NoVerifyOpt,
     SetOpt,
     ThreadsOpt,
     backend_option,
@@ -27,6 +28,7 @@ from nerkd.cli.errors import known_errors
 def bench(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    no_verify: NoVerifyOpt = False,
     model: Annotated[list[str] | None, model_option(
         "Model folder (repeatable; the first is the reference for speed-ups). "
         "Default: the teacher, then the distill, prune and finetune outputs.")] = None,
@@ -56,7 +58,7 @@ def bench(
     Example:
       nerkd bench --model artifacts/teacher --model artifacts/final --sentences 30
     """
-    settings, project = resolve(config, set_)   # settings errors before torch is imported
+    settings, project = resolve(config, set_, no_verify=no_verify)   # settings errors before torch is imported
     from nerkd.stages.bench import run_bench
     from nerkd.ui import err, warn
 

@@ -66,26 +66,8 @@ class BenchPrecision(str, Enum):
     int8 = "int8"
 
 
-def missing_model_fails_fast(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
-    """Callback of ``--model``, ``--teacher`` and ``--base``: a folder that can only be local and is missing
-    is said at once, in one line naming the nearest existing folder, while the options are parsed: before
-    settings are read, torch is imported or anything loads, and without the network (hub ids pass)."""
-    if not value or ctx.resilient_parsing:
-        return value
-    from nerkd.cli.errors import one_line_errors
-    from nerkd.models.hub import check_local
-
-    option = param.opts[0] if param.opts else "--model"
-    what = {"--teacher": "teacher", "--base": "base model"}.get(option, "model")
-    for ref in [value] if isinstance(value, str) else value:
-        name, sep, path = str(ref).partition("=")     # report's and bench's NAME=PATH
-        with one_line_errors():
-            check_local(path if sep and name and not Path(ref).exists() else ref, what, option)
-    return value
-
-
 def model_option(help: str, **kwargs: Any) -> Any:
-    return typer.Option("--model", "-m", help=help, callback=missing_model_fails_fast, **kwargs)
+    return typer.Option("--model", "-m", help=help, **kwargs)
 
 
 def output_option(help: str, **kwargs: Any) -> Any:
@@ -101,7 +83,7 @@ def overwrite_option(help: str) -> Any:
 
 
 def teacher_option(help: str) -> Any:
-    return typer.Option("--teacher", "-t", help=help, callback=missing_model_fails_fast)
+    return typer.Option("--teacher", "-t", help=help)
 
 
 def resume_option(help: str) -> Any:
@@ -136,6 +118,9 @@ ResumeOpt = Annotated[bool, resume_option(
 OverwriteOpt = Annotated[bool, overwrite_option(
     "Also write into a non-empty folder that is not a nerkd model folder (its files are kept; nerkd's own files there "
     "are replaced).")]
+NoVerifyOpt = Annotated[bool, typer.Option(
+    "--no-verify", help="Load model weights even when their sha256 differs from the one nerkd recorded when it wrote "
+                        "them (weights edited on purpose). Default: models.verify.")]
 ThreadsOpt = Annotated[int | None, threads_option(
     "CPU threads for torch (default: the physical cores other processes leave free).")]
 Int8Opt = Annotated[bool | None, int8_option(
@@ -143,14 +128,18 @@ Int8Opt = Annotated[bool | None, int8_option(
     "ONNX int8 export (nerkd export --int8, then --backend onnx): faster and closer to fp32 (BENCHMARKS.md).")]
 
 
-def resolve(config: Path | None, sets: list[str] | None) -> tuple[Settings, Project]:
-    """Load settings (defaults < YAML < env < --set) and the project; remember an explicit config."""
+def resolve(config: Path | None, sets: list[str] | None, *, no_verify: bool = False) -> tuple[Settings, Project]:
+    """Load settings (defaults < YAML < env < --set) and the project; remember an explicit config.
+    ``no_verify`` (``--no-verify``) is ``--set models.verify=false``; the loaders follow that setting
+    (:func:`nerkd.rundir.set_verify`)."""
     from nerkd.project import Project
+    from nerkd.rundir import set_verify
     from nerkd.settings import load_settings
 
     project = Project.discover()
     path = project.config_path(config)
-    settings = load_settings(path, sets)
+    settings = load_settings(path, [*(sets or []), *(["models.verify=false"] if no_verify else [])])
+    set_verify(settings.models.verify)
     if config is not None:
         project.remember_config(Path(config))
     return settings, project

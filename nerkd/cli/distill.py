@@ -5,13 +5,12 @@ from typing import Annotated
 
 import typer
 
-from nerkd.cli.common import ConfigOpt, SetOpt, missing_model_fails_fast, resolve
+from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
 
 TeacherOpt = Annotated[
     str | None,
-    typer.Option("--teacher", "-t", help="Teacher folder or hub id (default: teacher.model).",
-                 callback=missing_model_fails_fast),
+    typer.Option("--teacher", "-t", help="Teacher folder or hub id (default: teacher.model)."),
 ]
 OutputOpt = Annotated[
     Path | None,
@@ -30,7 +29,8 @@ OverwriteOpt = Annotated[bool, typer.Option(
 
 @known_errors
 def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt = None, output: OutputOpt = None,
-            resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
+            resume: ResumeOpt = False, overwrite: OverwriteOpt = False,
+            no_verify: NoVerifyOpt = False) -> None:
     """Distil the teacher into a smaller student (CE + KD + hidden-state + CRF losses).
 
     The student keeps student.num_layers of the teacher's layers (student.layers, spread evenly by
@@ -42,11 +42,7 @@ def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt =
     Example (a second student, with a softer teacher than the quickstart's):
       nerkd distill --set distill.temperature=4 --output artifacts/student_t4
     """
-    settings, project = resolve(config, set_)
-    if teacher is None:   # teacher.model: a missing local folder is said before torch is imported
-        from nerkd.models.hub import check_local
-
-        check_local(settings.teacher.model, "teacher", "teacher.model")
+    settings, project = resolve(config, set_, no_verify=no_verify)
     from nerkd.stages.distill import run_distill
 
     result = run_distill(settings, project, teacher, output, resume=resume, overwrite=overwrite)

@@ -9,6 +9,7 @@ import typer
 from nerkd.cli.common import (
     ConfigOpt,
     ModelOpt,
+    NoVerifyOpt,
     SetOpt,
     input_option,
     int8_option,
@@ -31,6 +32,7 @@ class ExportFormat(str, Enum):
 def export(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    no_verify: NoVerifyOpt = False,
     model: ModelOpt = None,
     fmt: Annotated[ExportFormat | None, typer.Option(
         "--format", "-f", help="onnx (a graph for ONNX Runtime) or hf (a plain transformers folder). "
@@ -63,7 +65,7 @@ def export(
     from nerkd.stages.export import run_export
     from nerkd.ui import err
 
-    settings, project = resolve(config, set_)
+    settings, project = resolve(config, set_, no_verify=no_verify)
     run = run_export(settings, project, model, fmt=fmt.value if fmt else None, int8=int8, output=output,
                      overwrite=overwrite, input_path=input_)
     _show(run)

@@ -5,20 +5,17 @@ from typing import Annotated
 
 import typer
 
-from nerkd.cli.common import ConfigOpt, SetOpt, missing_model_fails_fast, resolve
+from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, resolve
 from nerkd.cli.errors import known_errors
 from nerkd.errors import SettingsError
 
 ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="nerkd model to keep training (default: the last prune, else distill, output).",
-    callback=missing_model_fails_fast)]
+    "--model", "-m", help="nerkd model to keep training (default: the last prune, else distill, output).")]
 BaseOpt = Annotated[str | None, typer.Option(
     "--base", help="Make a domain teacher from this encoder (folder or hub id, e.g. camembert-base) with a new "
-                   "classifier over the data's labels; 'scratch' builds a tiny offline one.",
-    callback=missing_model_fails_fast)]
+                   "classifier over the data's labels; 'scratch' builds a tiny offline one.")]
 TeacherOpt = Annotated[str | None, typer.Option(
-    "--teacher", "-t", help="Also distil from this teacher (default: finetune.teacher; none = gold CE only).",
-    callback=missing_model_fails_fast)]
+    "--teacher", "-t", help="Also distil from this teacher (default: finetune.teacher; none = gold CE only).")]
 OutputOpt = Annotated[Path | None, typer.Option(
     "--output", "-o", help="Run folder (default: <artifacts>/final, or <artifacts>/teacher with --base).",
     file_okay=False)]
@@ -51,7 +48,7 @@ HiddenOpt = Annotated[int, typer.Option("--scratch-hidden", min=4, help="Hidden 
 def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt = None, output: OutputOpt = None,
              crf: CrfOpt = None, resume: ResumeOpt = False, epochs: EpochsOpt = None, lr: LrOpt = None,
              scratch_layers: LayersOpt = 4, scratch_hidden: HiddenOpt = 128, overwrite: OverwriteOpt = False,
-             config: ConfigOpt = None, set_: SetOpt = None) -> None:
+             config: ConfigOpt = None, set_: SetOpt = None, no_verify: NoVerifyOpt = False) -> None:
     """Fine-tune on the configured data: recover a pruned model, or make a domain teacher.
 
     Recovery (default): keeps training the last pruned (else distilled) model for finetune.epochs
@@ -70,7 +67,7 @@ def finetune(model: ModelOpt = None, base: BaseOpt = None, teacher: TeacherOpt =
       nerkd finetune --model artifacts/pruned --epochs 3 -o artifacts/final_3
       nerkd finetune --base scratch --epochs 10 --lr 2e-3 -o artifacts/teacher_2
     """
-    settings, project = resolve(config, set_)
+    settings, project = resolve(config, set_, no_verify=no_verify)
     common = {"teacher_ref": teacher, "output": output, "crf": crf, "resume": resume, "epochs": epochs, "lr": lr,
               "overwrite": overwrite}
     if base:   # stage "teacher": a new classifier on an encoder

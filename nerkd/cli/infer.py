@@ -13,6 +13,7 @@ from nerkd.cli.common import (
     Device,
     Int8Opt,
     ModelOpt,
+    NoVerifyOpt,
     Precision,
     SetOpt,
     ThreadsOpt,
@@ -57,6 +58,7 @@ class ScoreOpt(str, Enum):
 def infer(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    no_verify: NoVerifyOpt = False,
     model: ModelOpt = None,
     input_: Annotated[Path | None, typer.Option(
         "--input", "-i", help="Input file (default: stdin).")] = None,
@@ -108,7 +110,7 @@ def infer(
     """
     from nerkd.stages.infer import InferJob, resolve_model, run_infer
 
-    settings, project = resolve(config, set_)
+    settings, project = resolve(config, set_, no_verify=no_verify)
     out_fmt, in_fmt = _formats(fmt, input_format)
     ref = resolve_model(model, project, settings.paths.artifacts)
     overrides = {"device": device, "precision": precision, "int8": int8, "batch_size": batch_size,

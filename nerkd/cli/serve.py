@@ -9,6 +9,7 @@ from nerkd.cli.common import (
     ConfigOpt,
     Int8Opt,
     ModelOpt,
+    NoVerifyOpt,
     SetOpt,
     backend_option,
     resolve,
@@ -21,6 +22,7 @@ from nerkd.cli.errors import known_errors
 def serve(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    no_verify: NoVerifyOpt = False,
     model: ModelOpt = None,
     host: Annotated[str | None, typer.Option(
         "--host", help="Address to bind. Default: serve.host (127.0.0.1: this machine only).")] = None,
@@ -51,6 +53,6 @@ def serve(
     """
     from nerkd.stages.serve import run_serve
 
-    settings, project = resolve(config, set_)
+    settings, project = resolve(config, set_, no_verify=no_verify)
     run_serve(settings, project, model, host=host, port=port, backend=backend.value if backend else None, int8=int8,
               threads=threads)

@@ -143,25 +143,26 @@ class Engine:
     @classmethod
     def load(cls, ref: str | Path, *, device: str = "auto", precision: str = "auto", int8: bool = False,
              revision: str | None = None, trust_remote_code: bool = False, backend: str = "torch",
-             **kwargs) -> Engine:
+             verify: bool | None = None, **kwargs) -> Engine:
         """Load a model folder (or hub id) and its tokenizer; ``device``/``precision`` are settings values.
 
         ``backend``: ``torch``, ``onnx`` (a folder written by ``nerkd export --format onnx``, run by
-        ONNX Runtime on CPU with torch's thread count) or ``auto`` (onnx for such a folder)."""
+        ONNX Runtime on CPU with torch's thread count) or ``auto`` (onnx for such a folder). ``verify``:
+        check the weights against the sha256 nerkd recorded (None: setting ``models.verify``)."""
         from nerkd.infer.onnx_backend import resolve_backend
         from nerkd.models.ner import NerModel, load_tokenizer
 
         if resolve_backend(ref, backend) == "onnx":
             from nerkd.infer.onnx_backend import OnnxModel, load_onnx_tokenizer
 
-            model = OnnxModel.load(ref)
+            model = OnnxModel.load(ref, verify=verify)
             return cls(model, load_onnx_tokenizer(ref), device=torch.device("cpu") if device == "auto" else
                        resolve_device(device), precision="fp32" if precision == "auto" else precision,
                        int8=int8, **kwargs)
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         model = NerModel.load(ref, revision=revision, trust_remote_code=trust_remote_code, what="model",
-                              option="--model")
+                              option="--model", verify=verify)
         tokenizer = load_tokenizer(ref, revision=revision, trust_remote_code=trust_remote_code, what="model",
                                    option="--model")
         return cls(model, tokenizer, device=dev, precision=prec, int8=int8, **kwargs)

@@ -113,8 +113,13 @@ class OnnxModel:
         self.threads = session.get_session_options().intra_op_num_threads
 
     @classmethod
-    def load(cls, folder: str | Path, *, threads: int | None = None, what: str = "model") -> OnnxModel:
-        """Load ``folder/model.onnx`` with ``threads`` intra-op threads (default: torch's thread count)."""
+    def load(cls, folder: str | Path, *, threads: int | None = None, what: str = "model",
+             verify: bool | None = None) -> OnnxModel:
+        """Load ``folder/model.onnx`` with ``threads`` intra-op threads (default: torch's thread count),
+        first checked against the sha256 nerkd recorded when it wrote it (:func:`nerkd.rundir.verify_weights`;
+        ``verify`` None: setting ``models.verify``)."""
+        from nerkd.rundir import verify_weights
+
         folder = Path(folder)
         if not folder.is_dir():
             raise ModelLoadError(f"{what} {folder}: no such folder")
@@ -122,6 +127,7 @@ class OnnxModel:
         if not (folder / ONNX_FILE).is_file() or manifest is None or manifest.get("format") != FORMAT_ONNX:
             raise ModelLoadError(f"{what} {folder}: no ONNX export here (no {ONNX_FILE} with its {MANIFEST}): "
                                  f"run nerkd export --format onnx first")
+        verify_weights(folder, verify)
         return cls(make_session(folder / ONNX_FILE, threads, what), manifest, folder)
 
     # -- what the engine uses ---------------------------------------------------------------

@@ -139,11 +139,13 @@ class NerModel(nn.Module):
 
     @classmethod
     def load(cls, ref: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
-             what: str = "model", option: str | None = None) -> NerModel:
+             what: str = "model", option: str | None = None, verify: bool | None = None) -> NerModel:
         """Load a token classifier from a local folder or a hub id (eval mode, fp32, CPU).
 
         ``option`` names how the user gave ``ref`` (``"--model"``, ``"teacher.model"``) for the error
-        messages (see :func:`nerkd.models.hub.check_ref`)."""
+        messages (see :func:`nerkd.models.hub.check_ref`). A local folder's weights are first checked
+        against the sha256 nerkd recorded when it wrote them (:func:`nerkd.rundir.verify_weights`;
+        ``verify`` None: setting ``models.verify``, as the CLI set it)."""
         from safetensors import SafetensorError
 
         from nerkd.models import quiet_transformers
@@ -153,7 +155,7 @@ class NerModel(nn.Module):
         kind = check_ref(ref, what, option)
         try:
             if kind == "local":
-                model = _load_local(Path(ref), trust_remote_code)
+                model = _load_local(Path(ref), trust_remote_code, verify)
             else:
                 from transformers import AutoModelForTokenClassification
 
@@ -241,9 +243,12 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def _load_local(folder: Path, trust_remote_code: bool) -> NerModel:
+def _load_local(folder: Path, trust_remote_code: bool, verify: bool | None = None) -> NerModel:
     from transformers import AutoConfig, AutoModelForTokenClassification
 
+    from nerkd.rundir import verify_weights
+
+    verify_weights(folder, verify)
     raw = read_config_json(folder)
     meta = raw.get("nerkd") or {}
     if raw.get("model_type") == PRUNED_MODEL_TYPE:
