@@ -66,8 +66,26 @@ class BenchPrecision(str, Enum):
     int8 = "int8"
 
 
+def missing_model_fails_fast(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """Callback of ``--model``, ``--teacher`` and ``--base``: a folder that can only be local and is missing
+    is said at once, in one line naming the nearest existing folder, while the options are parsed: before
+    settings are read, torch is imported or anything loads, and without the network (hub ids pass)."""
+    if not value or ctx.resilient_parsing:
+        return value
+    from nerkd.cli.errors import one_line_errors
+    from nerkd.models.hub import check_local
+
+    option = param.opts[0] if param.opts else "--model"
+    what = {"--teacher": "teacher", "--base": "base model"}.get(option, "model")
+    for ref in [value] if isinstance(value, str) else value:
+        name, sep, path = str(ref).partition("=")     # report's and bench's NAME=PATH
+        with one_line_errors():
+            check_local(path if sep and name and not Path(ref).exists() else ref, what, option)
+    return value
+
+
 def model_option(help: str, **kwargs: Any) -> Any:
-    return typer.Option("--model", "-m", help=help, **kwargs)
+    return typer.Option("--model", "-m", help=help, callback=missing_model_fails_fast, **kwargs)
 
 
 def output_option(help: str, **kwargs: Any) -> Any:
@@ -83,7 +101,7 @@ def overwrite_option(help: str) -> Any:
 
 
 def teacher_option(help: str) -> Any:
-    return typer.Option("--teacher", "-t", help=help)
+    return typer.Option("--teacher", "-t", help=help, callback=missing_model_fails_fast)
 
 
 def resume_option(help: str) -> Any:

@@ -5,12 +5,13 @@ from typing import Annotated
 
 import typer
 
-from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, resolve
+from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, missing_model_fails_fast, resolve
 from nerkd.cli.errors import known_errors
 
 TeacherOpt = Annotated[
     str | None,
-    typer.Option("--teacher", "-t", help="Teacher folder or hub id (default: teacher.model)."),
+    typer.Option("--teacher", "-t", help="Teacher folder or hub id (default: teacher.model).",
+                 callback=missing_model_fails_fast),
 ]
 OutputOpt = Annotated[
     Path | None,
@@ -43,6 +44,10 @@ def distill(config: ConfigOpt = None, set_: SetOpt = None, teacher: TeacherOpt =
       nerkd distill --set distill.temperature=4 --output artifacts/student_t4
     """
     settings, project = resolve(config, set_, no_verify=no_verify)
+    if teacher is None:   # teacher.model: a missing local folder is said before torch is imported
+        from nerkd.models.hub import check_local
+
+        check_local(settings.teacher.model, "teacher", "teacher.model")
     from nerkd.stages.distill import run_distill
 
     result = run_distill(settings, project, teacher, output, resume=resume, overwrite=overwrite)

@@ -5,17 +5,20 @@ from typing import Annotated
 
 import typer
 
-from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, resolve
+from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, missing_model_fails_fast, resolve
 from nerkd.cli.errors import known_errors
 from nerkd.errors import SettingsError
 
 ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="nerkd model to keep training (default: the last prune, else distill, output).")]
+    "--model", "-m", help="nerkd model to keep training (default: the last prune, else distill, output).",
+    callback=missing_model_fails_fast)]
 BaseOpt = Annotated[str | None, typer.Option(
     "--base", help="Make a domain teacher from this encoder (folder or hub id, e.g. camembert-base) with a new "
-                   "classifier over the data's labels; 'scratch' builds a tiny offline one.")]
+                   "classifier over the data's labels; 'scratch' builds a tiny offline one.",
+    callback=missing_model_fails_fast)]
 TeacherOpt = Annotated[str | None, typer.Option(
-    "--teacher", "-t", help="Also distil from this teacher (default: finetune.teacher; none = gold CE only).")]
+    "--teacher", "-t", help="Also distil from this teacher (default: finetune.teacher; none = gold CE only).",
+    callback=missing_model_fails_fast)]
 OutputOpt = Annotated[Path | None, typer.Option(
     "--output", "-o", help="Run folder (default: <artifacts>/final, or <artifacts>/teacher with --base).",
     file_okay=False)]

@@ -6,11 +6,12 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, resolve
+from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, missing_model_fails_fast, resolve
 from nerkd.cli.errors import known_errors
 from nerkd.errors import SettingsError
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model folder (default: the last distill output).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model folder (default: the last distill output).",
+                                                 callback=missing_model_fails_fast)]
 RateOpt = Annotated[float | None, typer.Option("--rate", "-r", help="Share of all heads to remove, 0 <= R < 1 "
                                                                      "(default: prune.rate, or prune.per_layer).")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: artifacts/pruned).",
@@ -33,11 +34,11 @@ def prune(model: ModelOpt = None, rate: RateOpt = None, output: OutputOpt = None
     Example:
       nerkd prune --model artifacts/student --rate 0.25 -o artifacts/pruned_25
     """
+    settings, project = resolve(config, set_, no_verify=no_verify)   # settings errors before torch is imported
     from nerkd.cli.render import LEGEND, head_table
     from nerkd.stages.prune import run_prune
     from nerkd.ui import log, out
 
-    settings, project = resolve(config, set_, no_verify=no_verify)
     if rate is not None:
         try:
             settings.prune.rate = rate

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from nerkd.cli.common import Backend, ConfigOpt, NoVerifyOpt, SetOpt, backend_option, resolve
+from nerkd.cli.common import Backend, ConfigOpt, NoVerifyOpt, SetOpt, backend_option, missing_model_fails_fast, resolve
 from nerkd.cli.errors import known_errors
 
 
@@ -17,7 +17,7 @@ def report(
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Labelled file to score on "
                                               "(default: data.test, else data.dev).", dir_okay=False)] = None,
     model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", metavar="[NAME=]PATH",
+        "--model", "-m", metavar="[NAME=]PATH", callback=missing_model_fails_fast,
         help="Model or run folder, in the order to show (repeatable; default: the local teacher, then the "
              "distill, prune and finetune outputs).")] = None,
     bench: Annotated[list[Path] | None, typer.Option(
@@ -51,6 +51,7 @@ def report(
       nerkd report --data data/dev.jsonl --model artifacts/teacher \\
         --model artifacts/final --int8 --output artifacts/report_dev
     """
+    settings, project = resolve(config, set_, no_verify=no_verify)   # settings errors before torch is imported
     from rich.markup import escape
 
     from nerkd.cli.render import report_tables
@@ -65,7 +66,6 @@ def report(
     )
     from nerkd.ui import err, log, out
 
-    settings, project = resolve(config, set_, no_verify=no_verify)
     specs = named_models(model) if model else default_models(settings, project)
     if not model and not any(s.stage == "teacher" for s in specs):
         log(f"teacher {settings.teacher.model} is not a local folder: left out (add it with --model)")
