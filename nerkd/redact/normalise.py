@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 TITLES = frozenset({"m", "mr", "mme", "mmes", "mlle", "mlles", "mm", "madame", "monsieur", "mademoiselle", "messieurs",
                     "dr", "docteur", "pr", "professeur", "me", "maitre", "sr", "soeur", "pere", "frere", "mgr"})
@@ -16,6 +17,7 @@ PARTICLES = frozenset({"de", "du", "des", "d", "la", "le", "van", "von", "der", 
 WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*\.?")
 
 
+@lru_cache(maxsize=65536)
 def plain(s: str) -> str:
     """Case folded, accents removed, runs of spaces, hyphens and apostrophes made one space."""
     s = "".join(c for c in unicodedata.normalize("NFKD", s.casefold()) if unicodedata.category(c) != "Mn")

@@ -151,7 +151,7 @@ class _Document:
 
         label, locale = span.label, self.s.locale
         if label == PERSON:
-            return self._person(original, self.genders.get(person))
+            return self._person(original, self.genders.get(person), key)
         cached = self.values.get((label, key))
         if cached is not None:
             return cached
@@ -170,9 +170,10 @@ class _Document:
         self.used.add(new)
         return new
 
-    def _person(self, mention: str, gender: str | None) -> str:
+    def _person(self, mention: str, gender: str | None, names_of: str) -> str:
         """The mention with each name replaced by its surrogate name (case shape kept), initials by the
-        surrogate's initial, titles and particles kept; ``gender``: the person's, from a title."""
+        surrogate's initial, titles and particles kept; ``gender``: the person's, from a title; ``names_of``: the
+        person's names (plain, the longest mention's)."""
         tokens = name_tokens(mention)
         names = [t for t in tokens if t.name]
         caps = any(len(t.norm) > 1 and t.raw.rstrip(".").isupper() for t in names)
@@ -181,7 +182,7 @@ class _Document:
             out.append(mention[at: t.start])
             at = t.end
             if t.initial:
-                out.append(self._initial(t.norm) + t.raw[1:])
+                out.append(self._initial(t.norm, names_of.split()) + t.raw[1:])
             elif t.title or t.norm in PARTICLES:
                 out.append(t.raw)
             else:
@@ -189,31 +190,30 @@ class _Document:
         out.append(mention[at:])
         return "".join(out)
 
-    def _initial(self, letter: str) -> str:
-        """The initial of the surrogate of a name starting with ``letter`` in this document (else a new one)."""
-        from nerkd.redact.surrogates import last_names, shaped
+    def _initial(self, letter: str, names: list[str]) -> str:
+        """The initial of the surrogate of the person's name starting with ``letter`` (``names``: the person's
+        names, plain), else of any such name of the document, else a drawn one."""
+        from nerkd.redact.surrogates import name_pool
 
-        for (_, norm), new in self.tokens.items():
+        by_norm = {norm: new for (_, norm), new in self.tokens.items()}
+        for norm in [n for n in names if n in by_norm] + list(by_norm):
             if norm.startswith(letter):
-                return shaped(new[0], letter.upper())
+                return by_norm[norm][0]
         rng = random.Random(self.r.chooser.seed("initial", letter))
-        return rng.choice([n for n in last_names(self.s.locale) if plain(n)[:1] != letter])[0]
+        return rng.choice([n for n, p in name_pool(self.s.locale, "last", None) if p[:1] != letter])[0]
 
     def _name(self, raw: str, norm: str, first: bool, gender: str | None) -> str:
-        from nerkd.redact.surrogates import first_names, known_first_names, last_names, shaped
+        from nerkd.redact.surrogates import known_first_names, name_pool, shaped
 
         kind = "first" if first else "last"
         new = self.tokens.get((kind, norm)) or self.tokens.get(("last" if first else "first", norm))
         if new is None:
             if first:
                 gender = gender or known_first_names(self.s.locale).get(norm)
-                pool = first_names(self.s.locale, gender)
-            else:
-                pool = last_names(self.s.locale)
+            pool = name_pool(self.s.locale, kind, gender if first else None)
             rng = random.Random(self.r.chooser.seed(PERSON, kind, (gender or "") if first else "", norm))
             taken = set(self.tokens.values())
-            choices = [n for n in pool if plain(n) != norm and n not in taken] or list(pool)
-            new = rng.choice(sorted(choices))
+            new = rng.choice([n for n, p in pool if p != norm and n not in taken] or [n for n, _ in pool])
             self.tokens[(kind, norm)] = new
         return shaped(new, raw.rstrip("."))
 

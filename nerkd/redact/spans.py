@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -50,8 +51,11 @@ def model_spans(entities: Iterable[dict], thresholds: dict[str, float] | None = 
 
 def longest_first(spans: Iterable[Span]) -> list[Span]:
     """Non-overlapping spans, sorted by start: of overlapping spans the longest wins (ties: the earlier)."""
+    ordered = sorted(spans, key=lambda s: (s.start, s.end))
+    if all(a.end <= b.start for a, b in zip(ordered, ordered[1:], strict=False)):
+        return ordered              # the usual case (a model's entities): nothing overlaps
     kept: list[Span] = []
-    for span in sorted(spans, key=lambda s: (-len(s), s.start)):
+    for span in sorted(ordered, key=lambda s: (-len(s), s.start)):
         if not any(span.overlaps(k) for k in kept):
             kept.append(span)
     return sorted(kept, key=lambda s: s.start)
@@ -67,10 +71,12 @@ def merge_spans(model: Iterable[Span], rules: Iterable[Span], text: str | None =
     stays uncovered.
     """
     rule_spans = longest_first(rules)
+    starts = [r.start for r in rule_spans]
     out = list(rule_spans)
     for span in longest_first(model):
         parts = [(span.start, span.end)]
-        for r in rule_spans:
+        first = max(0, bisect.bisect_right(starts, span.start) - 1)    # rule spans are sorted, disjoint
+        for r in rule_spans[first: bisect.bisect_left(starts, span.end)]:
             if r.overlaps(span):
                 parts = [piece for a, b in parts for piece in ((a, min(b, r.start)), (max(a, r.end), b)) if
                          piece[0] < piece[1]]

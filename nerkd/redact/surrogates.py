@@ -84,6 +84,15 @@ def last_names(locale: str) -> tuple[str, ...]:
     return tuple(_person(locale).last_names)
 
 
+@lru_cache(maxsize=16)
+def name_pool(locale: str, kind: str, gender: str | None) -> tuple[tuple[str, str], ...]:
+    """``(name, plain form)`` of the locale's first names (of ``gender``, else all) or last names, sorted."""
+    from nerkd.redact.normalise import plain
+
+    names = first_names(locale, gender) if kind == "first" else last_names(locale)
+    return tuple(sorted({(n, plain(n)) for n in names}))
+
+
 @lru_cache(maxsize=4)
 def _person(locale: str):
     fake = faker_for(locale)
