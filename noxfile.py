@@ -39,7 +39,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def quickstart(session: nox.Session) -> None:
     """The whole chain on the embedded sample data, offline on CPU; ends with the report's path."""
-    _install(session, "plots")
+    _install(session, "plots,redact")
     env = {"HF_HUB_OFFLINE": "1"}
     cfg = ["--config", "configs/quickstart.yaml"]
     teacher = ["--base", "scratch", "--epochs", "10", "--lr", "2e-3", "--output", "artifacts/teacher"]
@@ -49,6 +49,7 @@ def quickstart(session: nox.Session) -> None:
     session.run("nerkd", "prune", "--rate", "0.25", env=env)
     session.run("nerkd", "finetune", env=env)
     session.run("nerkd", "infer", "--input", "data/texts.txt", "--output", "artifacts/entities.jsonl", env=env)
+    session.run("nerkd", "redact", "--input", "data/texts.txt", "--output", "artifacts/redacted.jsonl", env=env)
     session.run("nerkd", "bench", env=env)
     session.run("nerkd", "report", env=env)
 
@@ -56,5 +57,5 @@ def quickstart(session: nox.Session) -> None:
 @nox.session
 def readme(session: nox.Session) -> None:
     """Rerun the quickstart chain in a temporary project; rewrite the README's table and docs/*.png from it."""
-    _install(session, "plots")
+    _install(session, "plots,redact")
     session.run("python", "benchmarks/readme_quickstart.py", *session.posargs)

@@ -47,6 +47,7 @@ STEPS: list[list[str]] = [
     ["prune", "--rate", "0.25"],
     ["finetune"],
     ["infer", "--input", "data/texts.txt", "--output", "artifacts/entities.jsonl"],
+    ["redact", "--input", "data/texts.txt", "--output", "artifacts/redacted.jsonl"],
     ["bench"],
     ["report"],
 ]
