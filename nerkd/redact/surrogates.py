@@ -14,6 +14,7 @@ import random
 import re
 import secrets
 import string
+import threading
 from functools import lru_cache
 
 from nerkd.errors import require_extra
@@ -33,11 +34,18 @@ def require_surrogates() -> None:
     require_extra("redact", "redact's surrogate mode", ("faker", "stdnum"))
 
 
-@lru_cache(maxsize=4)
+_local = threading.local()
+
+
 def faker_for(locale: str):
+    """This thread's Faker of ``locale``: each choice seeds it then draws, so threads (a server's) must not share
+    one, or a keyed surrogate could come from another thread's seed."""
     from faker import Faker
 
-    return Faker(locale)
+    fakers = _local.__dict__.setdefault("fakers", {})
+    if locale not in fakers:
+        fakers[locale] = Faker(locale)
+    return fakers[locale]
 
 
 class Chooser:
