@@ -151,10 +151,11 @@ def report_tables(report: Report) -> list[Table]:
     """What ``nerkd report`` prints: entity scores, size, speed, training runs and pruning (when any)."""
     from dataclasses import replace
 
-    from nerkd.report.render import heads_table, training_table
+    from nerkd.report.render import heads_table, redaction_tables, training_table
 
     tables = [compact_entity_table(report), *terminal_size_speed(report)]
     for data, title in ((training_table(report), "training runs (dev)"), (heads_table(report), "pruning")):
         if data is not None:
             tables.append(replace(data, title=title))
+    tables += redaction_tables(report)
     return [rich_table(t) for t in tables]

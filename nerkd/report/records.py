@@ -8,6 +8,7 @@ from pathlib import Path
 from nerkd.infer.benchfile import BenchFile
 from nerkd.report.errors import ErrorsSection
 from nerkd.report.evaluate import GoldData, ModelScore
+from nerkd.report.redaction import RedactionSection
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Report:
     plots: dict[str, Path] = field(default_factory=dict)      # title -> PNG
     plots_skipped: str | None = None
     compares: bool = False             # runtimes compared: runtime and F1 difference columns
+    redaction: RedactionSection | None = None   # leak metrics of the redaction (nerkd.report.redaction)
     errors: ErrorsSection | None = None  # errors in context and confusion counts (nerkd.report.errors)
 
     @property

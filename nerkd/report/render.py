@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nerkd.io import atomic_write_text, write_json
-from nerkd.report import errors_page
+from nerkd.report import errors_page, leak_page
 from nerkd.report.records import Report
 
 DASH = "-"
@@ -230,10 +230,22 @@ def markdown(report: Report) -> str:
         parts += [f"Plots skipped: {report.plots_skipped}.", ""]
     for title, path in report.plots.items():
         parts += [f"![{title}]({Path(path).name})", "", f"*{title}*", ""]
+    parts += _md_redaction(report)
     parts += _md_errors(report)
     parts += ["## Notes", ""] + ([f"- {n}" for n in report.notes] or [NO_NOTES]) + [""]
     parts += ["## How to read this report", ""] + [f"- {line}" for line in legend(report)]
     return "\n".join(parts) + "\n"
+
+
+def _md_redaction(report: Report) -> list[str]:
+    if report.redaction is None:
+        return []
+    parts = [f"## {leak_page.TITLE}", ""]
+    for line in leak_page.lines(report.redaction, report.data.path):
+        parts += [line, ""]
+    for table in redaction_tables(report):
+        parts += [f"### {table.title}", "", _md_table(table), ""]
+    return parts
 
 
 # -- HTML -----------------------------------------------------------------------------------
@@ -276,6 +288,21 @@ def _html_errors(report: Report) -> list[str]:
             _html_table(confusion), *errors_page.html_section(report.errors, report.data.types)]
 
 
+def redaction_tables(report: Report) -> list[TableData]:
+    """The redaction section's tables (:mod:`nerkd.report.leak_page`); none without the section."""
+    return [TableData(*t) for t in leak_page.tables(report.redaction)] if report.redaction is not None else []
+
+
+def _html_redaction(report: Report) -> list[str]:
+    if report.redaction is None:
+        return []
+    parts = [f'<h2 id="redaction">{_e(leak_page.TITLE)}</h2>']
+    parts += [f"<p>{_code(line)}</p>" for line in leak_page.lines(report.redaction, report.data.path)]
+    for table in redaction_tables(report):
+        parts += [f"<h3>{_e(table.title)}</h3>", _html_table(table)]
+    return parts
+
+
 def html_page(report: Report) -> str:
     entities, sizes = entity_table(report), ratios_first(size_speed_table(report))
     parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -299,6 +326,7 @@ def html_page(report: Report) -> str:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         parts.append(f'<figure><img alt="{_e(title)}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{_code(title)}</figcaption></figure>")
+    parts += _html_redaction(report)
     parts += _html_errors(report)
     parts += ['<h2 id="notes">Notes</h2><ul>'] + [f"<li>{_code(n)}</li>" for n in report.notes or [NO_NOTES]]
     parts += ["</ul><h2>How to read this report</h2><ul>"]
@@ -334,6 +362,7 @@ def as_json(report: Report) -> dict:
         "bench_unmatched": report.bench_unmatched, "warnings": report.warnings, "notes": report.notes,
         "plots": {title: Path(p).name for title, p in report.plots.items()},
         "plots_skipped": report.plots_skipped,
+        "redaction": report.redaction.as_dict() if report.redaction is not None else None,
         **(errors_page.as_json(report.errors) if report.errors is not None
            else {"errors_in_context": None, "confusion": None}),
     }
