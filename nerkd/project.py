@@ -20,8 +20,9 @@ Default layout under ``<root>/<paths.artifacts>`` (``artifacts`` by default)::
 
 The pipeline (:data:`STAGE_DIRS`, :data:`PIPELINE`) is spelled here once: each stage's default output
 folder, each stage's default input (:data:`STAGE_INPUTS`), and which models ``nerkd bench`` and
-``nerkd report`` take by default (:meth:`Project.pipeline_models`). :func:`parse_models` names the
-models given with ``--model``.
+``nerkd report`` take by default and under which names (:func:`default_models`: ``teacher``,
+``student``, ``pruned``, ``final``). :func:`parse_models` names the models given with ``--model``,
+for both commands alike, so that the report finds each model's entry in ``bench.json``.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 
 from nerkd.io import write_json
 from nerkd.rundir import has_model
+
+if TYPE_CHECKING:
+    from nerkd.settings import Settings
 
 # The pipeline, in order: stage -> its default output folder under <paths.artifacts>. The teacher
 # (finetune --base) makes the model the student learns from; the student stages follow it.
@@ -57,12 +61,13 @@ class ModelRef(NamedTuple):
     path: str
 
 
-def parse_models(refs: Sequence[str], *, short: bool = False) -> list[ModelRef]:
-    """``--model`` values (``PATH`` or ``NAME=PATH``) -> unique names, in order.
+def parse_models(refs: Sequence[str]) -> list[ModelRef]:
+    """``--model`` values (``PATH`` or ``NAME=PATH``) -> unique names, in order (``nerkd bench`` and
+    ``nerkd report`` alike).
 
     A name is the folder's name unless given as ``NAME=PATH`` (a path that exists is a path even
     with ``=`` in it). A name already taken gets its parent folder first (``b/final``), then a
-    number (``final#2``); ``short`` (the bench's table): the number only.
+    number (``final#2``).
     """
     out, used = [], set()
     for ref in refs:
@@ -70,7 +75,7 @@ def parse_models(refs: Sequence[str], *, short: bool = False) -> list[ModelRef]:
         if not sep or Path(ref).exists():
             name, path = Path(str(ref).rstrip("/")).name or str(ref), str(ref)
         base, k = name, 2
-        if name in used and not short:
+        if name in used:
             parent = Path(path.rstrip("/")).parent.name
             name = f"{parent}/{base}" if parent else base
         while name in used:
@@ -89,9 +94,30 @@ class StageModel:
     local: bool   # a model folder on this machine (False: a hub id, loaded from the hub or its cache)
 
     @property
-    def folder(self) -> str:
-        """The stage's default folder name (``student`` for distill): the name ``nerkd report`` shows."""
+    def name(self) -> str:
+        """The stage's default folder name (``student`` for distill): the name bench and report show."""
         return STAGE_DIRS[self.stage]
+
+
+def default_models(settings: Settings, project: Project) -> list[StageModel]:
+    """The models ``nerkd bench`` and ``nerkd report`` take by default, in pipeline order, named by
+    :attr:`StageModel.name` (teacher, student, pruned, final).
+
+    First the teacher of the settings (``teacher.model``: a local folder, or a hub id, kept as given;
+    each command skips, with a warning, a model that cannot load), then each student stage's output
+    (:meth:`Project.stage_output`) that holds a model. A folder already listed (a stage writing into
+    another's folder) is listed once.
+    """
+    artifacts = settings.paths.artifacts
+    found = project.local_model(settings.teacher.model)
+    models = [StageModel("teacher", str(found) if found else settings.teacher.model, found is not None)]
+    seen = {found.resolve()} if found else set()
+    for stage in STUDENT_STAGES:
+        folder = project.stage_output(stage, artifacts)
+        if has_model(folder) and folder.resolve() not in seen:
+            models.append(StageModel(stage, str(folder), True))
+            seen.add(folder.resolve())
+    return models
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -174,23 +200,6 @@ class Project:
             if has_model(cand):
                 return cand
         return None
-
-    def pipeline_models(self, teacher: str, artifacts_setting: str) -> list[StageModel]:
-        """The models ``nerkd bench`` and ``nerkd report`` take by default, in pipeline order.
-
-        First the teacher of the settings (``teacher.model``: a local folder, or a hub id, kept as
-        given), then each student stage's output (:meth:`stage_output`) that holds a model. A folder
-        already listed (a stage writing into another's folder) is listed once.
-        """
-        found = self.local_model(teacher)
-        models = [StageModel("teacher", str(found) if found else teacher, found is not None)]
-        seen = {found.resolve()} if found else set()
-        for stage in STUDENT_STAGES:
-            folder = self.stage_output(stage, artifacts_setting)
-            if has_model(folder) and folder.resolve() not in seen:
-                models.append(StageModel(stage, str(folder), True))
-                seen.add(folder.resolve())
-        return models
 
     def remember_output(self, stage: str, path: Path) -> None:
         self.state.setdefault("outputs", {})[stage] = _rel(path, self.root)

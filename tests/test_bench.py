@@ -86,7 +86,7 @@ def test_speedups_and_quantiles():
 
 
 def test_names_and_disk_bytes(tiny_bio, tmp_path):
-    assert name_models(["a/m", "b/m", "c"]) == [("m", "a/m"), ("m#2", "b/m"), ("c", "c")]
+    assert name_models(["a/m", "b/m", "c", "b/m"]) == [("m", "a/m"), ("b/m", "b/m"), ("c", "c"), ("m#2", "b/m")]
     assert disk_bytes(str(tiny_bio)) == (tiny_bio / "model.safetensors").stat().st_size
     assert disk_bytes("no/such-model") == 0
 
@@ -127,7 +127,7 @@ def test_cli_defaults(runner, in_tmp, tiny_bio, tiny_crf):
     assert res.exit_code == 0, res.stderr
     assert "skipped teacher" in res.stderr  # the hub teacher is not reachable offline
     doc = orjson.loads((in_tmp / "artifacts" / "bench.json").read_bytes())
-    check_contract(doc, ["distill", "finetune"], 3)
+    check_contract(doc, ["student", "final"], 3)   # the names nerkd report gives them
     res = runner.invoke(app, ["bench", "-m", str(tiny_bio)])
     assert res.exit_code == 1 and "data.test" in res.stderr
     assert "Example:" in (page := runner.invoke(app, ["bench", "--help"]).stdout) and "nerkd bench --" in page
@@ -287,12 +287,15 @@ def test_written_file_is_the_contract_the_report_reads(tmp_path):
 
 def test_default_models_follow_the_stage_map(in_tmp, tiny_bio, tiny_crf):
     """The settings' teacher (a hub id kept as given), then each student stage's output holding a model:
-    the remembered folder, else the default one; a folder without a model is not offered."""
-    from nerkd.project import STAGE_DIRS, STUDENT_STAGES, Project
-    from nerkd.stages.bench import default_models
+    the remembered folder, else the default one; a folder without a model is not offered. Named by the
+    stage's folder (teacher, student, pruned, final), by bench and report alike."""
+    from nerkd.project import STAGE_DIRS, STUDENT_STAGES, Project, default_models
+
+    def named(settings):
+        return [(m.name, m.path) for m in default_models(settings, Project.discover())]
 
     settings = load_settings(None, [])
-    assert default_models(settings, Project.discover()) == [("teacher", settings.teacher.model)]
+    assert named(settings) == [("teacher", settings.teacher.model)]
     art = in_tmp / "artifacts"
     shutil.copytree(tiny_bio, art / STAGE_DIRS["distill"])
     (art / STAGE_DIRS["prune"]).mkdir()                              # a killed run: no model
@@ -300,8 +303,32 @@ def test_default_models_follow_the_stage_map(in_tmp, tiny_bio, tiny_crf):
     Project.discover().remember_output("finetune", in_tmp / "elsewhere")
     shutil.copytree(tiny_crf, art / STAGE_DIRS["finetune"])          # older default folder: not taken
     assert STUDENT_STAGES == ("distill", "prune", "finetune")
-    assert default_models(settings, Project.discover()) == [
-        ("teacher", settings.teacher.model), ("distill", str(art / "student")), ("finetune", str(in_tmp / "elsewhere"))]
+    assert named(settings) == [
+        ("teacher", settings.teacher.model), ("student", str(art / "student")), ("final", str(in_tmp / "elsewhere"))]
     local = load_settings(None, ["teacher.model=artifacts/student"])    # a local teacher: listed once
-    assert default_models(local, Project.discover()) == [
-        ("teacher", "artifacts/student"), ("finetune", str(in_tmp / "elsewhere"))]
+    assert named(local) == [("teacher", "artifacts/student"), ("final", str(in_tmp / "elsewhere"))]
+
+
+def test_bench_and_report_name_models_alike(in_tmp, tiny_bio, tiny_crf, caplog):
+    """One naming for both commands (issue #22 item 17): the same --model list gets the same names (a repeated
+    folder name: its parent folder), the defaults are the same models under the same names, so a bench.json
+    entry and its report row share a name; a default model that cannot load (a hub teacher offline) is
+    skipped with a warning by the report as by the bench."""
+    from nerkd.project import Project, default_models
+    from nerkd.stages.report import _loadable, named_models
+
+    refs = ["a/final", "b/final", "best=c/x", "c/x"]
+    assert [s.name for s in named_models(refs)] == [m.name for m in name_models(refs)] == [
+        "final", "b/final", "best", "x"]
+    art = in_tmp / "artifacts"
+    shutil.copytree(tiny_bio, art / "teacher")
+    shutil.copytree(tiny_crf, art / "pruned")
+    local = load_settings(None, ["teacher.model=artifacts/teacher"])
+    project = Project.discover()
+    assert [(s.name, s.stage) for s in _loadable(local, project)] == [("teacher", "teacher"), ("pruned", "prune")]
+    assert [m.name for m in default_models(local, project)] == ["teacher", "pruned"]
+    hub = load_settings(None, ["teacher.model=nerkd-tests/no-such-model"])     # offline in tests: cannot load
+    assert [m.name for m in default_models(hub, project)] == ["teacher", "pruned"]
+    with caplog.at_level("WARNING", logger="nerkd"):
+        assert [s.name for s in _loadable(hub, project)] == ["pruned"]
+    assert "skipped teacher: model nerkd-tests/no-such-model (teacher.model)" in caplog.text

@@ -308,17 +308,17 @@ def test_hf_export_of_a_crf_model_warns(runner, in_tmp, tiny_crf):
 # -- bench -----------------------------------------------------------------------------------------
 def test_bench_rows_side_by_side(tiny_bio, onnx_bio, one_thread):
     from nerkd.settings import load_settings
-    from nerkd.stages.bench import bench_models, load_engine, name_models
+    from nerkd.stages.bench import bench_engine, bench_models, name_models
 
     models = name_models([str(tiny_bio), str(onnx_bio)])
     assert [name for name, _ in models] == ["tiny_bio", "bio_onnx [onnx]"]
     settings = load_settings(None, ["bench.warmup=1"])
     result = bench_models(models, TEXTS[:6], settings, device="cpu", precision="fp32", blocks=2)
     rows = {r["name"]: r for r in result["models"]}
-    assert load_engine(str(onnx_bio), settings, device="cpu", precision="fp32").backend == "onnx"
-    assert load_engine(str(tiny_bio), settings, device="cpu", precision="fp32").backend == "torch"
+    assert bench_engine(str(onnx_bio), settings, device="cpu", precision="fp32").backend == "onnx"
+    assert bench_engine(str(tiny_bio), settings, device="cpu", precision="fp32").backend == "torch"
     with pytest.raises(SettingsError, match="fp32 ONNX export"):   # bench --precision int8 on an fp32 export
-        load_engine(str(onnx_bio), settings, device="cpu", precision="int8")
+        bench_engine(str(onnx_bio), settings, device="cpu", precision="int8")
     assert rows["bio_onnx [onnx]"]["parameters"] == rows["tiny_bio"]["parameters"]
     assert rows["bio_onnx [onnx]"]["disk_bytes"] == (onnx_bio / "model.onnx").stat().st_size
 

@@ -35,6 +35,11 @@ def report(
         "auto: a folder written by nerkd export --format onnx is scored with ONNX Runtime (row '<name> (onnx)', "
         "compared with the torch model it was exported from when that one is given too); torch; onnx: every "
         "model must be such a folder (pip install 'nerkd\\[onnx]').")] = Backend.auto,
+    redact: Annotated[bool, typer.Option(
+        "--redact", help="Also measure leaks: the redaction nerkd redact would make with each model (redact.* "
+                         "settings), scored in characters against the gold entities (recall, documents fully "
+                         "redacted, over-redaction), model alone and with the rules, and a sweep of redact.bias. "
+                         "Done unasked when the data has a label the rules find (PHONE, NIR...).")] = False,
 ) -> None:
     """Score every model on one labelled file; write report.md, a self-contained report.html, report.json.
 
@@ -51,34 +56,17 @@ def report(
       nerkd report --data data/dev.jsonl --model artifacts/teacher \\
         --model artifacts/final --int8 --output artifacts/report_dev
     """
-    settings, project = resolve(config, set_, no_verify=no_verify)   # settings errors before torch is imported
     from rich.markup import escape
 
     from nerkd.cli.render import report_tables
-    from nerkd.report.render import write_report
-    from nerkd.stages.report import (
-        build_report,
-        default_bench,
-        default_data,
-        default_models,
-        default_output,
-        named_models,
-    )
+    settings, project = resolve(config, set_, no_verify=no_verify)   # settings errors before torch is imported
+    from nerkd.stages.report import run_report
     from nerkd.ui import err, log, out
 
-    specs = named_models(model) if model else default_models(settings, project)
-    if not model and not any(s.stage == "teacher" for s in specs):
-        log(f"teacher {settings.teacher.model} is not a local folder: left out (add it with --model)")
-    data_path = str(data) if data is not None else default_data(settings)
-    bench_files = list(bench) if bench else default_bench(settings, project)
-    out_dir = output if output is not None else default_output(settings, project)
-    log(f"report: {len(specs)} models on {data_path}: " + ", ".join(f"{s.name} ({s.path})" for s in specs))
-    if bench_files:
-        log("bench figures: " + ", ".join(str(p) for p in bench_files))
     variants = [name for name, on in (("int8", int8), ("bf16", bf16)) if on]
-    rep = build_report(settings, project, data=data_path, models=specs, bench_files=bench_files, output=out_dir,
-                       variants=variants, backend=backend.value)
-    files = write_report(rep)
+    run = run_report(settings, project, data=data, models=model, bench_files=bench, output=output, variants=variants,
+                     backend=backend.value, redact=redact)
+    rep, files = run.report, run.files
     for table in report_tables(rep):
         out.print(table)
     for note in rep.notes:

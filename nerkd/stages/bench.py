@@ -1,8 +1,9 @@
 """``nerkd bench``: size, latency, throughput and memory of several models on the same sentences.
 
-The stage (:func:`run_bench`): which models (:func:`default_models` from the project's stage map, or
-``--model`` refs named by :func:`name_models`), which sentences (:func:`bench_texts`), how each model is
-loaded (:func:`load_engine`, the engine of ``nerkd infer``), the bench document (:func:`bench_models`)
+The stage (:func:`run_bench`): which models (:func:`nerkd.project.default_models`, or ``--model`` refs
+named by :func:`name_models`: the names ``nerkd report`` gives them too), which sentences
+(:func:`bench_texts`), how each model is loaded (:func:`bench_engine`: the infer settings through
+:func:`nerkd.infer.load_engine`), the bench document (:func:`bench_models`)
 and where it is written (:func:`bench_path`). How models are measured is :mod:`nerkd.infer.bench`; the
 document is the ``bench.json`` contract of :mod:`nerkd.infer.benchfile`. Nothing is printed here: the
 plan and skipped models are said through :mod:`nerkd.log`, progress goes through its hook.
@@ -19,16 +20,16 @@ from pathlib import Path
 import torch
 
 from nerkd.errors import NerkdError, SettingsError
+from nerkd.infer import Engine, load_engine
 from nerkd.infer.bench import bench_ticks, measure
 from nerkd.infer.benchfile import bench_document, write_bench
-from nerkd.infer.engine import Engine
 from nerkd.infer.io import file_texts, gold_texts
 from nerkd.log import progress, say, warn
-from nerkd.project import ModelRef, Project, parse_models
+from nerkd.project import ModelRef, Project, default_models, parse_models
 from nerkd.settings import Settings
 
-__all__ = ["BenchRun", "bench_models", "bench_path", "bench_texts", "bench_ticks", "default_models", "load_engine",
-           "name_models", "run_bench"]
+__all__ = ["BenchRun", "bench_engine", "bench_models", "bench_path", "bench_texts", "bench_ticks", "name_models",
+           "run_bench", "teacher_kwargs"]
 
 
 @dataclass
@@ -50,7 +51,7 @@ def run_bench(settings: Settings, project: Project, refs: Sequence[str] | None =
     bs = settings.bench
     n, dev, prec = sentences or bs.sentences, device or bs.device, precision or bs.precision
     n_threads, why = set_threads(threads)
-    models = name_models(refs) if refs else default_models(settings, project)
+    models = name_models(refs) if refs else [ModelRef(m.name, m.path) for m in default_models(settings, project)]
     path = output or bench_path(settings, project)
     check_not_input(path, {"the --input file": input_path, **{f"the model {m.name}'s folder": m.path for m in models}},
                     "--json", folder=False)
@@ -74,22 +75,14 @@ def bench_path(settings: Settings, project: Project) -> Path:
     return project.artifacts(settings.paths.artifacts) / "bench.json"
 
 
-def default_models(settings: Settings, project: Project) -> list[ModelRef]:
-    """The teacher of the settings (a folder or a hub id: a model that cannot load is skipped by the
-    CLI with a warning), then the distill, prune and finetune outputs that hold a model, named by
-    their stage (:meth:`nerkd.project.Project.pipeline_models`)."""
-    return [ModelRef(m.stage, m.path)
-            for m in project.pipeline_models(settings.teacher.model, settings.paths.artifacts)]
-
-
 def name_models(refs: Sequence[str]) -> list[ModelRef]:
-    """``--model`` refs named by :func:`nerkd.project.parse_models` (a repeated name gets ``#2``); a folder
+    """``--model`` refs named by :func:`nerkd.project.parse_models` (as ``nerkd report`` names them); a folder
     written by ``nerkd export --format onnx`` (run by ONNX Runtime) is labelled ``<name> [onnx]`` or
     ``[onnx int8]``."""
     from nerkd.infer.onnx_backend import is_onnx_export, read_manifest
 
     out = []
-    for name, ref in parse_models(refs, short=True):
+    for name, ref in parse_models(refs):
         if is_onnx_export(ref):
             name += " [onnx int8]" if ((read_manifest(ref) or {}).get("onnx") or {}).get("int8") else " [onnx]"
         out.append(ModelRef(name, ref))
@@ -105,16 +98,18 @@ def bench_texts(settings: Settings, input_path: str | Path | None, limit: int) -
     return gold_texts(settings.data.test, settings.data.format, limit)
 
 
-def load_engine(ref: str, settings: Settings, *, device: str, precision: str, backend: str = "auto",
-                **load_kwargs) -> Engine:
-    """The infer engine for ``ref`` as ``nerkd bench`` runs it (``backend`` auto: onnx for an ONNX export)."""
-    return Engine.load(ref, device=device, precision="fp32" if precision == "int8" else precision, backend=backend,
-                       int8=precision == "int8", batch_size=settings.bench.batch_size,
-                       max_length=settings.data.max_length, stride=settings.data.stride,
-                       max_tokens=settings.infer.max_tokens, tokenize=settings.infer.tokenize, **load_kwargs)
+def bench_engine(ref: str, settings: Settings, *, device: str, precision: str, backend: str = "auto",
+                 **load_kwargs) -> Engine:
+    """The infer engine for ``ref`` as ``nerkd bench`` runs it: the ``infer`` settings at the bench's device,
+    precision (int8: dynamic int8 of the fp32 model) and batch size, not compiled (``backend`` auto: onnx for
+    an ONNX export)."""
+    section = settings.infer.model_copy(update={
+        "device": device, "precision": "fp32" if precision == "int8" else precision, "int8": precision == "int8",
+        "batch_size": settings.bench.batch_size, "compile": False, "backend": backend})
+    return load_engine(ref, section, max_length=settings.data.max_length, stride=settings.data.stride, **load_kwargs)
 
 
-def _teacher_kwargs(settings: Settings) -> Callable[[str], dict]:
+def teacher_kwargs(settings: Settings) -> Callable[[str], dict]:
     """The teacher's revision and trust_remote_code, for the model that is the settings' teacher."""
     teacher = settings.teacher
 
@@ -135,7 +130,7 @@ def bench_models(models: Sequence[tuple[str, str]], texts: Sequence[str], settin
     (:func:`nerkd.infer.benchfile.bench_document`), which :func:`~nerkd.infer.benchfile.write_bench` writes.
 
     Settings: ``bench.warmup``, ``bench.blocks`` (unless ``blocks``), ``bench.batch_size`` and the
-    infer settings of :func:`load_engine`. A model in ``on_skip``'s care (the defaults) that cannot
+    infer settings of :func:`bench_engine`. A model in ``on_skip``'s care (the defaults) that cannot
     load is skipped with a message; otherwise a load error stops the run. A load average above the
     core count while timing gives a warning in the document's ``warnings``. ``load(ref, **kwargs)``
     (an engine with ``predict`` and ``num_parameters``) and ``clock`` replace the real ones in tests.
@@ -151,9 +146,9 @@ def bench_models(models: Sequence[tuple[str, str]], texts: Sequence[str], settin
     prime_ref = None
     if load is None:
         prime_ref = models[0][1]
-        load = functools.partial(load_engine, settings=settings, device=device, precision=precision, backend=backend)
+        load = functools.partial(bench_engine, settings=settings, device=device, precision=precision, backend=backend)
     run = measure(models, texts, device=dev, warmup=settings.bench.warmup, blocks=blocks or settings.bench.blocks,
-                  load=load, extra=_teacher_kwargs(settings), prime_ref=prime_ref, clock=clock, tick=tick,
+                  load=load, extra=teacher_kwargs(settings), prime_ref=prime_ref, clock=clock, tick=tick,
                   on_skip=on_skip)
     warning = run.load.warning()
     return bench_document(machine=run.machine, precision=precision, sentences=run.sentences, words=run.words,

@@ -1,7 +1,7 @@
 """The ``infer`` stage: tag a stream of texts with a model and write one result per text.
 
 :func:`run_infer` checks the input and output paths (before anything loads: a wrong path fails at
-once), loads the model (:func:`load_engine`), opens the files, streams the documents through the
+once), loads the model (:func:`nerkd.infer.load_engine`), opens the files, streams the documents through the
 engine chunk by chunk and writes them in one of the output formats of :mod:`nerkd.infer.formats`.
 It says its first line (model, device, threads, precision, labels) through :mod:`nerkd.log`,
 shows progress through the :func:`nerkd.log.progress` hook, and returns an :class:`InferResult`:
@@ -81,20 +81,10 @@ def resolve_model(model: str | Path | None, project: Project, artifacts_setting:
     return ref
 
 
-def load_engine(model: str | Path, settings: InferSettings, *, max_length: int, stride: int, score: str = "mean"
-                ) -> Engine:
-    """The model ready to tag, as ``settings`` (the ``infer`` section) say; ``max_length``/``stride``: ``data.*``."""
-    from nerkd.infer import Engine
-
-    return Engine.load(model, device=settings.device, precision=settings.precision, int8=settings.int8,
-                       batch_size=settings.batch_size, max_length=max_length, stride=stride,
-                       max_tokens=settings.max_tokens, score=score, tokenize=settings.tokenize,
-                       compile=settings.compile, backend=settings.backend)
-
-
 def run_infer(model: str | Path, job: InferJob, settings: InferSettings, *, max_length: int, stride: int
               ) -> InferResult:
     """Tag ``job.source`` with ``model`` into ``job.target`` (see module doc)."""
+    from nerkd.infer import load_engine
     from nerkd.infer.formats import ToolWriter, model_version
     from nerkd.threads import describe_threads, set_threads
 

@@ -2,7 +2,9 @@
 
 Each row is a model in a runtime (:mod:`nerkd.report.runtimes`: torch at the report's precision,
 ``--int8``, ``--bf16``, or ONNX Runtime for an ONNX export), scored through the engine of ``nerkd
-infer`` loaded as :func:`nerkd.stages.infer.load_engine` loads it.
+infer`` loaded by :func:`nerkd.infer.load_engine`. :func:`run_report` is the stage:
+the defaults (models, data, bench files, output folder), the report (:func:`build_report`) and its files
+(:func:`nerkd.report.render.write_report`).
 """
 
 from __future__ import annotations
@@ -11,29 +13,68 @@ import datetime as _dt
 import fnmatch
 import functools
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nerkd.errors import NerkdError, SettingsError
+from nerkd.errors import ModelLoadError, NerkdError, SettingsError
 from nerkd.infer.benchfile import BenchMatch, match_bench, read_bench
 from nerkd.io import file_sha256
-from nerkd.log import progress, say
-from nerkd.project import Project, parse_models
-from nerkd.report import errors, figures, plots
+from nerkd.log import progress, say, warn
+from nerkd.project import Project, default_models, parse_models
+from nerkd.report import errors, figures, plots, redaction
 from nerkd.report.evaluate import GoldData, load_gold, read_run_file, score_model
 from nerkd.report.records import ModelRow, ModelSpec, Report
 from nerkd.report.runtimes import Run, compares, plan_runs, references
 from nerkd.rundir import check_not_input
 
+
+@dataclass
+class ReportRun:
+    report: Report
+    files: dict[str, Path]     # "md", "html", "json" -> the file written
+
+
+def run_report(settings, project: Project, *, data: str | Path | None = None, models: Sequence[str] | None = None,
+               bench_files: Sequence[Path] | None = None, output: Path | None = None, variants: Sequence[str] = (),
+               backend: str = "auto", redact: bool = False) -> ReportRun:
+    """Score ``models`` (``--model`` values; default :func:`nerkd.project.default_models`, the models
+    ``nerkd bench`` takes, under the same names; one that cannot load is skipped with a warning) on
+    ``data`` (default :func:`default_data`) with the figures of ``bench_files`` (default
+    :func:`default_bench`), and write the report into ``output`` (default :func:`default_output`).
+    ``variants``, ``backend`` and ``redact``: see :func:`build_report`. Says what it scores through
+    :mod:`nerkd.log`; prints nothing."""
+    from nerkd.report.render import write_report
+
+    specs = named_models(models) if models else _loadable(settings, project)
+    data_path = str(data) if data is not None else default_data(settings)
+    benches = list(bench_files) if bench_files else default_bench(settings, project)
+    out_dir = output if output is not None else default_output(settings, project)
+    say(f"report: {len(specs)} models on {data_path}: " + ", ".join(f"{s.name} ({s.path})" for s in specs))
+    if benches:
+        say("bench figures: " + ", ".join(str(p) for p in benches))
+    rep = build_report(settings, project, data=data_path, models=specs, bench_files=benches, output=out_dir,
+                       variants=variants, backend=backend, redact=redact)
+    return ReportRun(rep, write_report(rep))
+
+
 # -- defaults ----------------------------------------------------------------------------
 
 
-def default_models(settings, project: Project) -> list[ModelSpec]:
-    """The pipeline's models (:meth:`nerkd.project.Project.pipeline_models`) that are folders here: the
-    teacher, then the distill, prune and finetune outputs, named by their folder (``student``) with
-    their stage (``distill``) as a second name for bench entries. A hub teacher is left out."""
-    return [ModelSpec(m.folder, m.path, m.stage)
-            for m in project.pipeline_models(settings.teacher.model, settings.paths.artifacts) if m.local]
+def _loadable(settings, project: Project) -> list[ModelSpec]:
+    """:func:`nerkd.project.default_models` as specs (their stage, ``distill``, a second name for older bench
+    entries), less those that cannot load (a hub teacher, offline and not in the cache): skipped with a
+    warning, as ``nerkd bench`` skips them."""
+    from nerkd.models.hub import check_ref
+
+    specs = []
+    for m in default_models(settings, project):
+        try:
+            check_ref(m.path, "model", "teacher.model" if m.stage == "teacher" else None)
+        except ModelLoadError as e:
+            warn(f"skipped {m.name}: {e}")
+            continue
+        specs.append(ModelSpec(m.name, m.path, m.stage))
+    return specs
 
 
 def named_models(refs: Sequence[str]) -> list[ModelSpec]:
@@ -140,12 +181,14 @@ def _plot_all(report: Report) -> None:
 
 def _engine(run: Run, settings):
     """The engine of ``nerkd infer`` for ``run`` (its runtime's device, precision, int8 and backend)."""
-    from nerkd.stages.infer import load_engine
+    from nerkd.infer import load_engine
+    from nerkd.stages.bench import teacher_kwargs
 
     rt = run.runtime
     section = settings.infer.model_copy(update={"device": rt.device, "precision": rt.precision, "compile": False,
                                                 "int8": rt.int8 and rt.backend == "torch", "backend": rt.backend})
-    return load_engine(run.spec.path, section, max_length=settings.data.max_length, stride=settings.data.stride)
+    return load_engine(run.spec.path, section, max_length=settings.data.max_length, stride=settings.data.stride,
+                       **teacher_kwargs(settings)(run.spec.path))
 
 
 def _score_all(runs: list[Run], entries: list[dict | None], gold: GoldData, settings,
@@ -245,12 +288,13 @@ def _plan(specs: list[ModelSpec], variants: Sequence[str], settings, matched: Be
 
 
 def build_report(settings, project: Project, *, data: str, models: list[ModelSpec], bench_files: list[Path],
-                 output: Path, variants: Sequence[str] = (), backend: str = "auto") -> Report:
+                 output: Path, variants: Sequence[str] = (), backend: str = "auto", redact: bool = False) -> Report:
     """Evaluate ``models`` on ``data`` and collect everything the report shows; draws the plots into
     ``output`` (the other files: :func:`nerkd.report.render.write_report`). Prints nothing.
 
     ``variants``: ``int8`` and/or ``bf16``, rows added per torch model; ``backend``: auto, torch or onnx
-    (:func:`nerkd.infer.onnx_backend.resolve_backend`)."""
+    (:func:`nerkd.infer.onnx_backend.resolve_backend`); ``redact``: measure leaks (:mod:`nerkd.report.redaction`),
+    done unasked when the data has a label the redaction rules find."""
     if not models:
         raise NerkdError("report: no model to evaluate: give --model, or run the pipeline first "
                          f"(no local teacher, no stage output under {settings.paths.artifacts}/)")
@@ -282,6 +326,8 @@ def build_report(settings, project: Project, *, data: str, models: list[ModelSpe
                     compares=compares(specs, variants))
     report.errors = errors.collect(gold.split.sentences, gold.gold_tags, rows, k=settings.report.errors_in_context,
                                    seed=settings.report.seed)
+    report.redaction = redaction.measure(runs, gold, settings.redact, lambda run: _engine(run, settings),
+                                         asked=redact, notes=notes)
     report.output.mkdir(parents=True, exist_ok=True)
     _plot_all(report)
     return report

@@ -2,7 +2,7 @@
 
 :func:`run_serve` picks the model (the newest distill, prune or finetune output), the backend, the
 threads and the token, builds the app (:func:`nerkd.serve.app.create_app`) around a loader of the
-engine (:func:`nerkd.stages.infer.load_engine`, the ``infer`` settings), and runs uvicorn with its
+engine (:func:`nerkd.infer.load_engine`, the ``infer`` settings), and runs uvicorn with its
 logs and the server's on stderr (:func:`stderr_logs`). Nothing is printed; stdout stays empty.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nerkd.stages.infer import load_engine, resolve_model
+from nerkd.stages.infer import resolve_model
 
 if TYPE_CHECKING:
     from nerkd.project import Project
@@ -76,6 +76,8 @@ def engine_loader(ref: str, settings: Settings, backend: str, int8: bool | None)
     section = settings.infer.model_copy(update={"backend": backend, **({} if int8 is None else {"int8": int8})})
 
     def load():
+        from nerkd.infer import load_engine
+
         return load_engine(ref, section, max_length=settings.data.max_length, stride=settings.data.stride)
 
     return load
