@@ -28,7 +28,7 @@ import orjson
 
 from nerkd.errors import DataError, NerkdError, os_reason
 from nerkd.log import NullProgress, progress, say
-from nerkd.stages.infer import STDIN, STDOUT, check_paths, encode_notes, load_engine
+from nerkd.stages.infer import STDIN, STDOUT, check_paths, encode_notes
 
 if TYPE_CHECKING:
     from nerkd.data.docs import Doc
@@ -114,6 +114,7 @@ def make_redactor(settings: RedactSettings, key_file: Path | None) -> Redactor:
 def run_redact(model: str | Path, job: RedactJob, settings: RedactSettings, infer: InferSettings, *,
                max_length: int, stride: int) -> RedactRun:
     """Pseudonymise ``job.source`` into ``job.target`` (see module doc)."""
+    from nerkd.infer import load_engine
     from nerkd.threads import describe_threads, set_threads
 
     source, target = _path(job.source), _path(job.target)
