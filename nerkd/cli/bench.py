@@ -17,6 +17,7 @@ from nerkd.cli.common import (
     ThreadsOpt,
     backend_option,
     device_option,
+    input_option,
     model_option,
     precision_option,
     resolve,
@@ -37,9 +38,8 @@ def bench(
         "fp32, bf16 (weights cast on GPU, autocast on CPU) or int8 (dynamic, CPU). Default: bench.precision.")] = None,
     json_path: Annotated[Path | None, typer.Option(
         "--json", dir_okay=False, help="Where to write the results (default: <artifacts>/bench.json).")] = None,
-    input_: Annotated[Path | None, typer.Option(
-        "--input", "-i", dir_okay=False, help="Sentences, one per line or JSONL with text (default: data.test).")
-    ] = None,
+    input_: Annotated[Path | None, input_option(
+        "Sentences, one per line or JSONL with text (default: data.test).", dir_okay=False)] = None,
     sentences: Annotated[int | None, typer.Option(
         "--sentences", "-n", min=1, help="Sentences to time. Default: bench.sentences.")] = None,
     threads: ThreadsOpt = None,

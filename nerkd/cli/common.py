@@ -128,6 +128,16 @@ def int8_option(help: str) -> Any:
     return typer.Option("--int8/--no-int8", help=help)
 
 
+def int8_rows_option(help: str) -> Any:
+    """``--int8`` alone, no ``--no-int8``: a flag that adds int8 rows (``nerkd report``)."""
+    return typer.Option("--int8", help=help)
+
+
+def format_option(help: str, *, short: bool = False) -> Any:
+    """``--format`` (and ``-f`` where ``short``): what a command writes."""
+    return typer.Option("--format", *(["-f"] if short else []), help=help)
+
+
 ModelOpt = Annotated[str | None, model_option("Model folder (default: the newest finetune/prune/distill output).")]
 TeacherOpt = Annotated[str | None, teacher_option("Teacher folder or hub id (default: teacher.model).")]
 ResumeOpt = Annotated[bool, resume_option(

@@ -3,29 +3,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
-from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, missing_model_fails_fast, resolve
+from nerkd.cli.common import (
+    ConfigOpt,
+    NoVerifyOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    SetOpt,
+    TeacherOpt,
+    output_option,
+    resolve,
+)
 from nerkd.cli.errors import known_errors
 
-TeacherOpt = Annotated[
-    str | None,
-    typer.Option("--teacher", "-t", help="Teacher folder or hub id (default: teacher.model).",
-                 callback=missing_model_fails_fast),
-]
-OutputOpt = Annotated[
-    Path | None,
-    typer.Option("--output", "-o", help="Run folder for the student (default: <artifacts>/student).",
-                 file_okay=False),
-]
-ResumeOpt = Annotated[
-    bool,
-    typer.Option("--resume", help="Go on from the run folder's last checkpoint (checkpoints/last); refused if a "
-                                  "setting or data file that changes training differs."),
-]
-OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
-                        "nerkd's own files there are replaced).")]
+OutputOpt = Annotated[Path | None, output_option("Run folder for the student (default: <artifacts>/student).",
+                                                 file_okay=False)]
 
 
 @known_errors

@@ -4,13 +4,12 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import typer
-
 from nerkd.cli.common import (
     ConfigOpt,
     ModelOpt,
     NoVerifyOpt,
     SetOpt,
+    format_option,
     input_option,
     int8_option,
     output_option,
@@ -34,9 +33,9 @@ def export(
     set_: SetOpt = None,
     no_verify: NoVerifyOpt = False,
     model: ModelOpt = None,
-    fmt: Annotated[ExportFormat | None, typer.Option(
-        "--format", "-f", help="onnx (a graph for ONNX Runtime) or hf (a plain transformers folder). "
-                               "Default: export.format.")] = None,
+    fmt: Annotated[ExportFormat | None, format_option(
+        "onnx (a graph for ONNX Runtime) or hf (a plain transformers folder). Default: export.format.",
+        short=True)] = None,
     int8: Annotated[bool | None, int8_option(
         "onnx: dynamic int8 quantisation (onnxruntime); reports the tag agreement with fp32. Default: export.int8.")
     ] = None,

@@ -5,31 +5,33 @@ from typing import Annotated
 
 import typer
 
-from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, missing_model_fails_fast, resolve
+from nerkd.cli.common import (
+    ConfigOpt,
+    NoVerifyOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    SetOpt,
+    missing_model_fails_fast,
+    model_option,
+    output_option,
+    resolve,
+    teacher_option,
+)
 from nerkd.cli.errors import known_errors
 from nerkd.errors import SettingsError
 
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="nerkd model to keep training (default: the last prune, else distill, output).",
-    callback=missing_model_fails_fast)]
+ModelOpt = Annotated[str | None, model_option(
+    "nerkd model to keep training (default: the last prune, else distill, output).")]
 BaseOpt = Annotated[str | None, typer.Option(
     "--base", help="Make a domain teacher from this encoder (folder or hub id, e.g. camembert-base) with a new "
                    "classifier over the data's labels; 'scratch' builds a tiny offline one.",
     callback=missing_model_fails_fast)]
-TeacherOpt = Annotated[str | None, typer.Option(
-    "--teacher", "-t", help="Also distil from this teacher (default: finetune.teacher; none = gold CE only).",
-    callback=missing_model_fails_fast)]
-OutputOpt = Annotated[Path | None, typer.Option(
-    "--output", "-o", help="Run folder (default: <artifacts>/final, or <artifacts>/teacher with --base).",
-    file_okay=False)]
+TeacherOpt = Annotated[str | None, teacher_option(
+    "Also distil from this teacher (default: finetune.teacher; none = gold CE only).")]
+OutputOpt = Annotated[Path | None, output_option(
+    "Run folder (default: <artifacts>/final, or <artifacts>/teacher with --base).", file_okay=False)]
 CrfOpt = Annotated[bool | None, typer.Option(
     "--crf/--no-crf", help="With --base: add a CRF (default: finetune.crf). With --model: add or drop one.")]
-ResumeOpt = Annotated[bool, typer.Option(
-    "--resume", help="Go on from the run folder's checkpoints/last; refused if a setting or data file that changes "
-                     "training differs.")]
-OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
-                        "nerkd's own files there are replaced).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: finetune.epochs).")]
 
 

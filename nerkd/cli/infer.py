@@ -19,6 +19,8 @@ from nerkd.cli.common import (
     ThreadsOpt,
     backend_option,
     device_option,
+    format_option,
+    input_option,
     output_option,
     precision_option,
     resolve,
@@ -44,14 +46,44 @@ class OutputFormat(str, Enum):
     auto = "auto"
 
 
-class TokenizeOpt(str, Enum):
+class TokenizeMode(str, Enum):
     words = "words"
     text = "text"
 
 
-class ScoreOpt(str, Enum):
+class ScoreMode(str, Enum):
     mean = "mean"
     min = "min"
+
+
+FormatOpt = Annotated[OutputFormat, format_option(
+    "Output format: jsonl (nerkd's entities), labelstudio (Label Studio tasks with predictions, one JSON array) or "
+    "doccano (Doccano JSONL, label [[start, end, type]]). text and auto are read as --input-format, as in earlier "
+    "versions.")]
+InputFormatOpt = Annotated[InputFormat, typer.Option(
+    "--input-format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")]
+PrecisionOpt = Annotated[Precision | None, precision_option(
+    "Default: infer.precision (auto: bf16 weights on GPU, fp32 on CPU; bf16 on CPU is autocast).")]
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    "--batch-size", min=1, help="Windows per forward pass. Default: infer.batch_size.")]
+ChunkSizeOpt = Annotated[int | None, typer.Option(
+    "--chunk-size", min=1,
+    help="Documents read, sorted by length and written per chunk (default 512 on CPU, 2048 on GPU).")]
+CompileOpt = Annotated[bool | None, typer.Option(
+    "--compile/--no-compile",
+    help="torch.compile the encoder: faster once compiled (the first batches wait ~45 s for CamemBERT-base on 2 CPU "
+         "cores), so for big inputs. Default: infer.compile.")]
+TokenizeOpt = Annotated[TokenizeMode | None, typer.Option(
+    "--tokenize",
+    help="Sub-words per French word, as nerkd trains models (words), or of the raw text, as the transformers "
+         "pipeline does (text: fewer sub-words and faster with SentencePiece, but only for models fine-tuned on raw "
+         "text; it costs accuracy on word-trained ones). Default: infer.tokenize.")]
+ScoreOpt = Annotated[ScoreMode, typer.Option(
+    "--score", help="Entity score: mean or min of its words' tag probabilities.")]
+BackendOpt = Annotated[Backend | None, backend_option(
+    "torch, or onnx: ONNX Runtime on CPU, for a folder written by nerkd export --format onnx (pip install "
+    "'nerkd\\[onnx]'). Default: infer.backend (auto: onnx for such a folder).")]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")]
 
 
 @known_errors
@@ -60,42 +92,21 @@ def infer(
     set_: SetOpt = None,
     no_verify: NoVerifyOpt = False,
     model: ModelOpt = None,
-    input_: Annotated[Path | None, typer.Option(
-        "--input", "-i", help="Input file (default: stdin).")] = None,
+    input_: Annotated[Path | None, input_option("Input file (default: stdin).")] = None,
     output: Annotated[Path | None, output_option("Output JSONL file (default: stdout).")] = None,
-    fmt: Annotated[OutputFormat, typer.Option(
-        "--format",
-        help="Output format: jsonl (nerkd's entities), labelstudio (Label Studio tasks with predictions, one JSON "
-             "array) or doccano (Doccano JSONL, label [[start, end, type]]). text and auto are read as "
-             "--input-format, as in earlier versions.")] = OutputFormat.jsonl,
-    input_format: Annotated[InputFormat, typer.Option(
-        "--input-format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")
-    ] = InputFormat.auto,
+    fmt: FormatOpt = OutputFormat.jsonl,
+    input_format: InputFormatOpt = InputFormat.auto,
     device: Annotated[Device | None, device_option("Default: infer.device.")] = None,
-    precision: Annotated[Precision | None, precision_option(
-        "Default: infer.precision (auto: bf16 weights on GPU, fp32 on CPU; bf16 on CPU is autocast).")] = None,
+    precision: PrecisionOpt = None,
     int8: Int8Opt = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Windows per forward pass. Default: infer.batch_size.")] = None,
-    chunk_size: Annotated[int | None, typer.Option(
-        "--chunk-size", min=1,
-        help="Documents read, sorted by length and written per chunk (default 512 on CPU, 2048 on GPU).")] = None,
+    batch_size: BatchSizeOpt = None,
+    chunk_size: ChunkSizeOpt = None,
     threads: ThreadsOpt = None,
-    compile_: Annotated[bool | None, typer.Option(
-        "--compile/--no-compile",
-        help="torch.compile the encoder: faster once compiled (the first batches wait ~45 s for CamemBERT-base "
-             "on 2 CPU cores), so for big inputs. Default: infer.compile.")] = None,
-    tokenize: Annotated[TokenizeOpt | None, typer.Option(
-        "--tokenize",
-        help="Sub-words per French word, as nerkd trains models (words), or of the raw text, as the "
-             "transformers pipeline does (text: fewer sub-words and faster with SentencePiece, but only for models "
-             "fine-tuned on raw text; it costs accuracy on word-trained ones). Default: infer.tokenize.")] = None,
-    score: Annotated[ScoreOpt, typer.Option(
-        "--score", help="Entity score: mean or min of its words' tag probabilities.")] = ScoreOpt.mean,
-    backend: Annotated[Backend | None, backend_option(
-        "torch, or onnx: ONNX Runtime on CPU, for a folder written by nerkd export --format onnx (pip install "
-        "'nerkd\\[onnx]'). Default: infer.backend (auto: onnx for such a folder).")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")] = False,
+    compile_: CompileOpt = None,
+    tokenize: TokenizeOpt = None,
+    score: ScoreOpt = ScoreMode.mean,
+    backend: BackendOpt = None,
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Tag French texts with a model: one JSONL line of entities (exact character offsets) per input line.
 

@@ -6,19 +6,14 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from nerkd.cli.common import ConfigOpt, NoVerifyOpt, SetOpt, missing_model_fails_fast, resolve
+from nerkd.cli.common import ConfigOpt, NoVerifyOpt, OverwriteOpt, SetOpt, model_option, output_option, resolve
 from nerkd.cli.errors import known_errors
 from nerkd.errors import SettingsError
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model folder (default: the last distill output).",
-                                                 callback=missing_model_fails_fast)]
+ModelOpt = Annotated[str | None, model_option("Model folder (default: the last distill output).")]
 RateOpt = Annotated[float | None, typer.Option("--rate", "-r", help="Share of all heads to remove, 0 <= R < 1 "
                                                                      "(default: prune.rate, or prune.per_layer).")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: artifacts/pruned).",
-                                                file_okay=False)]
-OverwriteOpt = Annotated[bool, typer.Option(
-    "--overwrite", help="Also write into a non-empty folder that is not a nerkd model folder (its files are kept; "
-                        "nerkd's own files there are replaced).")]
+OutputOpt = Annotated[Path | None, output_option("Output folder (default: artifacts/pruned).", file_okay=False)]
 
 
 @known_errors

@@ -5,8 +5,44 @@ from typing import Annotated
 
 import typer
 
-from nerkd.cli.common import Backend, ConfigOpt, NoVerifyOpt, SetOpt, backend_option, missing_model_fails_fast, resolve
+from nerkd.cli.common import (
+    Backend,
+    ConfigOpt,
+    NoVerifyOpt,
+    SetOpt,
+    backend_option,
+    int8_rows_option,
+    model_option,
+    output_option,
+    resolve,
+)
 from nerkd.cli.errors import known_errors
+
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", "-d", help="Labelled file to score on (default: data.test, else data.dev).", dir_okay=False)]
+ModelsOpt = Annotated[list[str] | None, model_option(
+    "Model or run folder, in the order to show (repeatable; default: the teacher, then the distill, prune and "
+    "finetune outputs, as nerkd bench takes them).", metavar="[NAME=]PATH")]
+BenchOpt = Annotated[list[Path] | None, typer.Option(
+    "--bench", "-b", metavar="FILE", dir_okay=False,
+    help="nerkd bench JSON (repeatable; default: <artifacts>/bench.json if present).")]
+OutputOpt = Annotated[Path | None, output_option("Report folder (default: <artifacts>/report).", file_okay=False)]
+Int8RowsOpt = Annotated[bool, int8_rows_option(
+    "Also score each torch model with dynamic int8 on CPU, as nerkd infer --int8: a row '<name> (int8)' under its "
+    "fp32 row, with the F1 difference.")]
+Bf16RowsOpt = Annotated[bool, typer.Option(
+    "--bf16", help="Also score each torch model in bf16, as nerkd infer --precision bf16 (autocast on CPU, bf16 "
+                   "weights on GPU): a row '<name> (bf16)' under its fp32 row.")]
+BackendOpt = Annotated[Backend, backend_option(
+    "auto: a folder written by nerkd export --format onnx is scored with ONNX Runtime (row '<name> (onnx)', "
+    "compared with the torch model it was exported from when that one is given too); torch; onnx: every "
+    "model must be such a folder (pip install 'nerkd\\[onnx]').")]
+
+RedactOpt = Annotated[bool, typer.Option(
+    "--redact", help="Also measure leaks: the redaction nerkd redact would make with each model (redact.* settings), "
+                     "scored in characters against the gold entities (recall, documents fully redacted, "
+                     "over-redaction), model alone and with the rules, and a sweep of redact.bias. Done unasked when "
+                     "the data has a label the rules find (PHONE, NIR...).")]
 
 
 @known_errors
@@ -14,32 +50,14 @@ def report(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     no_verify: NoVerifyOpt = False,
-    data: Annotated[Path | None, typer.Option("--data", "-d", help="Labelled file to score on "
-                                              "(default: data.test, else data.dev).", dir_okay=False)] = None,
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", metavar="[NAME=]PATH", callback=missing_model_fails_fast,
-        help="Model or run folder, in the order to show (repeatable; default: the local teacher, then the "
-             "distill, prune and finetune outputs).")] = None,
-    bench: Annotated[list[Path] | None, typer.Option(
-        "--bench", "-b", metavar="FILE", dir_okay=False,
-        help="nerkd bench JSON (repeatable; default: <artifacts>/bench.json if present).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Report folder (default: "
-                                                "<artifacts>/report).", file_okay=False)] = None,
-    int8: Annotated[bool, typer.Option(
-        "--int8", help="Also score each torch model with dynamic int8 on CPU, as nerkd infer --int8: a row "
-                       "'<name> (int8)' under its fp32 row, with the F1 difference.")] = False,
-    bf16: Annotated[bool, typer.Option(
-        "--bf16", help="Also score each torch model in bf16, as nerkd infer --precision bf16 (autocast on CPU, bf16 "
-                       "weights on GPU): a row '<name> (bf16)' under its fp32 row.")] = False,
-    backend: Annotated[Backend, backend_option(
-        "auto: a folder written by nerkd export --format onnx is scored with ONNX Runtime (row '<name> (onnx)', "
-        "compared with the torch model it was exported from when that one is given too); torch; onnx: every "
-        "model must be such a folder (pip install 'nerkd\\[onnx]').")] = Backend.auto,
-    redact: Annotated[bool, typer.Option(
-        "--redact", help="Also measure leaks: the redaction nerkd redact would make with each model (redact.* "
-                         "settings), scored in characters against the gold entities (recall, documents fully "
-                         "redacted, over-redaction), model alone and with the rules, and a sweep of redact.bias. "
-                         "Done unasked when the data has a label the rules find (PHONE, NIR...).")] = False,
+    data: DataOpt = None,
+    model: ModelsOpt = None,
+    bench: BenchOpt = None,
+    output: OutputOpt = None,
+    int8: Int8RowsOpt = False,
+    bf16: Bf16RowsOpt = False,
+    backend: BackendOpt = Backend.auto,
+    redact: RedactOpt = False,
 ) -> None:
     """Score every model on one labelled file; write report.md, a self-contained report.html, report.json.
 
