@@ -248,6 +248,8 @@ def _load_local(folder: Path, trust_remote_code: bool, verify: bool | None = Non
 
     from nerkd.rundir import verify_weights
 
+    for path in sorted(folder.glob("*.safetensors")):    # a truncated file is said as such, before its hash
+        check_safetensors(path)
     verify_weights(folder, verify)
     raw = read_config_json(folder)
     meta = raw.get("nerkd") or {}
