@@ -273,3 +273,56 @@ def test_flipped_bytes_in_an_onnx_export_are_refused(tiny_bio, tmp_path, restore
     with pytest.raises(ModelLoadError, match=r"onnx/model.onnx: its sha256 differs"):
         Engine.load(out, backend="auto")
     assert OnnxModel.load(out, verify=False) is not None
+
+
+# -- 5. a full disk under infer -o: whole lines only, and the file named ----------------------------
+
+def test_a_full_disk_leaves_whole_lines_and_names_the_file(tiny_bio, in_tmp, runner, monkeypatch):
+    import errno
+
+    import orjson
+
+    from nerkd.stages import infer as stage
+
+    (in_tmp / "in.txt").write_text("".join(f"Jean Dupont {i} habite à Lyon.\n" for i in range(12)), encoding="utf-8")
+    real_open = stage._open
+
+    class FullDisk:
+        """The output file; the disk fills up half-way through the third chunk of lines."""
+
+        def __init__(self, f):
+            self.f, self.calls = f, 0
+
+        def write(self, data):
+            data = bytes(data)
+            if data:
+                self.calls += 1
+            if self.calls == 3:
+                self.f.write(data[:len(data) // 2])
+                self.f.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def open_(path, mode, option, **kwargs):
+        f = real_open(path, mode, option, **kwargs)
+        return FullDisk(f) if "w" in mode else f
+
+    monkeypatch.setattr(stage, "_open", open_)
+    res = runner.invoke(app, ["infer", "--model", str(tiny_bio), "--input", "in.txt", "--output", "out.jsonl",
+                              "--chunk-size", "2"])
+    assert res.exit_code == 1
+    assert lines(res.stderr)[-1] == ("error: --output out.jsonl: cannot write (no space left on device); cut back to "
+                                     "its last whole line (4 lines)")
+    written = (in_tmp / "out.jsonl").read_bytes()
+    assert written.endswith(b"\n")
+    assert [orjson.loads(line)["text"] for line in written.splitlines()] == [
+        f"Jean Dupont {i} habite à Lyon." for i in range(4)]

@@ -108,13 +108,12 @@ def run_infer(model: str | Path, job: InferJob, settings: InferSettings, *, max_
 def _tag(engine: Engine, writer: ToolWriter, job: InferJob, source: BinaryIO, name: str, total: int | None,
          target: BinaryIO) -> RunStats:
     """Stream the documents through ``engine``; the output stays whole (a JSON array closed) up to
-    the last document written, even when reading fails half-way."""
+    the last document written, even when reading fails half-way, and a write that fails (a full disk)
+    leaves whole lines only (:class:`WholeWrites`)."""
     from nerkd.infer import read_docs
 
-    def write(data: bytes) -> None:
-        target.write(data)
-        target.flush()
-
+    write = WholeWrites(target, str(job.target) if isinstance(job.target, Path) else STDOUT,
+                        cut=isinstance(job.target, Path)).write
     write(writer.head())
     bar = progress() if job.show_progress else NullProgress()
     try:
@@ -145,6 +144,48 @@ def encode_notes(engine: Engine) -> list[tuple[str, str]]:
 
 
 # -- files -------------------------------------------------------------------------------------------
+class WholeWrites:
+    """The output, written as the engine hands it over: whole chunks of lines (streamed, each chunk
+    goes out when it is tagged; the file is opened unbuffered, so nothing waits in a buffer). When a
+    write fails (a full disk), a file nerkd opened (``cut``) is cut back to the end of the last chunk
+    written whole, so it never ends in a torn line, and the error names it (:class:`NerkdError`)."""
+
+    def __init__(self, stream: BinaryIO, name: str, *, cut: bool):
+        self.stream, self.name, self.lines, self.failed = stream, name, 0, False
+        self.good = stream.tell() if cut else None   # where the last whole chunk ends
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data``; after a failure only the closing bytes are tried (their failure is quiet)."""
+        try:
+            view = memoryview(data)
+            while view:
+                n = self.stream.write(view)
+                view = view[len(view) if n is None else n:]
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            self._cut()
+            if self.failed:
+                return
+            self.failed = True
+            kept = f"cut back to its last whole line ({self.lines:,} lines)" if self.good is not None else \
+                f"{self.lines:,} whole lines written"
+            raise NerkdError(f"--output {self.name}: cannot write ({os_reason(e)}); {kept}") from e
+        self.lines += data.count(b"\n")
+        if self.good is not None:
+            self.good += len(data)
+
+    def _cut(self) -> None:
+        if self.good is None:
+            return
+        try:
+            os.ftruncate(self.stream.fileno(), self.good)
+            self.stream.seek(self.good)
+        except OSError:
+            pass
+
+
 def _path(stream: Path | BinaryIO) -> Path | None:
     return stream if isinstance(stream, Path) else None
 
@@ -189,13 +230,13 @@ def _streams(job: InferJob) -> Iterator[tuple[BinaryIO, str, int | None, BinaryI
                 job.source.stat().st_size
         else:
             source, name, total = job.source, job.source_name, None
-        target = stack.enter_context(_open(job.target, "wb", "--output")) if isinstance(job.target, Path) \
-            else job.target
+        target = stack.enter_context(_open(job.target, "wb", "--output", buffering=0)) \
+            if isinstance(job.target, Path) else job.target
         yield source, name, total, target
 
 
-def _open(path: Path, mode: str, option: str) -> BinaryIO:
+def _open(path: Path, mode: str, option: str, buffering: int = -1) -> BinaryIO:
     try:
-        return path.open(mode)
+        return path.open(mode, buffering=buffering)
     except OSError as e:
         raise NerkdError(f"{option} {path}: cannot open ({os_reason(e)})") from e
