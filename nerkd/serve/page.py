@@ -139,23 +139,33 @@ async function run() {
   $("go").disabled = true;
   document.body.dataset.state = "running";
   status("Analysing…");
-  try {
-    const [found, redacted] = await Promise.all([call("/v1/entities", {text}), call("/v1/redact", body)]);
-    paint($("entities"), text, found.entities, (e) => e.label + " (score " + e.score.toFixed(2) + ")");
-    paint($("redacted"), redacted.text, redacted.replacements, (r) => r.label + " (" + r.source + ")");
-    $("entities-count").textContent = found.entities.length + " entities";
-    const rules = redacted.replacements.filter((r) => r.source === "rule").length;
-    $("redacted-count").textContent = redacted.replacements.length + " replacements (" + rules + " by rules)";
-    legend(new Set([...found.entities, ...redacted.replacements].map((s) => s.label)));
+  // each panel shows what its own call gave: a server without the redact extra still highlights entities
+  const [found, redacted] = await Promise.allSettled([call("/v1/entities", {text}), call("/v1/redact", body)]);
+  const labels = [];
+  if (found.status === "fulfilled") {
+    const ents = found.value.entities;
+    paint($("entities"), text, ents, (e) => e.label + " (score " + e.score.toFixed(2) + ")");
+    $("entities-count").textContent = ents.length + " entities";
+    labels.push(...ents.map((e) => e.label));
+  }
+  if (redacted.status === "fulfilled") {
+    const reps = redacted.value.replacements;
+    paint($("redacted"), redacted.value.text, reps, (r) => r.label + " (" + r.source + ")");
+    const rules = reps.filter((r) => r.source === "rule").length;
+    $("redacted-count").textContent = reps.length + " replacements (" + rules + " by rules)";
+    labels.push(...reps.map((r) => r.label));
+  }
+  legend(new Set(labels));
+  const failed = [found, redacted].filter((r) => r.status === "rejected").map((r) => r.reason.message);
+  if (failed.length) {
+    status(failed.join(" · "), true);
+    document.body.dataset.state = "error";
+  } else {
     status("Done. Entities as nerkd infer finds them; pseudonymised with mode " + body.mode +
            (body.bias === undefined ? "" : ", bias " + body.bias) + ". Nothing is stored by the server.");
     document.body.dataset.state = "done";
-  } catch (e) {
-    status(e.message, true);
-    document.body.dataset.state = "error";
-  } finally {
-    $("go").disabled = false;
   }
+  $("go").disabled = false;
 }
 
 async function describeModel() {
