@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -419,7 +419,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark = _yaml_mark(e)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise SettingsError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
     if data is None:
@@ -427,6 +427,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SettingsError(f"{path}: the config must be a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _yaml_mark(e: yaml.YAMLError):
+    """Where a YAML error is. PyYAML notices an unclosed bracket or quote, or a key without its colon, on a
+    later line (where it stopped): then the error is where that construct starts (its context mark)."""
+    context = getattr(e, "context", None) or ""
+    start = getattr(e, "context_mark", None)
+    if start is not None and context.startswith(("while scanning", "while parsing a flow")):
+        return start
+    return getattr(e, "problem_mark", None)
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -477,10 +487,105 @@ def _source_of(loc: tuple, overrides: dict, yaml_path: Path | None) -> str:
     return "defaults"
 
 
-def _describe(err: dict) -> str:
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside a field's type (``LayerMap``, ``list[Phase]`` -> ``Phase``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys allowed beside ``loc``'s last part (the sections, at the top level)."""
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue    # an item of a list of sections (distill.phases.0)
+        field = model.model_fields.get(str(part)) if model is not None else None
+        model = _section_model(field.annotation) if field is not None else None
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def all_settings() -> list[tuple[str, str]]:
+    """Every ``(section, key)`` of the settings, in their order."""
+    return [(section, key) for section, field in Settings.model_fields.items()
+            for key in (_section_model(field.annotation) or BaseModel).model_fields]
+
+
+def _did_you_mean(loc: tuple, where: str) -> str:
+    """``; did you mean train.lr?`` for an unknown key: a close key of the same section, else the same key in
+    another section (``train.temperature`` -> ``distill.temperature``); in the environment's spelling there."""
+    import difflib
+
+    name = str(loc[-1])
+    close = difflib.get_close_matches(name, _keys_at(loc), n=1, cutoff=0.6)
+    if close:
+        better = (*loc[:-1], close[0])
+    else:
+        elsewhere = [(s, k) for s, k in all_settings() if k == name] if len(loc) == 2 else []
+        if not elsewhere:
+            return ""
+        better = elsewhere[0]
+    dotted = ".".join(str(p) for p in better)
+    if where.startswith("environment"):
+        return f"; did you mean {dotted} (NERKD_{'__'.join(str(p).upper() for p in better)})?"
+    return f"; did you mean {dotted}?"
+
+
+# where a command looks first for a setting named like an option it does not have (``distill --epochs``:
+# train.epochs; ``finetune --epochs``: finetune.epochs)
+_COMMAND_SECTIONS = {
+    "distill": ("distill", "train", "student", "teacher", "data", "labels"),
+    "finetune": ("finetune", "train", "data", "labels"), "prune": ("prune", "data", "train"),
+    "validate": ("data", "train", "teacher"), "infer": ("infer", "data"), "bench": ("bench", "infer"),
+    "serve": ("serve", "infer"), "export": ("export", "infer"), "report": ("report", "infer", "data"),
+}
+
+
+def settings_named(option: str, command: str | None = None) -> list[str]:
+    """The settings (``section.key``) an unknown command-line option may mean: ``--epochs`` ->
+    ``train.epochs, finetune.epochs`` (the command's own sections first), ``--train-epochs`` ->
+    ``train.epochs``, a near miss (``--epoch``) -> the closest key."""
+    import difflib
+
+    name = option.lstrip("-").replace("-", "_")
+    pairs = all_settings()
+    found = [(s, k) for s, k in pairs if k == name or f"{s}_{k}" == name or f"{s}.{k}" == name]
+    if not found:
+        close = difflib.get_close_matches(name, sorted({k for _, k in pairs}), n=1, cutoff=0.8)
+        found = [(s, k) for s, k in pairs if k in close]
+    order = _COMMAND_SECTIONS.get(command or "", ())
+    found.sort(key=lambda p: order.index(p[0]) if p[0] in order else len(order))
+    return [f"{s}.{k}" for s, k in found]
+
+
+def setting_type(dotted: str) -> Any:
+    """The type of a ``section.key`` setting (``bool`` for ``train.compile``)."""
+    section, key = dotted.split(".", 1)
+    return _section_model(Settings.model_fields[section].annotation).model_fields[key].annotation
+
+
+DATA_FILES = ("train", "dev", "test", "label2id", "unlabeled")
+
+
+def check_data_files(data: DataSettings, names: tuple[str, ...] = DATA_FILES) -> None:
+    """A one-line :class:`SettingsError` naming the setting (``data.train``) of the first file among
+    ``names`` that is set but does not exist."""
+    for name in names:
+        value = getattr(data, name, None)
+        if value and not Path(value).exists():
+            raise SettingsError(f"data.{name}: {value}: no such file or folder")
+
+
+def _describe(err: dict, where: str = "") -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + _did_you_mean(tuple(err["loc"]), where)
     if "input" in err and kind not in ("missing",) and not isinstance(err["input"], dict):
         return f"{msg} (got {err['input']!r})"
     return msg
@@ -501,6 +606,6 @@ def load_settings(config: str | Path | None = None, overrides: list[str] | None 
         key = ".".join(str(p) for p in loc) or "(top level)"
         where = _source_of(loc, override_dict, path)
         more = f" (+{e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise SettingsError(f"{where}: setting {key}: {_describe(first)}{more}") from None
+        raise SettingsError(f"{where}: setting {key}: {_describe(first, where)}{more}") from None
     finally:
         _yaml_path.reset(token)

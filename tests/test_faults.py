@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from nerkd.cli.app import app
+from tests.helpers import write_kd_config
 
 
 def one_error(res, *needles: str) -> str:
@@ -151,3 +152,77 @@ def test_missing_model_and_bad_settings_fail_before_torch_is_imported(in_tmp):
         assert code == 1 and last and last[0].startswith("error:"), (args, code, last)
         assert "no such folder" in last[0] or "train.lrr" in last[0], (args, last)
         assert not torch and not transformers, f"{' '.join(args)}: torch imported before saying {last[0]}"
+
+
+# -- item 12: settings errors say what was meant ----------------------------------------------------
+def test_unknown_key_suggests_the_nearest_from_set_yaml_and_env(in_tmp, monkeypatch):
+    from nerkd.errors import SettingsError
+    from nerkd.settings import load_settings
+
+    with pytest.raises(SettingsError, match=r"^--set: setting train\.lrr: unknown key; did you mean train\.lr\?$"):
+        load_settings(None, ["train.lrr=1e-4"])
+    (in_tmp / "c.yaml").write_text("train:\n  lrr: 0.0001\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"c\.yaml: setting train\.lrr: unknown key; did you mean train\.lr\?"):
+        load_settings(in_tmp / "c.yaml")
+    monkeypatch.setenv("NERKD_TRAIN__LRR", "0.0001")
+    with pytest.raises(SettingsError, match=r"\(NERKD_TRAIN__LRR\): setting train\.lrr: unknown key; did you mean "
+                                            r"train\.lr \(NERKD_TRAIN__LR\)\?"):
+        load_settings(None)
+    monkeypatch.delenv("NERKD_TRAIN__LRR")
+    with pytest.raises(SettingsError, match=r"did you mean distill\.temperature\?"):
+        load_settings(None, ["train.temperature=3"])       # a key of another section
+    with pytest.raises(SettingsError, match=r"setting trian: unknown key; did you mean train\?"):
+        load_settings(None, ["trian.lr=1e-4"])
+
+
+def test_unknown_key_through_the_cli_is_one_line(runner, in_tmp):
+    one_error(runner.invoke(app, ["validate", "--set", "train.lrr=1e-4"]), "did you mean train.lr?")
+
+
+@pytest.mark.parametrize("text, line", [
+    ("train:\n  lr: 1e-4\n  epochs 3\ndata:\n  train: x.jsonl\n", 3),     # a key without its colon
+    ("train:\n  lr: 1e-4\n  epochs: [3\ndata:\n  train: x.jsonl\n", 3),   # an unclosed bracket
+    ("train:\n  lr: 1e-4\n  device: \"cpu\ndata:\n  train: x.jsonl\n", 3),  # an unclosed quote
+    ("train:\n  lr: 1e-4\n  epochs: 3: 4\n", 3),
+    ("train:\n  lr: 1e-4\n epochs: 3\n", 3),
+])
+def test_yaml_error_names_the_line_it_is_on(runner, in_tmp, text, line):
+    (in_tmp / "broken.yaml").write_text(text, encoding="utf-8")
+    one_error(runner.invoke(app, ["validate", "--config", "broken.yaml"]), f"broken.yaml:{line}: invalid YAML")
+
+
+def test_missing_data_file_names_its_setting(runner, tiny_bio, in_tmp):
+    res = runner.invoke(app, ["prune", "--model", str(tiny_bio), "--set", "data.dev=nope.jsonl", "-o", "out"])
+    one_error(res, "data.dev: nope.jsonl: no such file")
+    for key in ("train", "label2id"):
+        config = write_kd_config(in_tmp, tiny_bio, epochs=1, data={key: f"nope.{key}"},
+                                 distill={"layer_map": {"teacher": [2], "student": [1]}}, student={"num_layers": 1})
+        res = runner.invoke(app, ["distill", "--config", config, "-o", "out"])
+        one_error(res, f"data.{key}: nope.{key}: no such file")
+
+
+def test_missing_unlabeled_file_names_its_setting(tmp_path):
+    from nerkd.data.unlabeled import transfer_set
+    from nerkd.errors import SettingsError
+    from nerkd.settings import load_settings
+
+    settings = load_settings(None, [f"data.unlabeled={tmp_path / 'texts.txt'}"])
+    with pytest.raises(SettingsError, match=r"^data\.unlabeled: .*texts\.txt: no such file"):
+        transfer_set(settings, {})
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["distill", "--epochs", "3"], "--set train.epochs=3"),
+    (["distill", "--temperature=4"], "--set distill.temperature=4"),
+    (["prune", "--max-sentences", "50"], "--set prune.max_sentences=50"),
+    (["distill", "--compile"], "--set train.compile=true"),
+])
+def test_an_option_that_is_a_setting_gets_the_set_hint(runner, in_tmp, args, hint):
+    res = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert res.exit_code == 2, res.output
+    assert f"No such option: {args[1].split('=')[0]}" in res.stderr and hint in res.stderr, res.stderr
+
+
+def test_an_option_that_is_no_setting_gets_no_hint(runner, in_tmp):
+    res = runner.invoke(app, ["distill", "--frobnicate", "3"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "No such option: --frobnicate" in res.stderr and "--set" not in res.stderr

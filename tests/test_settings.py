@@ -34,7 +34,7 @@ def test_typo_in_yaml_names_key_and_file(tmp_path):
     cfg.write_text("train:\n  lrr: 0.1\n")
     with pytest.raises(SettingsError) as e:
         load_settings(cfg)
-    assert str(e.value) == f"{cfg}: setting train.lrr: unknown key"
+    assert str(e.value) == f"{cfg}: setting train.lrr: unknown key; did you mean train.lr?"
 
 
 @pytest.mark.parametrize(

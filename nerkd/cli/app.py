@@ -13,7 +13,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from nerkd import __version__
 from nerkd.cli import bench, distill, export, finetune, infer, prune, redact, report, serve, validate
-from nerkd.cli.errors import set_debug
+from nerkd.cli.errors import set_debug, setting_hint
 
 
 def _hide_flag_types(command, ctx) -> None:
@@ -27,6 +27,17 @@ class Command(TyperCommand):
     def format_help(self, ctx, formatter) -> None:
         _hide_flag_types(self, ctx)
         return super().format_help(ctx, formatter)
+
+    def parse_args(self, ctx, args):
+        """An option the command does not have but a setting does (``distill --epochs 3``) gets the hint
+        ``--set train.epochs=3``."""
+        given = list(args)    # the parser consumes the list
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as e:   # typer's click raises NoSuchOption (a usage error, exit 2)
+            if type(e).__name__ == "NoSuchOption" and isinstance(getattr(e, "option_name", None), str):
+                e.message += setting_hint(e.option_name, given, ctx.info_name)
+            raise
 
 
 class Group(TyperGroup):

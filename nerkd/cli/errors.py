@@ -73,6 +73,24 @@ def one_line_errors():
         raise _fail(_escape(str(e))) from None
 
 
+def setting_hint(option: str, args: list[str], command: str | None) -> str:
+    """For an option the command does not have: `` (a setting? --set train.epochs=3)`` when a setting has its
+    name (the value taken from ``args``: ``--epochs 3`` or ``--epochs=3``); empty otherwise."""
+    from nerkd.settings import setting_type, settings_named
+
+    names = settings_named(option, command)
+    if not names:
+        return ""
+    value = "true" if setting_type(names[0]) is bool else "VALUE"
+    for i, arg in enumerate(args):
+        if arg.startswith(option + "="):
+            value = arg.split("=", 1)[1]
+        elif arg == option and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            value = args[i + 1]
+    others = f" (or {', '.join(names[1:3])})" if len(names) > 1 else ""
+    return f". It is a setting: --set {names[0]}={value}{others}"
+
+
 # Without a file name, only these are worth one line (the machine's state, not a bug).
 _OS_NAMELESS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 

@@ -12,6 +12,7 @@ from nerkd.data.readers import read_sentences
 from nerkd.data.schemes import convert, detect_scheme, entity_types, split_tag
 from nerkd.data.sentences import ReadStats, Sentence
 from nerkd.errors import DataError, SettingsError
+from nerkd.settings import DATA_FILES, check_data_files
 
 
 @dataclass
@@ -34,7 +35,10 @@ def split_paths(data_settings) -> dict[str, str]:
 
 
 def read_split(name: str, path: str | Path, data_settings, label_settings=None) -> Split:
-    """Read one file; ``label_settings`` (``settings.labels``) applies ``labels.drop`` / ``labels.map``."""
+    """Read one file; ``label_settings`` (``settings.labels``) applies ``labels.drop`` / ``labels.map``. A
+    missing file of a data setting (``name`` train, dev or test) is named with its setting (``data.train``)."""
+    if name in DATA_FILES and str(path) == str(getattr(data_settings, name, None)):
+        check_data_files(data_settings, (name,))
     sentences, stats = read_sentences(path, data_settings.format, data_settings.limit, relabel_map(label_settings))
     return Split(name, str(path), sentences, stats)
 
@@ -48,6 +52,7 @@ def data_scheme(splits: list[Split], forced: str = "auto") -> str:
 def label_space_for(splits: list[Split], data_settings) -> LabelSpace:
     """``data.label2id`` if given, else built from the types seen, in the data's scheme."""
     if data_settings.label2id:
+        check_data_files(data_settings, ("label2id",))
         return replace(LabelSpace.from_file(data_settings.label2id), origin="data.label2id")
     if not splits:
         raise SettingsError("data: no data file configured (set data.train / data.dev / data.test)")

@@ -53,6 +53,7 @@ from nerkd.data.docs import Doc, _decode, detect_format, read_docs
 from nerkd.data.encode import IGNORE, EncodeStats, PieceCache, Window, encode
 from nerkd.data.words import split_words
 from nerkd.errors import DataError
+from nerkd.settings import check_data_files
 
 CHUNK = 4096            # texts per read (and per shuffle block) of the sampler
 EMBED_MIN_WORDS = 5     # gold sentences this long are also looked for inside longer texts
@@ -325,6 +326,7 @@ def transfer_set(settings, splits: Mapping, leak_splits: Sequence[str] = ("dev",
     ``load_splits`` returns them) as the leak filter, ``distill.unlabeled_max`` as the cap."""
     if not settings.data.unlabeled:
         return None
+    check_data_files(settings.data, ("unlabeled",))
     return scan_unlabeled(settings.data.unlabeled, LeakFilter.from_splits(splits, leak_splits),
                           settings.distill.unlabeled_max)
 

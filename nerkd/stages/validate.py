@@ -16,7 +16,7 @@ from nerkd.data.labels import LabelSpace, TypeMapping, type_mapping
 from nerkd.data.schemes import detect_scheme
 from nerkd.device import describe, resolve_precision, work_device
 from nerkd.errors import NerkdError
-from nerkd.settings import DataSettings, LabelSettings, Settings, TeacherSettings
+from nerkd.settings import DataSettings, LabelSettings, Settings, TeacherSettings, check_data_files
 from nerkd.stages.common import check_positions, leak_splits, shared_types
 
 
@@ -125,6 +125,7 @@ def check_unlabeled(report: ValidateReport, settings: Settings) -> None:
     data = settings.data
     if not data.unlabeled:
         return
+    check_data_files(data, ("unlabeled",))
     read = {sp.name: sp for sp in report.splits}
     try:
         gold = leak_splits(settings, read)
