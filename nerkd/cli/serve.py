@@ -42,6 +42,8 @@ def serve(
     (same settings, exact character offsets, long texts windowed). Concurrent requests are
     micro-batched (serve.max_batch_words, serve.max_wait_ms); bodies, texts per request and
     characters per text are limited (serve.max_body_bytes, serve.max_texts, serve.max_chars).
+    POST /v1/redact takes the same body (plus "mode", "bias") and answers as nerkd redact (redact.*
+    settings; never the mapping); GET / is a page to paste a note and see it highlighted and redacted.
     Binds 127.0.0.1 by default. Set a bearer token with the environment variable NERKD_SERVE_TOKEN
     (or serve.token): requests to /v1/* then need "Authorization: Bearer <token>". Request bodies are
     never logged. Ctrl-C or SIGTERM stops it after the queued requests are answered. Needs the
