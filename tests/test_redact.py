@@ -298,3 +298,30 @@ def test_cli_key_file(runner, in_tmp, tiny_bio):
         assert res.exit_code == 0, res.stderr
         outs.append(res.stdout)
     assert outs[0] == outs[1] and "readable by others" in res.stderr
+
+
+def test_failed_write_leaves_no_mapping_line_without_its_output(in_tmp, tiny_bio):
+    """A full disk half-way: the mapping maps exactly the lines the output holds, so --restore still works."""
+    import errno
+    import io
+
+    from nerkd.errors import NerkdError
+    from nerkd.settings import InferSettings
+    from nerkd.stages.redact import RedactJob, run_redact, run_restore
+
+    class Full(io.BytesIO):
+        def write(self, data):
+            if self.tell() > 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    out = Full()
+    job = RedactJob(io.BytesIO("\n".join(LINES).encode() + b"\n"), out, mapping=in_tmp / "m.jsonl", chunk_size=1,
+                    show_progress=False)
+    with pytest.raises(NerkdError, match="no space left"):
+        run_redact(tiny_bio, job, RedactSettings(), InferSettings(device="cpu"), max_length=64, stride=8)
+    written = out.getvalue()
+    assert len(written.splitlines()) == 1 and len((in_tmp / "m.jsonl").read_bytes().splitlines()) == 2  # + header
+    back = io.BytesIO()
+    run_restore(io.BytesIO(written), back, in_tmp / "m.jsonl")
+    assert back.getvalue() == (LINES[0] + "\n").encode()

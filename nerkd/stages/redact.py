@@ -133,7 +133,9 @@ def run_redact(model: str | Path, job: RedactJob, settings: RedactSettings, infe
         tap = _Tap(stream)
         head = lambda: orjson.dumps(_header(tap.format(job.in_format), settings.mode)) + b"\n"  # noqa: E731
         with _mapping_file(job.mapping, head) as keep:
-            stats = _redact(engine, job, tap, name, total, out, _liner(redactor, counts, keep))
+            pending: list[bytes] = []   # the mapping lines of the chunk being written
+            stats = _redact(engine, job, tap, name, total, _Writer(out, keep, pending, job.target),
+                            _liner(redactor, counts, pending if keep is not None else None))
     return RedactRun(str(model), stats, engine.encoded, str(target) if target else STDOUT, settings.mode,
                      settings.bias, counts, str(job.mapping) if job.mapping else None, key_file is not None,
                      (key_notes(key_file) if key_file else []) + encode_notes(engine))
@@ -145,9 +147,9 @@ def _header(fmt: str, mode: str) -> dict[str, Any]:
     return header(fmt, mode)
 
 
-def _liner(redactor: Redactor, counts: dict[tuple[str, str], int], keep: Callable[[bytes], None] | None
+def _liner(redactor: Redactor, counts: dict[tuple[str, str], int], keep: list[bytes] | None
            ) -> Callable[[Doc, list[dict]], bytes]:
-    """The engine's line maker: one note's entities -> its output line (and its mapping line)."""
+    """The engine's line maker: one note's entities -> its output line (its mapping line kept in ``keep``)."""
     from nerkd.data.docs import NO_ID
 
     def line(doc: Doc, entities: list[dict]) -> bytes:
@@ -157,20 +159,36 @@ def _liner(redactor: Redactor, counts: dict[tuple[str, str], int], keep: Callabl
         obj: dict[str, Any] = {} if doc.id is NO_ID else {"id": doc.id}
         obj.update(result.to_json())
         if keep is not None:
-            keep(orjson.dumps({"line": doc.line, **({} if doc.id is NO_ID else {"id": doc.id}),
-                               "mapping": result.mapping}) + b"\n")
+            keep.append(orjson.dumps({"line": doc.line, **({} if doc.id is NO_ID else {"id": doc.id}),
+                                      "mapping": result.mapping}) + b"\n")
         return orjson.dumps(obj) + b"\n"
 
     return line
 
 
-def _redact(engine: Engine, job: RedactJob, stream: _Tap, name: str, total: int | None, out: BinaryIO,
+class _Writer:
+    """Each chunk of output lines written whole (:class:`nerkd.stages.infer.WholeWrites`: a failed write, a full
+    disk, cuts the file back to its last whole line), then its mapping lines: the mapping never maps a line the
+    output lacks."""
+
+    def __init__(self, out: BinaryIO, keep: Callable[[bytes], None] | None, pending: list[bytes],
+                 target: Path | BinaryIO):
+        from nerkd.stages.infer import WholeWrites
+
+        self.whole = WholeWrites(out, str(target) if isinstance(target, Path) else STDOUT,
+                                 cut=isinstance(target, Path))
+        self.keep, self.pending = keep, pending
+
+    def __call__(self, data: bytes) -> None:
+        self.whole.write(data)
+        if self.keep is not None and self.pending:
+            self.keep(b"".join(self.pending))
+        self.pending.clear()
+
+
+def _redact(engine: Engine, job: RedactJob, stream: _Tap, name: str, total: int | None, write: _Writer,
             line: Callable[[Doc, list[dict]], bytes]) -> RunStats:
     from nerkd.infer import read_docs
-
-    def write(data: bytes) -> None:
-        out.write(data)
-        out.flush()
 
     bar = progress() if job.show_progress else NullProgress()
     with bar:
@@ -330,13 +348,13 @@ def _streams(job: RedactJob) -> Iterator[tuple[BinaryIO, str, int | None, Binary
                                    job.source.stat().st_size)
         else:
             source, name, total = job.source, job.source_name, None
-        target = stack.enter_context(_open(job.target, "wb", "--output")) if isinstance(job.target, Path) \
-            else job.target
+        target = stack.enter_context(_open(job.target, "wb", "--output", buffering=0)) \
+            if isinstance(job.target, Path) else job.target
         yield source, name, total, target
 
 
-def _open(path: Path, mode: str, option: str) -> BinaryIO:
+def _open(path: Path, mode: str, option: str, buffering: int = -1) -> BinaryIO:
     try:
-        return path.open(mode)
+        return path.open(mode, buffering=buffering)
     except OSError as e:
         raise NerkdError(f"{option} {path}: cannot open ({os_reason(e)})") from e
