@@ -1,12 +1,15 @@
 """The one training engine, shared by ``distill``, ``finetune`` and the teacher (read it top to bottom).
 
-:func:`train` opens the run folder, builds a :class:`TrainRun` (:func:`set_up`: model on the
-device, DDP wrapper, optimiser, schedule, precision, every epoch's batches), starts or resumes a
-:class:`TrainState` (:func:`resume`), then runs epochs until the plan is done (:func:`run_epochs`).
+:func:`train` opens the run folder, builds the fixed :class:`TrainSetup` (:func:`set_up`: model on
+the device, DDP wrapper, optimiser, schedule, precision, every epoch's batches), starts or resumes a
+:class:`TrainState` (:func:`resume_state`: where the run stands, what a checkpoint holds) and a
+:class:`Meter` (running loss sums, tokens, the first non-finite step), then runs epochs until the
+plan is done (:func:`run_epochs`). Only the state and the meter change as the run goes.
 
-Each epoch (:func:`train_epoch`): length-bucketed batches shuffled from ``train.seed + epoch``
-(:func:`epoch_batches`); for each batch, the objective's loss under autocast, backward (scaled by
-a GradScaler for fp16 only), and every ``train.grad_accum`` batches an optimiser step (gradient
+Each epoch (:func:`train_epoch`, one optimiser step per turn of its loop, top to bottom):
+length-bucketed batches shuffled from ``train.seed + epoch`` (:func:`epoch_batches`); for each of
+the step's ``train.grad_accum`` micro-batches, the objective's loss under autocast and backward
+(scaled by a GradScaler for fp16 only; :func:`forward_backward`); then the optimiser step (gradient
 clipping, AdamW, linear warm-up then decay). Losses stay on the device; the host only reads them
 every ``train.log_every`` steps (progress bar and a line of ``metrics.jsonl``). After each epoch
 (:func:`end_epoch`): dev evaluation (entity F1), the best model saved at the run folder root, the
@@ -36,6 +39,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -172,9 +176,11 @@ class Batch(NamedTuple):
     keys: list | None = None   # unlabelled rows: (text ordinal, window rank), the teacher cache's keys
 
 
-@dataclass
-class TrainRun:
-    """Everything one run trains with, built once by :func:`set_up` (the progress is a :class:`TrainState`)."""
+@dataclass(frozen=True)
+class TrainSetup:
+    """Everything one run trains with, built once by :func:`set_up` and not changed after (the objects
+    it holds have their own state: the model's weights, the optimiser's moments, the log file). Where
+    the run stands is a :class:`TrainState`, its running sums a :class:`Meter`."""
 
     objective: Objective
     tokenizer: PreTrainedTokenizerBase
@@ -200,17 +206,42 @@ class TrainRun:
     pad_to: int | None
     plans: list[EpochPlan]     # one per epoch
     total_steps: int
-    metrics: MetricsLog
-    window: Accumulator        # loss sums since the last log line
-    epoch_sums: Accumulator    # loss sums of the epoch so far
-    bad_step: Tensor           # first step with a non-finite loss (-1: none), kept on the device
-    tokens: int = 0            # tokens trained since the last log line ...
-    clock: float = 0.0         # ... and when that line was written
+    metrics: MetricsLog        # metrics.jsonl (rank 0 writes)
     transfer: TransferSet | None = None   # the unlabelled set (data.unlabeled), if the run uses one
 
     @property
     def main(self) -> bool:
         return self.env.is_main
+
+    def release(self) -> None:
+        """Drop the DDP wrapper, which must go before its process group (the one change after set-up:
+        frames of an exception on its way up still hold this object)."""
+        object.__setattr__(self, "ddp_module", None)
+
+
+@dataclass
+class Meter:
+    """What changes at every micro-batch besides the :class:`TrainState`'s position: the loss sums
+    (on the device: the host reads them at log lines only), the tokens and time since the last log
+    line, and the first step whose loss was not finite."""
+
+    window: Accumulator        # loss sums since the last log line
+    epoch_sums: Accumulator    # loss sums of the epoch so far
+    bad_step: Tensor           # first step with a non-finite loss (-1: none), kept on the device
+    tokens: int = 0            # tokens trained since the last log line ...
+    clock: float = 0.0         # ... and when that line was written
+
+    @classmethod
+    def on(cls, device: torch.device) -> Meter:
+        return cls(Accumulator(device), Accumulator(device), torch.full((), -1, dtype=torch.long, device=device))
+
+    def add(self, loss: Tensor, terms: dict[str, Tensor], batch: Batch, step: int) -> None:
+        """One micro-batch of optimiser step ``step + 1`` (nothing is read from the device)."""
+        self.bad_step = torch.where(torch.isfinite(loss) | (self.bad_step >= 0), self.bad_step, step + 1)
+        prefix = "u_" if batch.kind == "unlabeled" else ""
+        self.window.add(loss, terms, prefix)
+        self.epoch_sums.add(loss, terms, prefix)
+        self.tokens += batch.tokens
 
 
 def epoch_plan(lengths: Sequence[int], cfg: TrainSettings, max_tokens: int | None, epoch: int,
@@ -259,7 +290,7 @@ def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_window
     out_dir = Path(out_dir)
     env = ddp.detect()
     device, started = ddp.setup(env, settings.train.device)
-    run: TrainRun | None = None
+    run: TrainSetup | None = None
     try:
         if env.is_main:
             open_run_folder(out_dir, settings, resume)
@@ -267,8 +298,9 @@ def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_window
                      stage=stage, epochs=epochs or settings.train.epochs, lr=lr or settings.train.lr,
                      transfer=unlabeled)
         state = TrainState(run_plan(run), checkpoint.fingerprint(settings, stage, fingerprint), env.world_size)
+        meter = Meter.on(device)
         if resume:
-            state = resume_state(run, state)
+            state = resume_state(run, state, meter)
         else:
             run.metrics.truncate(0)
         announce(run)
@@ -276,12 +308,12 @@ def train(objective: Objective, tokenizer: PreTrainedTokenizerBase, train_window
             objective.teacher_cache = build_cache(
                 unlabeled, objective, tokenizer, epochs=run.epochs, device=device, precision=run.precision,
                 batch_size=run.cfg.batch_size, max_tokens=run.max_tokens, pad_to=run.pad_to, env=env)
-        run_epochs(run, state)
+        run_epochs(run, state, meter)
         return finish(run, state)
     finally:
         objective.forward_model = objective.model  # drop the DDP/compile wrapper ...
         if run is not None:
-            run.ddp_module = None                    # ... all of it: DDP must go before its process group
+            run.release()                            # ... all of it: DDP must go before its process group
         if unlabeled is not None and unlabeled.cache_teacher:
             objective.teacher_cache = None           # the cache's memory goes with the run
         if started:
@@ -300,7 +332,7 @@ def open_run_folder(out_dir: Path, settings: Settings, resume: bool) -> None:
 
 def set_up(objective: Objective, tokenizer: PreTrainedTokenizerBase, windows: Sequence[Window], dev: DevSet | None,
            cfg: TrainSettings, data: DataSettings, out_dir: Path, env: ddp.DistEnv, device: torch.device, *,
-           stage: str, epochs: int, lr: float, transfer: TransferSet | None = None) -> TrainRun:
+           stage: str, epochs: int, lr: float, transfer: TransferSet | None = None) -> TrainSetup:
     """Model and extras on the device (DDP-wrapped), optimiser, schedule, precision, every epoch's batches
     (gold and, with ``transfer``, unlabelled)."""
     seed_epoch(cfg.seed, 0, 0)
@@ -319,19 +351,17 @@ def set_up(objective: Objective, tokenizer: PreTrainedTokenizerBase, windows: Se
     total_steps = sum(p.steps(cfg.grad_accum) for p in plans)
     if cfg.max_steps is not None:
         total_steps = min(cfg.max_steps, total_steps)
-    return TrainRun(
+    return TrainSetup(
         objective=objective, tokenizer=tokenizer, windows=windows, dev=dev, cfg=cfg,
         max_tokens=data.max_tokens_per_batch, out_dir=out_dir, stage=stage, epochs=epochs, lr=lr, env=env,
         device=device, precision=precision, model=model, extras=extras, ddp_module=ddp_module, outside=outside,
         params=[p for m in (model, *extras) for p in m.parameters() if p.requires_grad],
         optimizer=optimizer, scheduler=build_scheduler(optimizer, total_steps, cfg.warmup_ratio),
         scaler=grad_scaler(use_scaler, device), pad_to=pad_multiple(device, cfg.compile), plans=plans,
-        total_steps=total_steps, metrics=MetricsLog(out_dir / "metrics.jsonl", env.is_main),
-        window=Accumulator(device), epoch_sums=Accumulator(device),
-        bad_step=torch.full((), -1, dtype=torch.long, device=device), transfer=transfer)
+        total_steps=total_steps, metrics=MetricsLog(out_dir / "metrics.jsonl", env.is_main), transfer=transfer)
 
 
-def run_plan(run: TrainRun) -> dict[str, Any]:
+def run_plan(run: TrainSetup) -> dict[str, Any]:
     """What the run is, for ``--resume`` (effective values: finetune overrides epochs and lr)."""
     t = run.cfg
     plan = {"windows": len(run.windows), "tokens": sum(len(w) for w in run.windows), "batch_size": t.batch_size,
@@ -342,9 +372,9 @@ def run_plan(run: TrainRun) -> dict[str, Any]:
     return plan
 
 
-def resume_state(run: TrainRun, state: TrainState) -> TrainState:
+def resume_state(run: TrainSetup, state: TrainState, meter: Meter) -> TrainState:
     """The state of ``checkpoints/last``, with model, extras, optimiser, scheduler, scaler, RNG and
-    running sums restored, and ``metrics.jsonl`` cut back to when it was saved."""
+    the meter's running sums restored, and ``metrics.jsonl`` cut back to when it was saved."""
     found = checkpoint.find_last(run.out_dir)
     if found is None:
         raise TrainingError(f"nothing to resume in {run.out_dir}: no checkpoints/last (run without --resume)")
@@ -362,8 +392,8 @@ def resume_state(run: TrainRun, state: TrainState) -> TrainState:
     if missing:
         say(f"note: {run.metrics.path} is {missing} bytes shorter than when {found} was saved: kept as it is "
             "(lines logged before the checkpoint are missing)")
-    run.window.load(saved.window, run.env.world_size)
-    run.epoch_sums.load(saved.epoch_sums, run.env.world_size)
+    meter.window.load(saved.window, run.env.world_size)
+    meter.epoch_sums.load(saved.epoch_sums, run.env.world_size)
     note = "" if loaded["rng_restored"] else f" (saved with {saved.world_size} ranks: RNG reseeded)"
     say(f"resuming {found}: epoch {saved.epoch}, batch {saved.pos}, step {saved.step}{note}")
     # from here on the state describes this run (its plan, fingerprint and ranks)
@@ -383,7 +413,7 @@ def check_same_run(found: Path, saved: TrainState, current: TrainState) -> None:
                             "same settings and data, or start a new run (without --resume)")
 
 
-def announce(run: TrainRun) -> None:
+def announce(run: TrainSetup) -> None:
     t, env = run.cfg, run.env
     say(f"{run.stage}: {len(run.windows)} windows, {sum(p.steps(t.grad_accum) for p in run.plans)} optimiser steps "
         f"over {run.epochs} epochs{f' (capped at {t.max_steps})' if t.max_steps else ''}, batch {t.batch_size} x "
@@ -402,18 +432,18 @@ def announce(run: TrainRun) -> None:
             f"(batches smaller than {env.world_size} ranks)")
 
 
-def run_epochs(run: TrainRun, state: TrainState) -> None:
+def run_epochs(run: TrainSetup, state: TrainState, meter: Meter) -> None:
     """Train epoch after epoch from the state's position until the run is finished."""
-    run.tokens, run.clock = 0, time.perf_counter()
+    meter.tokens, meter.clock = 0, time.perf_counter()
     with progress() as bar:
         task = bar.add_task(run.stage, total=run.total_steps, completed=min(state.step, run.total_steps), info="")
         while state.epoch <= run.epochs and not state.finished:
-            hit_max = train_epoch(run, state, bar, task)
-            end_epoch(run, state, hit_max)
+            hit_max = train_epoch(run, state, meter, bar, task)
+            end_epoch(run, state, meter, hit_max)
 
 
 # -- one epoch ----------------------------------------------------------------------------------
-def epoch_batches(run: TrainRun, plan: EpochPlan, epoch: int, start: int) -> Iterator[Batch]:
+def epoch_batches(run: TrainSetup, plan: EpochPlan, epoch: int, start: int) -> Iterator[Batch]:
     """The epoch's micro-batches from position ``start``, collated and on the device: the gold
     batches and, with a transfer set, the unlabelled ones in :meth:`EpochPlan.order` (a position
     is an index in that order, so a checkpoint's position holds for both kinds)."""
@@ -430,8 +460,9 @@ def epoch_batches(run: TrainRun, plan: EpochPlan, epoch: int, start: int) -> Ite
         yield Batch(pos, {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}, tokens, kind, keys)
 
 
-def train_epoch(run: TrainRun, state: TrainState, bar: Progress, task: int) -> bool:
-    """Train ``state.epoch`` from batch ``state.pos``; True when ``train.max_steps`` was reached."""
+def train_epoch(run: TrainSetup, state: TrainState, meter: Meter, bar: Progress, task: int) -> bool:
+    """Train ``state.epoch`` from batch ``state.pos``, one optimiser step per turn of the loop; True
+    when ``train.max_steps`` was reached."""
     t = run.cfg
     plan = run.plans[state.epoch - 1]
     n = len(plan.batches) + len(plan.unlabeled)
@@ -439,57 +470,57 @@ def train_epoch(run: TrainRun, state: TrainState, bar: Progress, task: int) -> b
         seed_epoch(t.seed, state.epoch, run.env.rank)
     for module in (run.model, *run.extras):
         module.train()
-    for batch in epoch_batches(run, plan, state.epoch, state.pos):
-        boundary = (batch.pos + 1) % t.grad_accum == 0 or batch.pos + 1 == n   # last micro-batch of a step
-        group = min(t.grad_accum, n - batch.pos // t.grad_accum * t.grad_accum)  # micro-batches in this step
-        forward_backward(run, state, batch, group, sync=boundary)
-        state.pos = batch.pos + 1
-        if not boundary:
-            continue
+    batches = epoch_batches(run, plan, state.epoch, state.pos)
+    while state.pos < n:
+        # the step's micro-batches: every train.grad_accum batches of the epoch (fewer at its end);
+        # each backward adds loss / size to the gradients, DDP all-reduces them on the last one only
+        first = state.pos // t.grad_accum * t.grad_accum
+        size = min(t.grad_accum, n - first)
+        for batch in islice(batches, first + size - state.pos):
+            loss, terms = forward_backward(run, batch, state.epoch, size, sync=batch.pos == first + size - 1)
+            meter.add(loss, terms, batch, state.step)
+        # the optimiser step
         ddp.sync_grads(run.outside, run.env)
         optimizer_step(run.optimizer, run.scaler, run.params, t.clip_grad)
         run.scheduler.step()
-        state.step += 1
+        state.step, state.pos = state.step + 1, first + size
         bar.update(task, advance=1)
+        # log, checkpoint, stop
         hit_max = t.max_steps is not None and state.step >= t.max_steps
         if state.step % t.log_every == 0 or hit_max or state.pos == n:
-            log_window(run, state, bar, task)
+            log_window(run, state, meter, bar, task)
         if t.checkpoint_every and state.step % t.checkpoint_every == 0 and not (state.pos == n or hit_max):
-            check_finite(run, state.epoch)
-            save_state(run, state)
+            check_finite(run, meter, state.epoch)
+            save_state(run, state, meter)
         if hit_max:
             return True
     return False
 
 
-def forward_backward(run: TrainRun, state: TrainState, batch: Batch, group: int, sync: bool) -> None:
-    """The objective's loss under autocast, backward of ``loss / group`` (GradScaler-scaled for
-    fp16); DDP all-reduces the gradients only when ``sync`` (the step's last micro-batch)."""
-    unlabeled = batch.kind == "unlabeled"
+def forward_backward(run: TrainSetup, batch: Batch, epoch: int, size: int, sync: bool
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The objective's loss of one micro-batch under autocast, backward of ``loss / size``
+    (GradScaler-scaled for fp16); DDP all-reduces the gradients only when ``sync`` (the step's last
+    micro-batch). Returns the loss (detached) and its terms, still on the device."""
     with ddp.no_sync(run.ddp_module, skip=not sync):
         with autocast(run.device, run.precision):
-            if unlabeled:
-                loss, terms = run.objective.unlabeled_loss(batch.tensors, state.epoch, keys=batch.keys)
+            if batch.kind == "unlabeled":
+                loss, terms = run.objective.unlabeled_loss(batch.tensors, epoch, keys=batch.keys)
             else:
-                loss, terms = run.objective.loss(batch.tensors, state.epoch)
-        scaled = loss / group
+                loss, terms = run.objective.loss(batch.tensors, epoch)
+        scaled = loss / size
         (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
-    loss = loss.detach()
-    run.bad_step = torch.where(torch.isfinite(loss) | (run.bad_step >= 0), run.bad_step, state.step + 1)
-    prefix = "u_" if unlabeled else ""
-    run.window.add(loss, terms, prefix)
-    run.epoch_sums.add(loss, terms, prefix)
-    run.tokens += batch.tokens
+    return loss.detach(), terms
 
 
-def log_window(run: TrainRun, state: TrainState, bar: Progress, task: int) -> None:
+def log_window(run: TrainSetup, state: TrainState, meter: Meter, bar: Progress, task: int) -> None:
     """A ``metrics.jsonl`` line and the progress bar: mean terms since the last line (reads the device)."""
-    check_finite(run, state.epoch)
+    check_finite(run, meter, state.epoch)
     now = time.perf_counter()
-    terms = run.window.mean(run.env)
-    run.window.reset()
-    speed = run.tokens / max(now - run.clock, 1e-9)
-    run.tokens, run.clock = 0, now
+    terms = meter.window.mean(run.env)
+    meter.window.reset()
+    speed = meter.tokens / max(now - meter.clock, 1e-9)
+    meter.tokens, meter.clock = 0, now
     lr = run.scheduler.get_last_lr()[0]
     run.metrics.write({"kind": "train", "step": state.step, "epoch": state.epoch, "lr": lr, **terms,
                        "tokens_per_s": round(speed, 1)})
@@ -497,21 +528,21 @@ def log_window(run: TrainRun, state: TrainState, bar: Progress, task: int) -> No
     bar.update(task, info=f"{shown}  lr {lr:.2e}  {speed:,.0f} tok/s")
 
 
-def check_finite(run: TrainRun, epoch: int) -> None:
-    """Raise if any rank saw a non-finite loss (the only host read of ``bad_step``)."""
-    first = int(ddp.all_reduce(torch.where(run.bad_step < 0, 1 << 62, run.bad_step), run.env, "min"))
+def check_finite(run: TrainSetup, meter: Meter, epoch: int) -> None:
+    """Raise if any rank saw a non-finite loss (the only host read of ``meter.bad_step``)."""
+    first = int(ddp.all_reduce(torch.where(meter.bad_step < 0, 1 << 62, meter.bad_step), run.env, "min"))
     if first < 1 << 62:
         found = checkpoint.find_last(run.out_dir)
         kept = f"last good checkpoint kept at {found}" if found else "no checkpoint had been saved yet"
         raise TrainingError(f"non-finite loss at step {first} (epoch {epoch}): {kept}")
 
 
-def save_state(run: TrainRun, state: TrainState) -> None:
-    """``checkpoints/last`` at the state's position (every rank takes part: RNG states and running
-    sums are gathered; rank 0 writes)."""
+def save_state(run: TrainSetup, state: TrainState, meter: Meter) -> None:
+    """``checkpoints/last`` at the state's position (every rank takes part: RNG states and the
+    meter's running sums are gathered; rank 0 writes)."""
     rng = ddp.gather_objects(checkpoint.rng_state(), run.env)
-    snapshot = dataclasses.replace(state, metrics_bytes=run.metrics.size(), window=run.window.state(run.env),
-                                   epoch_sums=run.epoch_sums.state(run.env),
+    snapshot = dataclasses.replace(state, metrics_bytes=run.metrics.size(), window=meter.window.state(run.env),
+                                   epoch_sums=meter.epoch_sums.state(run.env),
                                    unlabeled=run.transfer.state(state.epoch) if run.transfer is not None else None)
     if run.main:
         checkpoint.save_last(run.out_dir, model=run.model, extras=run.extras, optimizer=run.optimizer,
@@ -519,12 +550,12 @@ def save_state(run: TrainRun, state: TrainState) -> None:
 
 
 # -- end of an epoch ----------------------------------------------------------------------------
-def end_epoch(run: TrainRun, state: TrainState, hit_max: bool) -> None:
+def end_epoch(run: TrainSetup, state: TrainState, meter: Meter, hit_max: bool) -> None:
     """Evaluate, keep the best model, log the epoch, decide whether to stop, save the state."""
-    check_finite(run, state.epoch)   # nothing from a broken epoch is evaluated or saved
+    check_finite(run, meter, state.epoch)   # nothing from a broken epoch is evaluated or saved
     record = {"kind": "epoch", "epoch": state.epoch, "step": state.step, "partial": hit_max,
-              **run.epoch_sums.mean(run.env)}
-    run.epoch_sums.reset()
+              **meter.epoch_sums.mean(run.env)}
+    meter.epoch_sums.reset()
     improved = evaluate_epoch(run, state, record)
     if improved and run.main:
         checkpoint.save_best(run.model, run.tokenizer, run.out_dir)
@@ -538,10 +569,10 @@ def end_epoch(run: TrainRun, state: TrainState, hit_max: bool) -> None:
     elif state.epoch == run.epochs:
         state.finished = True
     state.epoch, state.pos = state.epoch + 1, 0
-    save_state(run, state)
+    save_state(run, state, meter)
 
 
-def evaluate_epoch(run: TrainRun, state: TrainState, record: dict) -> bool:
+def evaluate_epoch(run: TrainSetup, state: TrainState, record: dict) -> bool:
     """Dev scores into ``record`` and the best-so-far bookkeeping; whether this epoch is the best
     (every epoch is without a dev set). Rank 0 evaluates; every rank gets its result."""
     if run.dev is None:
@@ -560,7 +591,7 @@ def evaluate_epoch(run: TrainRun, state: TrainState, record: dict) -> bool:
     return improved
 
 
-def evaluate_dev(run: TrainRun, dev: DevSet) -> dict:
+def evaluate_dev(run: TrainSetup, dev: DevSet) -> dict:
     """:func:`nerkd.metrics.evaluate` of the model's predictions on ``dev``."""
     from nerkd.metrics import evaluate
     from nerkd.models.decode import predict_tags
@@ -570,7 +601,7 @@ def evaluate_dev(run: TrainRun, dev: DevSet) -> dict:
     return evaluate(dev.gold_tags, pred)
 
 
-def finish(run: TrainRun, state: TrainState) -> TrainResult:
+def finish(run: TrainSetup, state: TrainState) -> TrainResult:
     """The run's result, also written (rank 0) as ``train_summary.json``."""
     result = TrainResult(run.out_dir, state.best_f1, state.best_epoch, len(state.history), state.step,
                          state.stopped_early, state.stop_reason, state.best_dev, state.history, run.stage)
@@ -585,7 +616,7 @@ def finish(run: TrainRun, state: TrainState) -> TrainResult:
     return result
 
 
-def unlabeled_summary(run: TrainRun) -> dict | None:
+def unlabeled_summary(run: TrainSetup) -> dict | None:
     """What ``train_summary.json`` says about the transfer set (None without one)."""
     u = run.transfer
     if u is None:
