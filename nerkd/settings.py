@@ -260,6 +260,8 @@ class ReportSettings(Section):
     errors_in_context: int = Field(20, ge=0, description="sentences with the most errors shown per model, gold "
                                    "and predicted entities marked (the report holds their text); 0: none")
     seed: int = Field(0, description="the order of sentences with as many errors (errors_in_context)")
+    allow_no_shared_labels: bool = Field(False, description="score a model that tags none of the types of the "
+                                         "data's entities (an all-zero row) instead of refusing it")
 
 
 class ServeSettings(Section):

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from nerkd.cli.app import app
-from tests.helpers import write_kd_config
+from tests.helpers import DATA, write_kd_config
 
 
 def one_error(res, *needles: str) -> str:
@@ -226,3 +226,22 @@ def test_an_option_that_is_a_setting_gets_the_set_hint(runner, in_tmp, args, hin
 def test_an_option_that_is_no_setting_gets_no_hint(runner, in_tmp):
     res = runner.invoke(app, ["distill", "--frobnicate", "3"], env={"COLUMNS": "300"})
     assert res.exit_code == 2 and "No such option: --frobnicate" in res.stderr and "--set" not in res.stderr
+
+
+# -- item 9: report refuses a model that shares no label with the data -------------------------------
+def test_report_model_sharing_no_label_with_the_data(runner, tiny_bio, in_tmp):
+    rows = [{"tokens": ["Le", "patient", "prend", "du", "Doliprane", "."], "tags": ["O", "O", "O", "O", "B-DRUG", "O"]},
+            {"tokens": ["Paracétamol", "le", "matin", "."], "tags": ["B-DRUG", "O", "O", "O"]}]
+    (in_tmp / "drug.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    # the project's label2id names LOC, ORG, PER (as the model's): the file's entities are all DRUG
+    args = ["report", "--model", str(tiny_bio), "--data", "drug.jsonl", "--set",
+            f"data.label2id={DATA / 'label2id.json'}", "--set", "infer.device=cpu"]
+    res = runner.invoke(app, [*args, "-o", "rep"])
+    one_error(res, "shares no entity type with drug.jsonl", "model types LOC, ORG, PER, data types DRUG",
+              "--allow-no-shared-labels")
+    assert not (in_tmp / "rep" / "report.json").exists()
+    res = runner.invoke(app, [*args, "-o", "rep", "--allow-no-shared-labels"])
+    assert res.exit_code == 0, res.output
+    assert "its row is all zeros" in res.stderr
+    report = orjson.loads((in_tmp / "rep" / "report.json").read_bytes())
+    assert report["models"][0]["scores"]["f1"] == 0.0

@@ -43,6 +43,10 @@ RedactOpt = Annotated[bool, typer.Option(
                      "scored in characters against the gold entities (recall, documents fully redacted, "
                      "over-redaction), model alone and with the rules, and a sweep of redact.bias. Done unasked when "
                      "the data has a label the rules find (PHONE, NIR...).")]
+AllowNoSharedOpt = Annotated[bool, typer.Option(
+    "--allow-no-shared-labels", help="Score a model that tags none of the types of the data's entities (its row is "
+                                     "all zeros) instead of stopping with an error. Default: "
+                                     "report.allow_no_shared_labels.")]
 
 
 @known_errors
@@ -58,6 +62,7 @@ def report(
     bf16: Bf16RowsOpt = False,
     backend: BackendOpt = Backend.auto,
     redact: RedactOpt = False,
+    allow_no_shared_labels: AllowNoSharedOpt = False,
 ) -> None:
     """Score every model on one labelled file; write report.md, a self-contained report.html, report.json.
 
@@ -81,6 +86,8 @@ def report(
     from nerkd.stages.report import run_report
     from nerkd.ui import err, log, out
 
+    if allow_no_shared_labels:
+        settings.report.allow_no_shared_labels = True
     variants = [name for name, on in (("int8", int8), ("bf16", bf16)) if on]
     run = run_report(settings, project, data=data, models=model, bench_files=bench, output=output, variants=variants,
                      backend=backend.value, redact=redact)

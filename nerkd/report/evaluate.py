@@ -48,6 +48,10 @@ class GoldData:
     def gold_tags(self) -> list[list[str]]:
         return self.split.gold_tags
 
+    def present_types(self) -> set[str]:
+        """The types of the entities the file holds (``types`` may also name those of data.label2id)."""
+        return {t for tags in self.gold_tags for t, _, _ in spans_of(tags)}
+
     def support(self) -> dict[str, int]:
         counts: Counter = Counter()
         for tags in self.gold_tags:
@@ -120,20 +124,24 @@ def weights_bytes(folder: str | Path) -> int | None:
 
 
 def score_model(name: str, path: str, engine, gold: GoldData, rename: Mapping[str, str], *,
-                runtime: Runtime | None = None, advance: Callable[[int], None] | None = None) -> ModelScore:
+                runtime: Runtime | None = None, advance: Callable[[int], None] | None = None,
+                allow_no_shared: bool = False) -> ModelScore:
     """Tag every gold sentence with ``engine`` (a loaded :class:`nerkd.infer.Engine`, the front end of
     ``nerkd infer``: windows, batches, decoding), align to the data's labels and score.
 
-    ``rename``: ``labels.rename``; ``runtime``: how ``engine`` runs the model (recorded with the scores)."""
+    ``rename``: ``labels.rename``; ``runtime``: how ``engine`` runs the model (recorded with the scores).
+    A model that tags none of the types of the file's entities (its row would be all zeros) is refused
+    (:class:`NoSharedTypes`) unless ``allow_no_shared`` (``report.allow_no_shared_labels``)."""
     space = engine.space
     model_types = set(space.types)
     renamed = {k: v for k, v in rename.items() if k in model_types and k not in gold.types and v in gold.types}
     reachable = {renamed.get(t, t) for t in model_types}
-    if not reachable & set(gold.types):  # before any prediction: an all-zero table says nothing
+    present = gold.present_types()   # not data.label2id's types: a type no entity has scores nothing
+    if not reachable & present and not allow_no_shared:  # before any prediction: an all-zero table says nothing
         raise NoSharedTypes(f"report: model {name} ({path}) shares no entity type with {gold.path}: model types "
                             f"{', '.join(sorted(model_types)) or 'none'}, data types "
-                            f"{', '.join(gold.types) or 'none'}; map model types to data types with labels.rename, "
-                            "or data types with labels.map")
+                            f"{', '.join(sorted(present)) or 'none'}; map model types to data types with "
+                            "labels.rename, or data types with labels.map (--allow-no-shared-labels: score it anyway)")
     model = engine.model
     result = ModelScore(name=name, path=str(path), runtime=runtime or Runtime(), labels=list(space.labels),
                         scheme=space.scheme, parameters=int(engine.num_parameters), disk_bytes=weights_bytes(path),

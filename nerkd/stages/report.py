@@ -201,12 +201,16 @@ def _score_all(runs: list[Run], entries: list[dict | None], gold: GoldData, sett
             bar.update(task, info=run.name)
             engine = _engine(run, settings)
             score = score_model(run.name, run.spec.path, engine, gold, dict(settings.labels.rename),
-                                runtime=run.runtime, advance=lambda n: bar.advance(task, n))
+                                runtime=run.runtime, advance=lambda n: bar.advance(task, n),
+                                allow_no_shared=settings.report.allow_no_shared_labels)
             del engine
             row = ModelRow(score=score, stage=run.spec.stage if run.base else None, bench=entry, base=run.base)
             if run.base:
                 _run_files(row, notes)
             rows.append(row)
+            if not (set(gold.types) - set(score.missing_types)) & gold.present_types():
+                notes.append(f"{run.name} tags none of the types of the data's entities: its row is all zeros "
+                             "(--allow-no-shared-labels)")
     return rows
 
 
