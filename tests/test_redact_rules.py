@@ -165,3 +165,87 @@ def test_missing_extra_names_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "phonenumbers", None)   # import phonenumbers raises ImportError
     with pytest.raises(MissingExtraError, match=r"pip install 'nerkd\[redact\]'"):
         Redactor(RedactSettings())
+
+
+# ---- recall fixes prompted by the hand-written evaluation notes (data/medsoc_identifiers.jsonl) ----
+
+@pytest.mark.parametrize("phone", ["06 39 98 12 47", "06.39.98.12.47", "06-39-98-12-47", "0639981247",
+                                   "+33 6 39 98 12 47", "07 00 00 31 42", "+590 690 00 12 34"])
+def test_possible_numbers_in_a_phone_shape(phone):
+    """ARCEP's fiction range (06 39 98) and other ranges phonenumbers' metadata calls invalid are still phones."""
+    assert _found(f"Joindre au {phone} demain.", dates="keep") == [("PHONE", phone)]
+
+
+@pytest.mark.parametrize("not_a_phone", ["6001 2245 78", "123456789", "0 639 987 733", "06 39.98 12 47",
+                                         "063 998 124 7", "1 234 567 890"])
+def test_digit_strings_without_a_phone_shape(not_a_phone):
+    assert "PHONE" not in [label for label, _ in _found(f"Réf client {not_a_phone} ce jour.", dates="keep")]
+
+
+def test_a_bracket_before_a_phone_is_not_taken():
+    text = "La soeur appelle (+590 690 00 12 34) ce soir."
+    assert _found(text) == [("PHONE", "+590 690 00 12 34")]
+
+
+@pytest.mark.parametrize(("text", "dates"), [
+    ("hospitalisée depuis le 18/01.", ["18/01"]),
+    ("sortie prévue le 5/11, puis le 06/04 et au 31/12", ["5/11", "06/04", "31/12"]),
+    ("chute dans la nuit du 3 au 4 janvier, relevée", ["3 au 4 janvier"]),
+    ("fermé les 24 et 31 décembre après-midi", ["24 et 31 décembre"]),
+    ("relevé du 1er janvier au 30 juin pour le compte", ["1er janvier au 30 juin"]),
+    ("accueil du 10 au 24 août 2025.", ["10 au 24 août 2025"]),
+    ("réunion le jeudi 13 novembre ;", ["13 novembre"]),        # no year: the weekday stays outside
+    ("réunion le jeudi 13 novembre 2025 ;", ["jeudi 13 novembre 2025"]),
+])
+def test_dates_without_a_year_and_ranges(text, dates):
+    assert [text[a:b] for a, b, _ in find_dates(text)] == dates
+
+
+@pytest.mark.parametrize("text", ["paye les 2/3 de son loyer", "taux entre 50/79", "TA 13/08 ce matin",
+                                  "score 12/12 au test", "MMS 24/30", "EVA : 07/10", "glycémie 2,8 g/l",
+                                  "1,5/10 de douleur", "le 31/02", "le 12/13"])
+def test_fractions_scores_and_blood_pressure_are_not_dates(text):
+    assert list(find_dates(text)) == []
+
+
+@pytest.mark.parametrize(("date", "days", "shifted"), [
+    ("18/01", 20, "07/02"),
+    ("5/11", 30, "5/12"),
+    ("3 au 4 janvier", 20, "23 au 24 janvier"),
+    ("10 au 24 août", 20, "30 août au 13 septembre"),          # the first day's month is written when it moves
+    ("1er janvier au 30 juin", 31, "1er février au 31 juillet"),
+    ("20 au 24 décembre 2024", 10, "30 décembre 2024 au 3 janvier 2025"),
+])
+def test_shift_ranges_and_dates_without_a_year(date, days, shifted):
+    assert shift_date(date, days) == shifted
+
+
+def test_merge_trims_brackets_and_punctuation_at_span_edges():
+    text = "Mme Lefèvre (06 12 34 56 78) et le Foyer (ESAT) de Riom, voir"
+    model = [Span(4, 13, "PER"), Span(35, 56, "ORG")]          # "Lefèvre (", "Foyer (ESAT) de Riom,"
+    rules = [Span(12, 27, "PHONE", "rule")]                   # "(06 12 34 56 78" as a rule could take it
+    merged = merge_spans(model, rules, text)
+    assert [(text[s.start: s.end], s.label) for s in merged] == [
+        ("Lefèvre", "PER"), ("06 12 34 56 78", "PHONE"), ("Foyer (ESAT) de Riom", "ORG")]
+
+
+def test_a_pattern_group_named_id_is_what_is_replaced():
+    patterns = [{"label": "DOSSIER", "regex": r"IPP\s*(?P<id>\d{8})"}]
+    assert _found("Dossier IPP 80012345 ouvert.", patterns=patterns) == [("DOSSIER", "80012345")]
+
+
+def test_the_shipped_file_number_patterns():
+    """configs/redact_patterns.yaml on made-up lines: the number after its name is taken, not the name, and
+    numbers without a file number's name are left."""
+    from pathlib import Path
+
+    from nerkd.settings import load_settings
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "redact_patterns.yaml"
+    settings = load_settings(str(config), ["redact.dates=keep"]).redact
+    text = ("IPP: 12345678, NDA 2023004567, n° allocataire CAF 1234567, n° de dossier MDPH 69-2024-000123, "
+            "référence locataire LM-10234, contrat n° 88123400, plainte n° 2024/001234, "
+            "réf 55555, 12 rue des Lilas, 2 300 €, chambre 12, GIR 4.")
+    found = [(s.label, text[s.start: s.end]) for s in find_identifiers(text, settings)]
+    assert found == [("DOSSIER", v) for v in ("12345678", "2023004567", "1234567", "69-2024-000123", "LM-10234",
+                                              "88123400", "2024/001234")]

@@ -56,13 +56,33 @@ def region_of(locale: str) -> str:
     return locale.replace("-", "_").split("_")[-1].upper()
 
 
+# a French national number as people write it: 0 then nine digits in pairs, one separator (space, dot, dash or
+# none) throughout; a number of this shape (or written with +CC) is taken when it is a *possible* number for
+# phonenumbers, even when its metadata does not know the range (ARCEP's range for fiction, 06 39 98 xx xx; new
+# ranges): a leak is worse than an over-redaction, and the shape keeps amounts and references out
+FR_SHAPE = re.compile(r"0[1-9](?:(?P<sep>[ .-]?)\d{2})(?:(?P=sep)\d{2}){3}")
+PHONE_EDGE = "+0123456789"
+
+
 def phones(text: str, locale: str = "fr_FR") -> Iterator[Span]:
-    """Valid phone numbers (``phonenumbers``' matcher, leniency VALID): national ones of the locale's region,
-    others written with their ``+`` country code."""
+    """Phone numbers found by ``phonenumbers``' matcher (leniency POSSIBLE), kept when its leniency VALID takes
+    them too (the locale's region, or another country's written with ``+``), or written in a phone's shape:
+    ``+`` and a country code, or a French ten-digit number in pairs (:data:`FR_SHAPE`). Edges trimmed to the
+    number (the matcher keeps an opening bracket)."""
     import phonenumbers
 
-    for match in phonenumbers.PhoneNumberMatcher(text, region_of(locale), leniency=phonenumbers.Leniency.VALID):
-        yield Span(match.start, match.end, "PHONE", "rule")
+    region = region_of(locale)
+    valid = {(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, phonenumbers.Leniency.VALID)}
+    for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
+        start, end = match.start, match.end
+        while start < end and text[start] not in PHONE_EDGE:
+            start += 1
+        while end > start and not text[end - 1].isdigit():
+            end -= 1
+        raw = text[start:end]
+        if end - start and ((match.start, match.end) in valid or raw.startswith("+")
+                            or (match.number.country_code == 33 and FR_SHAPE.fullmatch(raw))):
+            yield Span(start, end, "PHONE", "rule")
 
 
 def emails(text: str) -> Iterator[Span]:
@@ -122,11 +142,15 @@ def sirets(text: str) -> Iterator[Span]:
 
 
 def patterns(text: str, settings: RedactSettings) -> Iterator[Span]:
-    """The user's ``redact.patterns``: every non-empty match of each regex, labelled with its label."""
+    """The user's ``redact.patterns``: every non-empty match of each regex, labelled with its label; of a regex with
+    a group named ``id``, only what that group matched (``IPP\\s*(?P<id>\\d{8})`` replaces the number, not ``IPP``)."""
     for pattern in settings.patterns:
-        for m in _compiled(pattern.regex).finditer(text):
-            if m.end() > m.start():
-                yield Span(m.start(), m.end(), pattern.label, "rule")
+        compiled = _compiled(pattern.regex)
+        group = "id" if "id" in compiled.groupindex else 0
+        for m in compiled.finditer(text):
+            start, end = m.span(group)
+            if end > start:
+                yield Span(start, end, pattern.label, "rule")
 
 
 @lru_cache(maxsize=256)

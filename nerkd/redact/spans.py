@@ -66,11 +66,13 @@ def merge_spans(model: Iterable[Span], rules: Iterable[Span], text: str | None =
 
     Overlapping spans of one source are resolved to the longest. A rule's label wins for identifiers: the
     characters a rule span covers take the rule's label, and a model span overlapping it keeps only its parts
-    outside the rule span (cut in two when the rule span lies inside it). With ``text``, a part left without a
-    letter or digit (a space, a comma) is dropped and the others lose their edge spaces: nothing that identifies
-    stays uncovered.
+    outside the rule span (cut in two when the rule span lies inside it). With ``text``, a span or part left
+    without a letter or digit (a space, a comma) is dropped and the others lose their edge spaces and punctuation
+    (:func:`_trimmed`): nothing that identifies stays uncovered, and no bracket is swallowed.
     """
     rule_spans = longest_first(rules)
+    if text is not None:
+        rule_spans = [t for r in rule_spans if (t := _trimmed(text, r.start, r.end, r)) is not None]
     starts = [r.start for r in rule_spans]
     out = list(rule_spans)
     for span in longest_first(model):
@@ -81,12 +83,33 @@ def merge_spans(model: Iterable[Span], rules: Iterable[Span], text: str | None =
                 parts = [piece for a, b in parts for piece in ((a, min(b, r.start)), (max(a, r.end), b)) if
                          piece[0] < piece[1]]
         for a, b in parts:
+            part = Span(a, b, span.label, span.source, span.score)
             if text is not None:
-                if not any(c.isalnum() for c in text[a:b]):
-                    continue
-                while text[a].isspace():
-                    a += 1
-                while text[b - 1].isspace():
-                    b -= 1
-            out.append(Span(a, b, span.label, span.source, span.score))
+                part = _trimmed(text, a, b, part)
+            if part is not None:
+                out.append(part)
     return sorted(out, key=lambda s: s.start)
+
+
+EDGE_PUNCT = ",;:!?"
+PAIRS = {"(": ")", "[": "]", "{": "}", "«": "»", "“": "”", '"': '"'}
+CLOSERS = {v: k for k, v in PAIRS.items()}
+
+
+def _trimmed(text: str, a: int, b: int, span: Span) -> Span | None:
+    """``span`` cut to ``[a, b)`` without edge spaces, edge ``,;:!?`` and an edge bracket or quote whose partner is
+    not inside (``Lefèvre (`` -> ``Lefèvre``, but ``Foyer (ESAT)`` kept); None when nothing alphanumeric is left."""
+    if not any(c.isalnum() for c in text[a:b]):
+        return None
+    while True:
+        c, d = text[a], text[b - 1]
+        if c.isspace() or c in EDGE_PUNCT or c in CLOSERS or (c in PAIRS and PAIRS[c] not in text[a + 1: b]):
+            a += 1
+        elif d.isspace() or d in EDGE_PUNCT or (d in PAIRS and d not in CLOSERS) or (
+                d in CLOSERS and CLOSERS[d] not in text[a: b - 1]):
+            b -= 1
+        else:
+            break
+    if (a, b) == (span.start, span.end):
+        return span
+    return Span(a, b, span.label, span.source, span.score)
