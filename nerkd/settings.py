@@ -298,7 +298,8 @@ class ExportSettings(Section):
 
 class RedactPattern(Section):
     label: str = Field(description="the label of what the regex finds, e.g. IPP")
-    regex: str = Field(description="a Python regular expression; the whole match is replaced")
+    regex: str = Field(description="a Python regular expression; the whole match is replaced, or only its group "
+                                    "named id when it has one: 'IPP\\s*(?P<id>\\d{8})'")
 
     @field_validator("label")
     @classmethod
