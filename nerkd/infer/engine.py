@@ -312,6 +312,20 @@ class Engine:
         parts = (texts[i: i + self.chunk_size] for i in range(0, len(texts), self.chunk_size))
         return [ents for chunk_ents, _ in self._pipeline(parts) for ents in chunk_ents]
 
+    def predict_probs(self, texts: Sequence[str]) -> list[tuple[list[dict], torch.Tensor]]:
+        """For each text: its entities (exactly as :meth:`predict` gives them) and the probability of every
+        label for each of its words (``[W_i, L]``, float32 on the CPU, words in :func:`split_words` order,
+        labels in ``self.space`` order): the softmax of the logits that decoding reads (:attr:`entity_bias`
+        applied; for a CRF model, of its emissions, not the CRF's marginals). ``nerkd select`` scores the
+        model's uncertainty with them."""
+        out: list[tuple[list[dict], torch.Tensor]] = []
+        for i in range(0, len(texts), self.chunk_size):
+            chunk = self._launch(texts[i: i + self.chunk_size])
+            ents, _ = self._finish(chunk)      # waits for the device
+            probs = torch.softmax(self.biased(chunk.scores.flat.float().cpu()), -1)
+            out += zip(ents, torch.split(probs, chunk.scores.counts), strict=True)
+        return out
+
     def run(self, docs: Iterable[Doc], write: Callable[[bytes], None], *, chunk_size: int | None = None,
             on_chunk: Callable[[list[Doc], RunStats], None] | None = None,
             line: Callable[[Doc, list[dict]], bytes] = result_line) -> RunStats:
