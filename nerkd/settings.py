@@ -363,6 +363,22 @@ class RedactSettings(Section):
         return v
 
 
+class SelectSettings(Section):
+    """``nerkd select``: which unlabelled notes to annotate next (README "nerkd select")."""
+
+    n: int = Field(200, ge=1, description="notes to choose")
+    strategy: Literal["entropy", "margin", "random"] = Field(
+        "entropy", description="a word's uncertainty: entropy of its label distribution (over log L), or 1 - the "
+                               "margin between its two likeliest labels; random: a seeded random choice (baseline)")
+    top_words: int = Field(5, ge=1, description="a note's uncertainty: the mean over its top_words most uncertain "
+                                                "words, a shorter note counting its missing words as certain")
+    student_weight: float = Field(0.5, ge=0, le=1, description="with --student: score = (1 - w) x uncertainty + "
+                                  "w x disagreement (share of words whose entity label differs)")
+    dedup: float | None = Field(0.8, gt=0, le=1, description="drop a note whose word-set Jaccard with a better-"
+                                "ranked chosen note is at least this; null: keep near-duplicates")
+    seed: int = Field(0, description="breaks ties in score (random: the whole order)")
+
+
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("nerkd_yaml", default=None)
 
 
@@ -396,6 +412,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     redact: RedactSettings = Field(default_factory=RedactSettings)
+    select: SelectSettings = Field(default_factory=SelectSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

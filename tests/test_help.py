@@ -74,8 +74,8 @@ def _paragraphs(text: str) -> list[list[str]]:
 
 
 def test_commands_are_the_nine():
-    assert COMMANDS == ["validate", "distill", "prune", "finetune", "infer", "redact", "bench", "report", "export",
-                        "serve"]
+    assert COMMANDS == ["validate", "distill", "prune", "finetune", "infer", "redact", "select", "bench", "report",
+                        "export", "serve"]
 
 
 @pytest.mark.parametrize("args", [[], *([c] for c in COMMANDS)])

@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from nerkd import __version__
-from nerkd.cli import bench, distill, export, finetune, infer, prune, redact, report, serve, validate
+from nerkd.cli import bench, distill, export, finetune, infer, prune, redact, report, select, serve, validate
 from nerkd.cli.errors import set_debug, setting_hint
 
 
@@ -91,6 +91,7 @@ COMMANDS = {
     "finetune": finetune.finetune,
     "infer": infer.infer,
     "redact": redact.redact,
+    "select": select.select,
     "bench": bench.bench,
     "report": report.report,
     "export": export.export,

@@ -16,6 +16,7 @@ from nerkd.cli.common import (
     SetOpt,
     ThreadsOpt,
     backend_option,
+    count_option,
     device_option,
     input_option,
     model_option,
@@ -40,8 +41,8 @@ def bench(
         "--json", dir_okay=False, help="Where to write the results (default: <artifacts>/bench.json).")] = None,
     input_: Annotated[Path | None, input_option(
         "Sentences, one per line or JSONL with text (default: data.test).", dir_okay=False)] = None,
-    sentences: Annotated[int | None, typer.Option(
-        "--sentences", "-n", min=1, help="Sentences to time. Default: bench.sentences.")] = None,
+    sentences: Annotated[int | None, count_option(
+        "--sentences", "Sentences to time. Default: bench.sentences.")] = None,
     threads: ThreadsOpt = None,
     backend: Annotated[Backend, backend_option(
         "auto: a folder written by nerkd export --format onnx runs on ONNX Runtime (row '<name> [onnx]'), other "

@@ -133,6 +133,11 @@ def int8_rows_option(help: str) -> Any:
     return typer.Option("--int8", help=help)
 
 
+def count_option(flag: str, help: str) -> Any:
+    """``FLAG`` and ``-n``: how many items a command takes (``bench --sentences``, ``select --notes``)."""
+    return typer.Option(flag, "-n", min=1, help=help)
+
+
 def format_option(help: str, *, short: bool = False) -> Any:
     """``--format`` (and ``-f`` where ``short``): what a command writes."""
     return typer.Option("--format", *(["-f"] if short else []), help=help)
@@ -154,6 +159,26 @@ ThreadsOpt = Annotated[int | None, threads_option(
 Int8Opt = Annotated[bool | None, int8_option(
     "Dynamic int8 quantisation of the linear layers (CPU). Default: infer.int8. For int8 on a CPU prefer an "
     "ONNX int8 export (nerkd export --int8, then --backend onnx): faster and closer to fp32 (BENCHMARKS.md).")]
+
+
+class RunEngine(str, Enum):
+    """Where ``infer`` and ``redact`` run: this process, or Spark (``nerkd[spark]``)."""
+
+    local = "local"
+    spark = "spark"
+
+
+EngineOpt = Annotated[RunEngine, typer.Option(
+    "--engine", help="local (this process), or spark: --input is a Parquet path or a table, --output a Parquet "
+                     "folder, the model runs on Spark's executors (pip install 'nerkd\\[spark]'; README \"Run on a "
+                     "warehouse\").")]
+MasterOpt = Annotated[str | None, typer.Option(
+    "--master", help="--engine spark: the Spark master, e.g. local[4], yarn, spark://host:7077 (default: "
+                     "spark-submit's, else local[*]). Not local: the model folder is shipped to the executors.")]
+IdColumnOpt = Annotated[str | None, typer.Option(
+    "--id-column", help="Parquet or Spark input: the notes' id column (default note_id, else id).")]
+TextColumnOpt = Annotated[str | None, typer.Option(
+    "--text-column", help="Parquet or Spark input: the notes' text column (default note_text, else text).")]
 
 
 def resolve(config: Path | None, sets: list[str] | None, *, no_verify: bool = False) -> tuple[Settings, Project]:
