@@ -407,9 +407,10 @@ def clear_checkpoints(folder: str | Path) -> list[str]:
     return gone
 
 
-def clear_previous_run(folder: str | Path, log: Log = _quiet) -> list[str]:
+def clear_previous_run(folder: str | Path, log: Log = _quiet, resumable: bool = True) -> list[str]:
     """Remove the previous run's model, run files and checkpoints from nerkd's ``folder``
-    (never a foreign entry); returns what was removed."""
+    (never a foreign entry); returns what was removed. ``resumable``: the command has ``--resume``
+    (the log line says so; prune and export have none)."""
     folder = Path(folder)
     if not is_nerkd_folder(folder):
         return []
@@ -426,7 +427,8 @@ def clear_previous_run(folder: str | Path, log: Log = _quiet) -> list[str]:
         marker.pop("sha256", None)
         _write_marker(folder, marker)
     if gone:
-        log(f"new run in {folder}: removed the previous run's {', '.join(gone)} (use --resume to continue it)")
+        hint = " (use --resume to continue it)" if resumable else ""
+        log(f"new run in {folder}: removed the previous run's {', '.join(gone)}{hint}")
     return gone
 
 
@@ -593,7 +595,7 @@ class RunFolder:
     def fresh_start(self) -> None:
         """Before the first write of a new run: remove the previous run's files (once)."""
         if self.main and not self.resume and not self.started:
-            clear_previous_run(self.folder, self.log)
+            clear_previous_run(self.folder, self.log, resumable=self.training)
         self.started = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -614,6 +616,47 @@ class RunFolder:
             self.lock.release()
         if self.created and not any(self.folder.iterdir()):
             self.folder.rmdir()
+
+
+# how to finish a run of each training stage (the fingerprint's stage; teacher: finetune --base)
+_FINISH = {"distill": "nerkd distill", "finetune": "nerkd finetune", "teacher": "nerkd finetune --base"}
+
+
+def unfinished_run(folder: str | Path) -> str | None:
+    """How far the training run in ``folder`` got if it did not finish (killed or interrupted: its last
+    checkpoint is not marked finished and it wrote no ``train_summary.json``), e.g. ``distill run stopped in
+    epoch 2 of 5 (step 40; the model there is from epoch 1)``; None for a finished run, or a folder that
+    holds no training run."""
+    folder = Path(folder)
+    found = find_last(folder)
+    if found is None or (folder / "train_summary.json").is_file():
+        return None
+    try:
+        state = read_state(found)
+        if state.get("finished"):
+            return None
+        stage = str((state.get("fingerprint") or {}).get("stage") or "training")
+        epoch, pos, total = int(state["epoch"]), int(state.get("pos", 0)), (state.get("plan") or {}).get("epochs")
+        of = f" of {total}" if total else ""
+        where = f"after epoch {epoch - 1}{of}" if pos == 0 else f"in epoch {epoch}{of}"
+        best = state.get("best_epoch")
+        model = f"; the model there is from epoch {best}" if best else ""
+        return f"{stage} run stopped {where} (step {int(state['step'])}{model})"
+    except (NerkdError, KeyError, TypeError, ValueError):
+        return "training run did not finish (its checkpoint's state.json is unreadable)"
+
+
+def check_finished(folder: str | Path, option: str = "--model") -> None:
+    """Refuse (one line) a model folder whose training run did not finish (:func:`unfinished_run`): say
+    which epoch it holds and how to finish it."""
+    found = unfinished_run(folder)
+    if found is None:
+        return
+    stage = found.split(" ", 1)[0]
+    command = _FINISH.get(stage)
+    finish = f"{command} ... --output {folder} --resume" if command else "its command plus --resume"
+    raise RunFolderError(f"{option} {folder}: an unfinished run: {found}; finish it first ({finish}), or give a "
+                         "finished model folder")
 
 
 def interrupted_message(folder: str | Path, resumed: bool = False) -> str:

@@ -245,3 +245,51 @@ def test_report_model_sharing_no_label_with_the_data(runner, tiny_bio, in_tmp):
     assert "its row is all zeros" in res.stderr
     report = orjson.loads((in_tmp / "rep" / "report.json").read_bytes())
     assert report["models"][0]["scores"]["f1"] == 0.0
+
+
+# -- item 10: prune refuses an interrupted run's folder; its messages never offer --resume ---------------
+def interrupted_run(src: Path, folder: Path, *, finished: bool = False, summary: bool = False) -> Path:
+    """A distill run folder as a kill leaves it: the best model so far (epoch 1), settings.yaml and a
+    resumable checkpoint in epoch 2 of 3 that is not marked finished (``finished``: it is)."""
+    shutil.copytree(src, folder)
+    (folder / "settings.yaml").write_text("train:\n  epochs: 3\n", encoding="utf-8")
+    last = folder / "checkpoints" / "last"
+    last.mkdir(parents=True)
+    for name in ("model.safetensors", "train_state.pt"):
+        (last / name).write_bytes(b"")
+    state = {"plan": {"epochs": 3}, "fingerprint": {"stage": "distill"}, "world_size": 1, "epoch": 2, "pos": 3,
+             "step": 7, "best_epoch": 1, "finished": finished}
+    (last / "state.json").write_bytes(orjson.dumps(state))
+    if summary:
+        (folder / "train_summary.json").write_bytes(orjson.dumps({"stage": "distill", "best_epoch": 1}))
+    return folder
+
+
+PRUNE_DATA = ["--set", f"data.dev={DATA / 'dev.jsonl'}", "--set", "prune.max_sentences=8", "--set",
+              "train.device=cpu"]
+
+
+def test_prune_refuses_an_interrupted_run_folder(runner, tiny_bio, in_tmp):
+    run = interrupted_run(tiny_bio, in_tmp / "student")
+    res = runner.invoke(app, ["prune", "--model", "student", "-o", "pruned", *PRUNE_DATA])
+    one_error(res, "--model student: an unfinished run: distill run stopped in epoch 2 of 3 (step 7; the model "
+                   "there is from epoch 1)", "nerkd distill ... --output student --resume")
+    assert not (in_tmp / "pruned").exists()
+    assert (run / "checkpoints" / "last" / "state.json").is_file()       # nothing of the run was touched
+
+
+def test_a_finished_run_folder_is_a_model(tiny_bio, tmp_path):
+    from nerkd.rundir import check_finished, unfinished_run
+
+    assert unfinished_run(interrupted_run(tiny_bio, tmp_path / "a", finished=True)) is None
+    assert unfinished_run(interrupted_run(tiny_bio, tmp_path / "b", summary=True)) is None   # older checkpoints
+    assert unfinished_run(tiny_bio) is None                                                  # no run at all
+    check_finished(tmp_path / "a")
+
+
+def test_prune_into_its_own_previous_output_does_not_offer_resume(runner, tiny_bio, in_tmp):
+    for _ in range(2):
+        res = runner.invoke(app, ["prune", "--model", str(tiny_bio), "-o", "pruned", "--rate", "0.25", *PRUNE_DATA])
+        assert res.exit_code == 0, res.output
+    assert "removed the previous run's" in res.stderr        # the second run replaced the first one's files ...
+    assert "--resume" not in res.stderr                      # ... and prune has no --resume to offer

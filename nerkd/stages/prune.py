@@ -104,9 +104,10 @@ def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | No
     is loaded; a non-empty folder that is not nerkd's needs ``overwrite``; a previous model and
     run files there are replaced, nothing else is deleted. The whole settings: they are saved
     with the model (``settings.yaml``, written once, here)."""
-    from nerkd.rundir import RunFolder, check_not_input
+    from nerkd.rundir import RunFolder, check_finished, check_not_input
     log = log or say
     model_ref = str(model_ref)
+    check_finished(model_ref, "--model")   # an interrupted run's folder holds a half-trained model
     if output is None:
         return _prune(settings, model_ref, None, log, None)
     check_not_input(output, {"the input model's folder (--model)": model_ref, "the data.dev file": settings.data.dev,
