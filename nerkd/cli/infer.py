@@ -11,11 +11,16 @@ from nerkd.cli.common import (
     Backend,
     ConfigOpt,
     Device,
+    EngineOpt,
+    IdColumnOpt,
     Int8Opt,
+    MasterOpt,
     ModelOpt,
     NoVerifyOpt,
     Precision,
+    RunEngine,
     SetOpt,
+    TextColumnOpt,
     ThreadsOpt,
     backend_option,
     device_option,
@@ -26,6 +31,7 @@ from nerkd.cli.common import (
     resolve,
 )
 from nerkd.cli.errors import known_errors
+from nerkd.cli.tables import TableArgs, run_table
 from nerkd.errors import NerkdError
 
 if TYPE_CHECKING:
@@ -92,8 +98,8 @@ def infer(
     set_: SetOpt = None,
     no_verify: NoVerifyOpt = False,
     model: ModelOpt = None,
-    input_: Annotated[Path | None, input_option("Input file (default: stdin).")] = None,
-    output: Annotated[Path | None, output_option("Output JSONL file (default: stdout).")] = None,
+    input_: Annotated[str | None, input_option("Input file (default: stdin), or a table: NOTES.parquet.")] = None,
+    output: Annotated[str | None, output_option("Output JSONL file (default: stdout), or OUT.parquet.")] = None,
     fmt: FormatOpt = OutputFormat.jsonl,
     input_format: InputFormatOpt = InputFormat.auto,
     device: Annotated[Device | None, device_option("Default: infer.device.")] = None,
@@ -107,6 +113,10 @@ def infer(
     score: ScoreOpt = ScoreMode.mean,
     backend: BackendOpt = None,
     no_progress: NoProgressOpt = False,
+    engine: EngineOpt = RunEngine.local,
+    master: MasterOpt = None,
+    id_column: IdColumnOpt = None,
+    text_column: TextColumnOpt = None,
 ) -> None:
     """Tag French texts with a model: one JSONL line of entities (exact character offsets) per input line.
 
@@ -128,13 +138,16 @@ def infer(
                  "compile": compile_, "tokenize": tokenize, "backend": backend}
     section = settings.infer.model_copy(update={k: v.value if isinstance(v, Enum) else v
                                                 for k, v in overrides.items() if v is not None})
-    job = InferJob(input_ if input_ is not None else sys.stdin.buffer,
-                   output if output is not None else sys.stdout.buffer, out_format=out_fmt, in_format=in_fmt,
+    table = TableArgs(input_, output, id_column, text_column, chunk_size, score.value, threads, master, not no_progress)
+    if run_table(engine, table, ref, settings.model_copy(update={"infer": section}), out_fmt=out_fmt):
+        return
+    job = InferJob(Path(input_) if input_ is not None else sys.stdin.buffer,
+                   Path(output) if output is not None else sys.stdout.buffer, out_format=out_fmt, in_format=in_fmt,
                    score=score.value, chunk_size=chunk_size, threads=threads, show_progress=not no_progress)
     _summary(run_infer(ref, job, section, max_length=settings.data.max_length, stride=settings.data.stride), output)
 
 
-def _summary(result: InferResult, output: Path | None) -> None:
+def _summary(result: InferResult, output: str | None) -> None:
     """The run's last lines on stderr: counts, what was written where, notes on long texts."""
     from nerkd.ui import log, warn
 

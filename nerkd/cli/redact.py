@@ -11,9 +11,15 @@ from nerkd.cli.common import (
     Backend,
     ConfigOpt,
     Device,
+    EngineOpt,
+    IdColumnOpt,
+    MasterOpt,
     ModelOpt,
+    NoVerifyOpt,
     Precision,
+    RunEngine,
     SetOpt,
+    TextColumnOpt,
     ThreadsOpt,
     backend_option,
     device_option,
@@ -23,9 +29,11 @@ from nerkd.cli.common import (
     resolve,
 )
 from nerkd.cli.errors import known_errors
+from nerkd.cli.tables import TableArgs, run_table
 from nerkd.errors import NerkdError
 
 if TYPE_CHECKING:
+    from nerkd.settings import Settings
     from nerkd.stages.redact import RedactRun
 
 
@@ -56,8 +64,8 @@ def redact(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     model: ModelOpt = None,
-    input_: Annotated[Path | None, input_option("Input file (default: stdin).")] = None,
-    output: Annotated[Path | None, output_option("Output JSONL file (default: stdout).")] = None,
+    input_: Annotated[str | None, input_option("Input file (default: stdin), or a table: NOTES.parquet.")] = None,
+    output: Annotated[str | None, output_option("Output JSONL file (default: stdout), or OUT.parquet.")] = None,
     mode: ModeOpt = None,
     bias: BiasOpt = None,
     key_file: KeyFileOpt = None,
@@ -68,6 +76,11 @@ def redact(
     backend: Annotated[Backend | None, backend_option("torch or onnx (pip install 'nerkd\\[onnx]'). Default: "
                                                       "infer.backend.")] = None,
     threads: ThreadsOpt = None,
+    engine: EngineOpt = RunEngine.local,
+    master: MasterOpt = None,
+    id_column: IdColumnOpt = None,
+    text_column: TextColumnOpt = None,
+    no_verify: NoVerifyOpt = False,
 ) -> None:
     """Pseudonymise French notes: names, places and organisations (the model) and identifiers (rules: phones,
     e-mails, URLs, NIR, IBAN, SIREN/SIRET, dates, redact.patterns) replaced, the same value the same way in a note.
@@ -85,24 +98,36 @@ def redact(
       nerkd redact --mode surrogate -i data/texts.txt -o artifacts/fake.jsonl
       nerkd redact --mapping map.jsonl -i data/texts.txt -o artifacts/kept.jsonl
     """
-    source = input_ if input_ is not None else sys.stdin.buffer
-    target = output if output is not None else sys.stdout.buffer
+    source = Path(input_) if input_ is not None else sys.stdin.buffer
+    target = Path(output) if output is not None else sys.stdout.buffer
     if restore:
-        _restore(source, target, mapping, output)
+        _restore(source, target, mapping, Path(output) if output is not None else None)
         return
     from nerkd.stages.infer import resolve_model
     from nerkd.stages.redact import RedactJob, run_redact
 
-    settings, project = resolve(config, set_)
+    settings, project = resolve(config, set_, no_verify=no_verify)
     ref = resolve_model(model, project, settings.paths.artifacts, purpose="redact with")
     section = settings.redact.model_copy(update={k: v.value if isinstance(v, Enum) else v for k, v in
                                                  {"mode": mode, "bias": bias}.items() if v is not None})
     infer = settings.infer.model_copy(update={k: v.value for k, v in
                                               {"device": device, "precision": precision, "backend": backend}.items()
                                               if v is not None})
+    table = TableArgs(input_, output, id_column, text_column, None, "mean", threads, master, True, key_file)
+    if _table(engine, mapping, table, ref, settings.model_copy(update={"redact": section, "infer": infer})):
+        return
     job = RedactJob(source, target, mapping=mapping, key_file=key_file, threads=threads)
     _summary(run_redact(ref, job, section, infer, max_length=settings.data.max_length, stride=settings.data.stride),
              output)
+
+
+def _table(engine: RunEngine, mapping: Path | None, table: TableArgs, ref: str | Path, settings: Settings) -> bool:
+    """A Parquet or Spark run (:mod:`nerkd.cli.tables`); they write no mapping."""
+    from nerkd.stages.parquet import is_parquet
+
+    if mapping is not None and (engine is RunEngine.spark or is_parquet(table.input) or is_parquet(table.output)):
+        raise NerkdError("--mapping: not with Parquet or --engine spark (they write no mapping); drop --mapping")
+    return run_table(engine, table, ref, settings, task="redact")
 
 
 def _restore(source, target, mapping: Path | None, output: Path | None) -> None:
@@ -116,7 +141,7 @@ def _restore(source, target, mapping: Path | None, output: Path | None) -> None:
         f"{f'; wrote {output}' if output is not None else ''}")
 
 
-def _summary(run: RedactRun, output: Path | None) -> None:
+def _summary(run: RedactRun, output: str | None) -> None:
     """The run's last lines on stderr: counts per label and source, what was written where."""
     from nerkd.ui import log, warn
 
