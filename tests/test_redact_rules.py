@@ -249,3 +249,11 @@ def test_the_shipped_file_number_patterns():
     found = [(s.label, text[s.start: s.end]) for s in find_identifiers(text, settings)]
     assert found == [("DOSSIER", v) for v in ("12345678", "2023004567", "1234567", "69-2024-000123", "LM-10234",
                                               "88123400", "2024/001234")]
+
+
+def test_a_name_ending_with_an_initial_takes_its_dot():
+    text = "Vue avec Lina B. et Mme K. ; le CHU A. Paré."
+    model = [Span(9, 15, "PER"), Span(24, 25, "PER"), Span(32, 37, "ORG")]    # "Lina B", "K", "CHU A"
+    merged = merge_spans(model, [], text)
+    assert [text[s.start: s.end] for s in merged] == ["Lina B.", "K.", "CHU A."]
+    assert [text[s.start: s.end] for s in merge_spans([Span(9, 13, "PER")], [], text)] == ["Lina"]

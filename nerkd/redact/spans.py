@@ -86,9 +86,21 @@ def merge_spans(model: Iterable[Span], rules: Iterable[Span], text: str | None =
             part = Span(a, b, span.label, span.source, span.score)
             if text is not None:
                 part = _trimmed(text, a, b, part)
+                part = _with_initials_dot(text, part)
             if part is not None:
                 out.append(part)
     return sorted(out, key=lambda s: s.start)
+
+
+def _with_initials_dot(text: str, span: Span | None) -> Span | None:
+    """A model span ending with an initial takes its dot (``Mme [D].`` -> ``Mme [D.]``): the words split the
+    dot off, and the mention is ``D.`` (what a surrogate keeps: ``Mme M.``)."""
+    if span is None or span.end >= len(text) or text[span.end] != ".":
+        return span
+    last = text[span.end - 1]
+    if not last.isupper() or (span.end - 1 > span.start and text[span.end - 2].isalnum()):
+        return span
+    return Span(span.start, span.end + 1, span.label, span.source, span.score)
 
 
 EDGE_PUNCT = ",;:!?"
