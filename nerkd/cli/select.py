@@ -108,9 +108,11 @@ def _summary(result: SelectResult) -> None:
     from nerkd.ui import log, warn
 
     s = result.stats
-    scores = "" if s.low is None else f"; scores {s.low:.4f}..{s.high:.4f}"
+    scored = f"{s.scored} scored" + ("" if s.low is None else f", scores {s.low:.4f}..{s.high:.4f}")
     chosen = "" if s.chosen_low is None else f" (scores {s.chosen_low:.4f}..{s.chosen_high:.4f})"
-    log(f"select: {s.read} notes read, {s.empty} empty skipped, {s.scored} scored{scores}; "
+    if result.strategy == "random":
+        scored, chosen = f"{s.scored} in the draw", " at random"
+    log(f"select: {s.read} notes read, {s.empty} empty skipped, {scored}; "
         f"{s.duplicates} near-duplicates dropped; {s.chosen} chosen{chosen}")
     what = "Label Studio tasks" if result.out_format == "labelstudio" else "Doccano lines"
     version = f" (model_version {result.model_version})" if result.model_version else ""

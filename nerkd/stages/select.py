@@ -86,10 +86,10 @@ def run_select(model: str | Path, job: SelectJob, settings: SelectSettings, infe
 
 
 def _how(settings: SelectSettings, student: str | Path | None) -> str:
-    if settings.strategy == "random":
-        return f"seeded random choice (seed {settings.seed})"
     how = f"{settings.strategy} of the {settings.top_words} most uncertain words"
-    if student is not None:
+    if settings.strategy == "random":
+        how = "a seeded random choice"
+    elif student is not None:
         how += f" and disagreement with {student} (weight {settings.student_weight:g})"
     dedup = "near-duplicates kept" if settings.dedup is None else f"near-duplicates (Jaccard >= {settings.dedup:g}) " \
                                                                   f"dropped"
