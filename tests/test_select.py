@@ -357,3 +357,22 @@ def test_output_is_never_the_input(runner, in_tmp, tiny_bio):
     res = run(runner, "-m", tiny_bio, "-i", src, "-o", src)
     assert res.exit_code == 1 and "nerkd would write over it" in res.stderr
     assert src.read_text(encoding="utf-8") == NOTES[0] + "\n"
+
+
+def test_select_from_a_parquet_table(runner, in_tmp, tiny_bio):
+    """Notes in a Parquet table (note_id/note_text): ids go to doc_id; a null text is skipped and counted."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    texts = [NOTES[0], None, NOTES[2], NOTES[5], NOTES[6]]
+    src = in_tmp / "notes.parquet"
+    pq.write_table(pa.table({"note_id": [10, 11, 12, 13, 14], "note_text": texts}), src)
+    out = in_tmp / "tasks.json"
+    res = run(runner, "-m", tiny_bio, "-i", src, "-n", 10, "-o", out)
+    assert res.exit_code == 0, res.stderr
+    tasks = orjson.loads(out.read_bytes())
+    assert sorted(t["data"]["doc_id"] for t in tasks) == [10, 12, 13, 14]
+    assert {t["data"]["text"] for t in tasks} == {t for t in texts if t}
+    assert "4 notes read, 0 empty skipped, 4 scored" in res.stderr
+    assert "1 rows of" in res.stderr and "skipped: their text cannot be tagged" in res.stderr
+    assert "only 4 notes to choose from, 10 asked" in res.stderr

@@ -9,9 +9,11 @@ import typer
 from nerkd.cli.common import (
     ConfigOpt,
     Device,
+    IdColumnOpt,
     ModelOpt,
     NoVerifyOpt,
     SetOpt,
+    TextColumnOpt,
     ThreadsOpt,
     count_option,
     device_option,
@@ -56,8 +58,8 @@ def select(
     set_: SetOpt = None,
     no_verify: NoVerifyOpt = False,
     model: ModelOpt = None,
-    input_: Annotated[Path, input_option("Unlabelled notes: one per line, or JSONL with id/text.", dir_okay=False)
-                      ] = ...,
+    input_: Annotated[Path, input_option("Unlabelled notes: one per line, JSONL with id/text, or a table: "
+                                         "NOTES.parquet.", dir_okay=False)] = ...,
     output: Annotated[Path, output_option("Tasks file to write (Label Studio JSON or Doccano JSONL).",
                                           dir_okay=False)] = ...,
     notes: Annotated[int | None, count_option("--notes", "Notes to choose. Default: select.n.")] = None,
@@ -72,6 +74,8 @@ def select(
     batch_size: BatchSizeOpt = None,
     threads: ThreadsOpt = None,
     no_progress: NoProgressOpt = False,
+    id_column: IdColumnOpt = None,
+    text_column: TextColumnOpt = None,
 ) -> None:
     """Choose the unlabelled notes to annotate next: those the model is least sure of (and, with --student, those
     two models disagree on), near-duplicates dropped, written as annotation tasks with the model's pre-annotations.
@@ -98,8 +102,8 @@ def select(
     section = settings.select.model_copy(update=updates)
     infer = settings.infer.model_copy(update={k: v for k, v in {
         "device": device.value if device else None, "batch_size": batch_size}.items() if v is not None})
-    job = SelectJob(input_, output, out_format=fmt.value, in_format=input_format.value, student=student,
-                    threads=threads, show_progress=not no_progress)
+    job = SelectJob(input_, output, out_format=fmt.value, in_format=input_format.value, id_col=id_column,
+                    text_col=text_column, student=student, threads=threads, show_progress=not no_progress)
     _summary(run_select(ref, job, section, infer, max_length=settings.data.max_length, stride=settings.data.stride))
 
 

@@ -2,11 +2,13 @@
 
 :func:`run_select` checks the paths (before anything loads), loads the model (and the student, if any) with
 :func:`nerkd.infer.load_engine`, streams the input (what ``nerkd infer`` reads: plain text, one note per line,
-or JSONL with ``text`` and an optional ``id``) through :func:`nerkd.infer.select.select_notes` chunk by chunk,
-and writes the chosen notes, best first, as Label Studio tasks or Doccano lines with the model's
-pre-annotations (:class:`nerkd.infer.formats.ToolWriter`, the formats of ``nerkd infer --format``). The output
-is written atomically once the input is read whole: a bad input line (named by its number, never its content)
-leaves no output. Returns a :class:`SelectResult` for the caller to show.
+or JSONL with ``text`` and an optional ``id``; or a Parquet table of notes, read as ``nerkd infer --input
+NOTES.parquet`` reads it, rows whose text cannot be tagged skipped and counted) through
+:func:`nerkd.infer.select.select_notes` chunk by chunk, and writes the chosen notes, best first, as Label Studio
+tasks or Doccano lines with the model's pre-annotations (:class:`nerkd.infer.formats.ToolWriter`, the formats
+of ``nerkd infer --format``). The output is written atomically once the input is read whole: a bad input line
+(named by its number, never its content) leaves no output. Returns a :class:`SelectResult` for the caller to
+show.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from nerkd.log import NullProgress, progress, say
 from nerkd.stages.infer import check_paths, encode_notes
 
 if TYPE_CHECKING:
-    from nerkd.infer import Engine
+    from collections.abc import Iterator
+
+    from nerkd.infer import Doc, Engine
     from nerkd.infer.select import Selection, SelectStats
     from nerkd.settings import InferSettings, SelectSettings
 
@@ -32,10 +36,12 @@ SELECT_FORMATS = ("labelstudio", "doccano")
 class SelectJob:
     """What to choose from and where to write the tasks."""
 
-    source: Path
+    source: Path                    # text or JSONL, or a Parquet table (NOTES.parquet)
     target: Path
     out_format: str = "labelstudio"
     in_format: str = "auto"
+    id_col: str | None = None       # Parquet: the id and text columns (default note_id/note_text, else id/text)
+    text_col: str | None = None
     student: str | Path | None = None
     chunk_size: int | None = None
     threads: int | None = None
@@ -74,10 +80,14 @@ def run_select(model: str | Path, job: SelectJob, settings: SelectSettings, infe
                                                            stride=stride)
     say(f"select: {settings.n} notes of {job.source} by {_how(settings, job.student)}; {model} on "
         f"{engine.device.type} ({describe_threads(n_threads, why)}), labels {' '.join(engine.space.types)}")
-    selection = _choose(engine, student, job, settings)
+    bad_rows = [0]
+    selection = _choose(engine, student, job, settings, bad_rows)
     version = model_version(model) if job.out_format == "labelstudio" else ""
     tasks = _write(engine, selection, job, version)
     notes = encode_notes(engine)
+    if bad_rows[0]:
+        notes.append(("warning", f"select: {bad_rows[0]} rows of {job.source} skipped: their text cannot be "
+                                 f"tagged (null, not a string, or not valid UTF-8)"))
     if selection.stats.chosen < settings.n:
         notes.append(("warning", f"select: only {selection.stats.chosen} notes to choose from, "
                                  f"{settings.n} asked"))
@@ -96,19 +106,44 @@ def _how(settings: SelectSettings, student: str | Path | None) -> str:
     return f"{how}, {dedup}, seed {settings.seed}"
 
 
-def _choose(engine: Engine, student: Engine | None, job: SelectJob, settings: SelectSettings) -> Selection:
+def _choose(engine: Engine, student: Engine | None, job: SelectJob, settings: SelectSettings,
+            bad_rows: list[int]) -> Selection:
     from nerkd.infer.io import read_docs
     from nerkd.infer.select import SelectConfig, select_notes
+    from nerkd.stages.parquet import is_parquet
 
     cfg = SelectConfig(n=settings.n, strategy=settings.strategy, top_words=settings.top_words,
                        student_weight=settings.student_weight, dedup=settings.dedup, seed=settings.seed,
                        chunk_size=job.chunk_size or engine.chunk_size)
     bar = progress() if job.show_progress else NullProgress()
-    with bar, _open(job.source) as fh:
-        task = bar.add_task("select", total=job.source.stat().st_size, info="", percent=True)
-        return select_notes(read_docs(fh, str(job.source), job.in_format), engine, cfg, student=student,
+    with bar, contextlib.ExitStack() as stack:
+        if is_parquet(job.source):
+            docs, total = _table_docs(job, cfg.chunk_size, bad_rows)
+        else:
+            fh = stack.enter_context(_open(job.source))
+            docs, total = read_docs(fh, str(job.source), job.in_format), job.source.stat().st_size
+        task = bar.add_task("select", total=total, info="", percent=True)
+        return select_notes(docs, engine, cfg, student=student,
                             on_chunk=lambda chunk, s: bar.update(task, advance=sum(d.size for d in chunk),
                                                                  info=f"{s.read} notes"))
+
+
+def _table_docs(job: SelectJob, batch_rows: int, bad_rows: list[int]) -> tuple[Iterator[Doc], int]:
+    """The notes of a Parquet table (``nerkd infer``'s reader) as documents, and its row count; a row that
+    cannot be tagged (null text, not a string, bad UTF-8) is counted in ``bad_rows`` (``[count]``) and skipped."""
+    from nerkd.data.parquet import ParquetNotes
+    from nerkd.infer.io import Doc
+
+    notes = ParquetNotes(job.source, job.id_col, job.text_col)
+
+    def docs() -> Iterator[Doc]:
+        for batch in notes.batches(batch_rows):
+            for row in batch:
+                if row.error is not None:
+                    bad_rows[0] += 1
+                else:
+                    yield Doc(row.row, row.text, row.id, size=1)
+    return docs(), notes.rows
 
 
 def _write(engine: Engine, selection: Selection, job: SelectJob, version: str) -> int:
