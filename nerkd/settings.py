@@ -280,7 +280,11 @@ class ServeSettings(Section):
     max_texts: int = Field(256, ge=1, description="texts per request (413 above)")
     max_chars: int = Field(100_000, ge=1, description="characters per text (413 above)")
     max_queue_texts: int = Field(10_000, ge=1, description="texts waiting in the queue before 503 (server busy)")
-    access_log: bool = Field(True, description="uvicorn's access log (method, path, status; never bodies)")
+    access_log: bool = Field(True, description="uvicorn's access log (method, path, status; never bodies nor "
+                                               "query strings)")
+    drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM or Ctrl-C: how long the server may go on "
+                                   "answering the requests it holds (new ones get 503 with Retry-After) before "
+                                   "it stops")
 
 
 class ExportSettings(Section):

@@ -4,11 +4,19 @@ setting or option at fault; the server drains before it stops and keeps request 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -293,3 +301,175 @@ def test_prune_into_its_own_previous_output_does_not_offer_resume(runner, tiny_b
         assert res.exit_code == 0, res.output
     assert "removed the previous run's" in res.stderr        # the second run replaced the first one's files ...
     assert "--resume" not in res.stderr                      # ... and prune has no --resume to offer
+
+
+# -- item 7: serve drains before it stops, validates ids, logs paths without their query ---------------
+class FakeEngine:
+    """No model: one entity per text; ``predict`` waits at ``gate`` (open by default) and says it was entered."""
+
+    space = type("Space", (), {"labels": ("O", "B-X"), "types": ["X"]})()
+
+    def __init__(self):
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.gate.set()
+
+    def predict(self, texts):
+        self.entered.set()
+        assert self.gate.wait(60)
+        return [[{"start": 0, "end": len(t), "label": "X", "text": t, "score": 1.0}] for t in texts]
+
+
+@contextlib.contextmanager
+def serving(app, **config):
+    """``app`` served in a thread by nerkd's draining uvicorn server on a free loopback port."""
+    import uvicorn
+
+    from nerkd.serve.server import DrainingServer
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = DrainingServer(uvicorn.Config(app, log_config=None, lifespan="on", **config), app.state.nerkd, 30)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive())
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=60) as client:
+            wait_for(lambda: client.get("/health").status_code == 200)
+            yield client, server, thread
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_serve_drains_on_sigterm_503_to_new_requests_answers_the_queued_ones():
+    from nerkd.serve.app import create_app
+    from nerkd.settings import ServeSettings
+
+    engine = FakeEngine()
+    app = create_app(lambda: engine, ServeSettings(max_batch_words=1))   # one request per batch: the rest queue
+    with serving(app, access_log=False) as (client, server, thread), ThreadPoolExecutor(4) as pool:
+        engine.gate.clear()
+        held = [pool.submit(client.post, "/v1/entities", json={"text": f"text {k}"}) for k in range(3)]
+        assert engine.entered.wait(30)
+        state = app.state.nerkd
+        wait_for(lambda: state.in_flight == 3 and state.batcher.queued == 2)
+        server.handle_exit(signal.SIGTERM, None)              # what uvicorn's signal handler calls
+        with httpx.Client(base_url=client.base_url, timeout=60) as other:   # a keep-alive client's next request
+            late = other.post("/v1/entities", json={"text": "late"})
+            health = other.get("/health")
+        assert late.status_code == 503 and late.headers["retry-after"] == "1", late.text
+        assert late.headers["connection"] == "close" and "shutting down" in late.json()["error"]
+        assert (health.status_code, health.json()) == (503, {"status": "shutting down"})
+        assert thread.is_alive()                               # still draining: requests are held
+        engine.gate.set()
+        answers = [f.result(timeout=60) for f in held]
+        thread.join(30)
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.json()["entities"][0]["text"] for a in answers] == [f"text {k}" for k in range(3)]
+    assert not thread.is_alive() and state.batcher.closed and state.batcher.stats.requests == 3
+
+
+def test_serve_an_idle_server_stops_at_once():
+    from nerkd.serve.app import create_app
+    from nerkd.settings import ServeSettings
+
+    app = create_app(FakeEngine, ServeSettings())
+    with serving(app, access_log=False) as (client, server, thread):
+        assert client.post("/v1/entities", json={"text": "a"}).status_code == 200
+        server.handle_exit(signal.SIGTERM, None)
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("raw_id, status", [
+    ("1" + "0" * 30, 422), (str(-(2**63) - 1), 422), ("true", 422), ("1.5", 422), ("null", 422), ("[1]", 422),
+    (str(2**63 - 1), 200), (str(-(2**63)), 200), ('"note-1"', 200),
+])
+def test_serve_ids_are_strings_or_64_bit_ints(raw_id, status):
+    """JSON ids as sent (10**30 parsed to a Python int that orjson cannot write back: a 500 before)."""
+    from fastapi.testclient import TestClient
+
+    from nerkd.serve.app import create_app
+    from nerkd.settings import ServeSettings
+
+    with TestClient(create_app(FakeEngine, ServeSettings()), raise_server_exceptions=False) as client:
+        wait_for(lambda: client.get("/health").status_code == 200)
+        res = client.post("/v1/entities", content=f'{{"texts": ["a"], "ids": [{raw_id}]}}'.encode(),
+                          headers={"content-type": "application/json"})
+    assert res.status_code == status, res.text
+    assert res.headers["content-type"] == "application/json"
+    if status == 422:
+        body = res.json()
+        assert body["error"] == "ids.0: an id is a string or an integer from -2**63 to 2**63-1", body
+    else:
+        assert res.json()["results"][0]["id"] == orjson.loads(raw_id)
+
+
+def test_serve_access_log_has_paths_without_query_strings():
+    from nerkd.serve.app import create_app
+    from nerkd.settings import ServeSettings
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(handler)
+    level = access.level
+    access.setLevel(logging.INFO)
+    try:
+        with serving(create_app(FakeEngine, ServeSettings()), access_log=True) as (client, _, _):
+            assert client.get("/health?patient=Mme%20Jeanne%20Martin").status_code == 200
+            assert client.post("/v1/entities?ipp=8812&nom=Martin", json={"text": "a"}).status_code == 200
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    from uvicorn.logging import AccessFormatter
+
+    fmt = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False)
+    lines = [fmt.format(r) for r in records]
+    assert any('"GET /health HTTP/1.1" 200' in line for line in lines), lines
+    assert any('"POST /v1/entities HTTP/1.1" 200' in line for line in lines), lines
+    logged = "\n".join(lines)
+    assert "?" not in logged and "Jeanne" not in logged and "Martin" not in logged and "8812" not in logged
+
+
+def test_serve_process_drains_on_a_real_sigterm(tiny_bio, in_tmp):
+    """The signal's path: uvicorn's handler calls the draining server's; the request in flight is answered."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "nerkd", "serve", "--model", str(tiny_bio), "--port", str(port),
+                             "--threads", "1", "--set", "infer.device=cpu"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client, ThreadPoolExecutor(1) as pool:
+            def healthy() -> bool:
+                assert proc.poll() is None, "the server stopped"
+                with contextlib.suppress(httpx.TransportError):
+                    return client.get("/health").status_code == 200
+                return False
+
+            wait_for(healthy, 180)
+            texts = [" ".join(["Mme Lefèvre quitte le CHU de Lyon ."] * 40)] * 64
+            busy = pool.submit(client.post, "/v1/entities?patient=Mme%20Jeanne%20Martin", json={"texts": texts})
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            answer = busy.result(timeout=180)
+        _, err = proc.communicate(timeout=120)     # it stops by itself once drained
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert answer.status_code == 200 and len(answer.json()["results"]) == 64
+    log = err.decode()
+    assert proc.returncode in (0, -signal.SIGTERM), log[-2000:]
+    assert "serve: drained in" in log and "served 1 request," in log, log[-2000:]
+    assert "Jeanne" not in log and "patient" not in log

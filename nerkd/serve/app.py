@@ -41,7 +41,7 @@ from fastapi import FastAPI
 
 from nerkd import __version__
 from nerkd.serve.errors import add_error_handlers
-from nerkd.serve.guard import RequestGuard
+from nerkd.serve.guard import RequestGuard, hide_query_strings
 from nerkd.serve.page import add_page_route
 from nerkd.serve.redact import Redactors, add_redact_route
 from nerkd.serve.routes import add_entities_route, add_health_route, add_model_route, add_stats_route, bearer_check
@@ -70,7 +70,8 @@ def create_app(load: Callable[[], Any], settings: ServeSettings | None = None, *
         description="French named entities with exact character offsets, from a nerkd model "
                     "(the same entities as `nerkd infer`).")
     app.state.nerkd = state
-    app.add_middleware(RequestGuard, max_body_bytes=st.max_body_bytes)
+    app.add_middleware(RequestGuard, max_body_bytes=st.max_body_bytes, state=state)
+    hide_query_strings()   # uvicorn's access log: paths only
     add_error_handlers(app)
     authorized = bearer_check(token)
     add_health_route(app, state)

@@ -3,12 +3,23 @@ the limits a request's texts are checked against (``serve.max_texts``, ``serve.m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from nerkd.serve.errors import ApiError
 from nerkd.settings import ServeSettings
+
+
+def _text_id(value: Any) -> Any:
+    """An id is a string or a 64-bit signed integer (what JSON tools and databases round-trip): 10**30 is refused
+    here (a 422), not when the answer is written (a 500); a bool or a float is no id."""
+    if isinstance(value, str) or (type(value) is int and -(2**63) <= value < 2**63):
+        return value
+    raise ValueError("an id is a string or an integer from -2**63 to 2**63-1")
+
+
+TextId = Annotated[str | int, BeforeValidator(_text_id)]
 
 
 class EntitiesRequest(BaseModel):
@@ -21,7 +32,8 @@ class EntitiesRequest(BaseModel):
 
     text: str | None = Field(None, description="one text (answer: {\"entities\": [...]})")
     texts: list[str] | None = Field(None, description="several texts (answer: {\"results\": [...]}, same order)")
-    ids: list[str | int] | None = Field(None, description="one id per text of `texts`, echoed in its result")
+    ids: list[TextId] | None = Field(None, description="one id per text of `texts` (a string or a 64-bit integer), "
+                                                         "echoed in its result")
 
     @model_validator(mode="after")
     def _one_form(self) -> EntitiesRequest:

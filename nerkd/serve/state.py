@@ -28,16 +28,22 @@ class ServeState:
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self.stopping = False
+        self.draining = False     # SIGTERM or Ctrl-C: new requests get 503 while those held finish
+        self.in_flight = 0        # requests accepted and not yet answered (the guard counts them)
         self.load_seconds = 0.0
         self.loaded_at = 0.0
 
     def status(self) -> str:
         """``ok``, ``loading``, ``error`` or ``shutting down`` (what ``GET /health`` says)."""
-        if self.stopping:
+        if self.stopping or self.draining:
             return "shutting down"
         if self.error is not None:
             return "error"
         return "ok" if self.ready.is_set() else "loading"
+
+    def idle(self) -> bool:
+        """No request accepted and unanswered, nothing queued: a draining server may stop."""
+        return self.in_flight == 0 and (self.batcher is None or self.batcher.queued == 0)
 
     def ready_batcher(self) -> MicroBatcher:
         """The batcher, or an :class:`ApiError` 503 saying why there is none to use."""

@@ -38,6 +38,7 @@ def run_serve(settings: Settings, project: Project, model: str | Path | None = N
     from nerkd.infer.onnx_backend import resolve_backend
     from nerkd.serve.app import create_app, resolve_token
     from nerkd.serve.info import model_info
+    from nerkd.serve.server import DrainingServer
     from nerkd.stages.redact import read_key
     from nerkd.threads import describe_threads, set_threads
 
@@ -59,8 +60,8 @@ def run_serve(settings: Settings, project: Project, model: str | Path | None = N
     app = create_app(engine_loader(ref, settings, chosen_backend, int8), ss, token=token,
                      describe=lambda engine: model_info(ref, engine, threads=n_threads), on_load_error=on_load_error,
                      redact=settings.redact, key=key)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=ss.access_log,
-                                           timeout_graceful_shutdown=None))
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=ss.access_log,
+                                           timeout_graceful_shutdown=None), app.state.nerkd, ss.drain_timeout_s)
     with stderr_logs() if logs else contextlib.nullcontext():
         _announce(f"{ref} (backend {chosen_backend}), {describe_threads(n_threads, why)}", host, port, token)
         try:
