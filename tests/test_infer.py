@@ -88,7 +88,7 @@ def test_long_text_windows_lose_nothing(fixture, tokenize, request):
     force(ref, FORCED)
     (short,) = ref.predict([SENTENCE])
     assert len(short) >= 6 and ref.encoded.split_sentences == 0
-    size = 32 if tokenize == "words" else 36   # both put a multi-word entity across a window border
+    size = 36   # puts a multi-word entity across a window border in both modes
     engine = load(folder, max_length=size, stride=8, tokenize=tokenize)
     force(engine, FORCED)
     reps = 12

@@ -161,7 +161,12 @@ def hf_readme(manifest: dict, output: Path, notes: list[str]) -> str:
             f"{warn}\n"
             f"Load it with plain transformers (no nerkd, no trust_remote_code):\n\n```python\n"
             f"from transformers import pipeline\n"
-            f"ner = pipeline(\"token-classification\", model=\"{output}\", aggregation_strategy=\"simple\")\n"
+            f"ner = pipeline(\"token-classification\", model=\"{output}\", aggregation_strategy=\"first\")\n"
             f"print(ner(\"Emmanuel Macron a visité l'hôpital de Lyon.\"))\n```\n\n"
+            f"`aggregation_strategy=\"first\"` is the call that matches nerkd, which trains each word's label on its "
+            f"first sub-word (`\"simple\"` tags sub-words one by one and cuts words). The pipeline finds words by "
+            f"the tokenizer's words (WordPiece) or by the spaces around sub-words (SentencePiece, with a warning "
+            f"\"Tokenizer does not support real words\"): punctuation glued to a word is then part of its entity "
+            f"(`Lyon.`), where nerkd's French words keep it apart.\n\n"
             f"The pipeline tags the raw text's sub-words; nerkd tags words ({manifest['decode']['method']}): "
             f"{manifest['decode']['text']}\n")

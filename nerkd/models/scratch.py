@@ -1,5 +1,9 @@
 """Offline building blocks: a Unigram tokenizer trained on local text and a tiny CamemBERT.
 
+The tokenizer has CamemBERT's pre-tokenizer (words cut at white space, a ``▁`` before each, sub-word offsets
+that never cover a space), a French :data:`ALPHABET` and no bare ``▁`` piece, so that the transformers pipeline
+finds the same words as nerkd in an exported folder (``aggregation_strategy="first"``).
+
 Used by the tests and by the quickstart (``nerkd finetune --base scratch``, built by
 :func:`scratch_model`) so that the whole chain runs with no download. Real use starts from
 ``Jean-Baptiste/camembert-ner`` or your own teacher instead.
@@ -17,6 +21,10 @@ from nerkd.errors import SettingsError
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 SCRATCH = "scratch"   # ``nerkd finetune --base scratch``
 SCRATCH_LAYERS, SCRATCH_HIDDEN, SCRATCH_HEADS, SCRATCH_VOCAB = 4, 128, 4, 2000
+# characters of French text the vocabulary keeps even when the training text lacks them: an unknown character
+# inside a word is an <unk> sub-word, where the transformers pipeline cuts the word in two ("M" + "âcon")
+ALPHABET = ("abcdefghijklmnopqrstuvwxyzàâäçéèêëîïôöùûüÿœæABCDEFGHIJKLMNOPQRSTUVWXYZÀÂÄÇÉÈÊËÎÏÔÖÙÛÜŸŒÆ"
+            "0123456789.,;:!?'’\"«»()[]{}-–—/\\%€$£@#&*+=<>_~°§…")
 
 
 def _canonical(tok: Tokenizer) -> Tokenizer:
@@ -48,18 +56,51 @@ def _canonical(tok: Tokenizer) -> Tokenizer:
     return Tokenizer.from_str(json.dumps(data))
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
-    """A SentencePiece/Unigram-style fast tokenizer (CamemBERT's specials), trained on ``texts``."""
+def _word_initial(tok: Tokenizer) -> Tokenizer:
+    """No bare ``▁`` piece: each single character ``c`` gets a ``▁c`` piece (score of ``▁`` plus that of ``c``,
+    so every segmentation keeps its score), and the bare ``▁`` goes. A word then always starts with a sub-word
+    that holds its first character: with a bare ``▁`` (``▁`` + ``vit``) the transformers pipeline, which finds
+    words by the spaces around sub-words, reads ``vit`` as a word of its own and tags it with the prediction nerkd
+    never trains (nerkd labels a word's first sub-word). Deterministic: the canonical order is kept."""
+    import json
+
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    n = len(SPECIALS)
+    scores = {piece: score for piece, score in vocab[n:]}
+    space = scores.pop("\u2581", None)
+    if [piece for piece, _ in vocab[:n]] != SPECIALS or space is None:
+        return tok
+    added = {"\u2581" + c: round(space + score, 9) for c, score in scores.items()
+             if len(c) == 1 and "\u2581" + c not in scores}
+    rest = sorted([*scores.items(), *added.items()], key=lambda x: (-x[1], x[0]))
+    data["model"]["vocab"] = vocab[:n] + [[piece, score] for piece, score in rest]
+    return Tokenizer.from_str(json.dumps(data))
+
+
+def pre_tokenizer():
+    """CamemBERT's pre-tokenizer: words cut at white space, each given a ``▁`` that maps to no character, so
+    sub-word offsets never cover a space (the transformers pipeline finds words by the spaces around them)."""
+    return pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                    pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")])
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, *, bare_space: bool = False):
+    """A SentencePiece/Unigram-style fast tokenizer (CamemBERT's specials and pre-tokenizer), trained on ``texts``.
+
+    Its vocabulary holds :data:`ALPHABET` (when ``vocab_size`` is at least 4 times its size) and no bare ``▁``
+    piece (see :func:`_word_initial`); ``bare_space``: keep the bare ``▁``, as CamemBERT's vocabulary has it."""
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.pre_tokenizer = pre_tokenizer()
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
-                                      shrinking_factor=0.75, max_piece_length=12)
+                                      shrinking_factor=0.75, max_piece_length=12,
+                                      initial_alphabet=list(ALPHABET) if vocab_size >= 4 * len(ALPHABET) else [])
     tok.train_from_iterator(list(texts), trainer=trainer)
-    tok = _canonical(tok)
+    tok = _canonical(tok) if bare_space else _word_initial(_canonical(tok))
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
