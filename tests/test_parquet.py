@@ -246,3 +246,15 @@ def test_missing_pyarrow_is_one_line(in_tmp, monkeypatch):
     with pytest.raises(MissingExtraError, match=r"needs the parquet extra \(pyarrow missing\): pip install "
                                                 r"'nerkd\[parquet\]'"):
         ParquetNotes(in_tmp / "n.parquet")
+
+
+def test_missing_spark_extra_is_one_line(monkeypatch):
+    import sys
+
+    from nerkd.errors import MissingExtraError
+    from nerkd.spark import spark_session
+
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    with pytest.raises(MissingExtraError, match=r"Spark needs the spark extra \(pyspark missing\): pip install "
+                                                r"'nerkd\[spark\]'"):
+        spark_session("local[1]")

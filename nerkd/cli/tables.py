@@ -57,6 +57,8 @@ def _spark(command: str, a: TableArgs, ref: str | Path, settings: Settings, task
     from nerkd.stages.spark import SparkJob, run_spark
     from nerkd.ui import log, warn
 
+    if a.threads:
+        warn(f"{command}: --threads is not used by --engine spark: each task runs spark.task.cpus torch threads")
     job = SparkJob(a.input, a.output, task, a.id_col, a.text_col, a.score, a.master,
                    batch_rows=a.chunk_size or 512, key_file=a.key_file)
     result = run_spark(ref, job, settings)
