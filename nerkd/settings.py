@@ -242,7 +242,9 @@ class InferSettings(Section):
                              "models fine-tuned on raw text only: it costs accuracy on word-trained models)")
     backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="torch, or onnx (ONNX Runtime on CPU) for a folder written by nerkd export --format "
-                            "onnx; auto: onnx for such a folder, torch otherwise")
+                            "onnx; auto: onnx for such a folder, and on a CPU in fp32 for a model folder with a "
+                            "verified fp32 export of its weights inside (<model>/onnx) or beside it (<model>_onnx); "
+                            "torch otherwise (one log line says which and why)")
 
 
 class BenchSettings(Section):

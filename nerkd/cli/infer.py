@@ -88,7 +88,8 @@ ScoreOpt = Annotated[ScoreMode, typer.Option(
     "--score", help="Entity score: mean or min of its words' tag probabilities.")]
 BackendOpt = Annotated[Backend | None, backend_option(
     "torch, or onnx: ONNX Runtime on CPU, for a folder written by nerkd export --format onnx (pip install "
-    "'nerkd\\[onnx]'). Default: infer.backend (auto: onnx for such a folder).")]
+    "'nerkd\\[onnx]'). Default: infer.backend (auto: onnx for such a folder, and on a CPU for a model folder with a "
+    "verified fp32 export of its weights in MODEL/onnx or MODEL_onnx; the first log line says which).")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")]
 
 

@@ -30,7 +30,8 @@ def serve(
                     ] = None,
     backend: Annotated[Backend | None, backend_option(
         "torch, or onnx (ONNX Runtime on CPU) for a folder written by nerkd export --format onnx. "
-        "Default: infer.backend (auto: onnx for such a folder).")] = None,
+        "Default: infer.backend (auto: onnx for such a folder, and on a CPU for a model folder with a verified "
+        "fp32 export of its weights in MODEL/onnx or MODEL_onnx; the first log line says which).")] = None,
     int8: Int8Opt = None,
     threads: Annotated[int | None, threads_option(
         "CPU threads for the model. Default: serve.threads, else the physical cores.")] = None,

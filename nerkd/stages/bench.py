@@ -20,16 +20,16 @@ from pathlib import Path
 import torch
 
 from nerkd.errors import NerkdError, SettingsError
-from nerkd.infer import Engine, load_engine
+from nerkd.infer import BackendChoice, Engine, choose_backend, load_engine
 from nerkd.infer.bench import bench_ticks, measure
 from nerkd.infer.benchfile import bench_document, write_bench
 from nerkd.infer.io import file_texts, gold_texts
 from nerkd.log import progress, say, warn
 from nerkd.project import ModelRef, Project, default_models, parse_models
-from nerkd.settings import Settings
+from nerkd.settings import InferSettings, Settings
 
-__all__ = ["BenchRun", "bench_engine", "bench_models", "bench_path", "bench_texts", "bench_ticks", "name_models",
-           "run_bench", "teacher_kwargs"]
+__all__ = ["BenchRun", "bench_backends", "bench_engine", "bench_models", "bench_path", "bench_texts", "bench_ticks",
+           "name_models", "run_bench", "say_backends", "teacher_kwargs"]
 
 
 @dataclass
@@ -55,15 +55,17 @@ def run_bench(settings: Settings, project: Project, refs: Sequence[str] | None =
     path = output or bench_path(settings, project)
     check_not_input(path, {"the --input file": input_path, **{f"the model {m.name}'s folder": m.path for m in models}},
                     "--json", folder=False)
+    models, choices = bench_backends(models, bench_section(settings, dev, prec, backend))
     texts = bench_texts(settings, input_path, n)
     if len(texts) < n:
         say(f"bench: only {len(texts)} sentences available (asked for {n})")
-    say(f"bench: {len(models)} models, {len(texts)} sentences, {dev} ({describe_threads(n_threads, why)}), "
-        f"{prec}, warm-up {bs.warmup}, "
+    say(f"bench: {len(models)} models{_on_onnx(models, choices)}, {len(texts)} sentences, {dev} "
+        f"({describe_threads(n_threads, why)}), {prec}, warm-up {bs.warmup}, "
         f"{min(bs.blocks, len(texts))} blocks, batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
+    say_backends(models, choices)
     with progress() as bar:
         task = bar.add_task("bench", total=bench_ticks(len(texts), bs.blocks) * len(models), info="")
-        doc = bench_models(models, texts, settings, device=dev, precision=prec, backend=backend,
+        doc = bench_models(models, texts, settings, device=dev, precision=prec, backend=backend, choices=choices,
                            tick=lambda k: bar.advance(task, k),
                            on_skip=None if refs else lambda name, why: warn(f"skipped {name}: {why}"))
     write_bench(path, doc)
@@ -98,15 +100,54 @@ def bench_texts(settings: Settings, input_path: str | Path | None, limit: int) -
     return gold_texts(settings.data.test, settings.data.format, limit)
 
 
-def bench_engine(ref: str, settings: Settings, *, device: str, precision: str, backend: str = "auto",
-                 **load_kwargs) -> Engine:
-    """The infer engine for ``ref`` as ``nerkd bench`` runs it: the ``infer`` settings at the bench's device,
-    precision (int8: dynamic int8 of the fp32 model) and batch size, not compiled (``backend`` auto: onnx for
-    an ONNX export)."""
-    section = settings.infer.model_copy(update={
+def bench_section(settings: Settings, device: str, precision: str, backend: str) -> InferSettings:
+    """The ``infer`` settings as ``nerkd bench`` runs a model: at the bench's device, precision (int8: dynamic int8
+    of the fp32 model) and batch size, not compiled, on ``backend``."""
+    return settings.infer.model_copy(update={
         "device": device, "precision": "fp32" if precision == "int8" else precision, "int8": precision == "int8",
         "batch_size": settings.bench.batch_size, "compile": False, "backend": backend})
-    return load_engine(ref, section, max_length=settings.data.max_length, stride=settings.data.stride, **load_kwargs)
+
+
+def bench_backends(models: Sequence[tuple[str, str]], section: InferSettings
+                   ) -> tuple[list[ModelRef], dict[str, BackendChoice]]:
+    """Each model's runtime under ``section`` (:func:`nerkd.infer.choose_backend`; :func:`say_backends` says
+    why). A model folder that runs on its verified ONNX export is benched as that export, named ``<name> [onnx]`` as
+    :func:`name_models` names an export: its figures are never taken for torch's; when that export is benched
+    too (its own row), the model runs on torch beside it. Returns the models to bench and each one's runtime,
+    by ref."""
+    benched = {Path(ref).resolve() for _, ref in models if Path(ref).exists()}
+    out, choices = [], {}
+    for name, ref in models:
+        choice = choose_backend(ref, section)
+        if choice.export is not None and choice.export.resolve() in benched:
+            choice = BackendChoice("torch", ref, f"backend torch: its ONNX export {choice.export} is benched too "
+                                                 "(its own row)")
+        model = ModelRef(f"{name} [onnx]", str(choice.ref)) if choice.export is not None else ModelRef(name, ref)
+        choices[model.path] = choice
+        out.append(model)
+    return out, choices
+
+
+def say_backends(models: Sequence[ModelRef], choices: dict[str, BackendChoice]) -> None:
+    """One line per model: which runtime runs it and why (:func:`bench_backends`)."""
+    for model in models:
+        line = choices[model.path].line
+        if line:
+            say(f"bench: {model.name}: {line}")
+
+
+def _on_onnx(models: Sequence[ModelRef], choices: dict[str, BackendChoice]) -> str:
+    names = [m.name for m in models if choices[m.path].backend == "onnx"]
+    return f" ({len(names)} on ONNX Runtime: {', '.join(names)})" if names else ""
+
+
+def bench_engine(ref: str, settings: Settings, *, device: str, precision: str, backend: str = "auto",
+                 choices: dict[str, BackendChoice] | None = None, **load_kwargs) -> Engine:
+    """The infer engine for ``ref`` as ``nerkd bench`` runs it (:func:`bench_section`; ``backend`` auto: onnx
+    for an ONNX export or a verified export of the model), on its runtime in ``choices`` when there."""
+    section = bench_section(settings, device, precision, backend)
+    return load_engine(ref, section, max_length=settings.data.max_length, stride=settings.data.stride,
+                       choice=(choices or {}).get(str(ref)), **load_kwargs)
 
 
 def teacher_kwargs(settings: Settings) -> Callable[[str], dict]:
@@ -125,7 +166,7 @@ def bench_models(models: Sequence[tuple[str, str]], texts: Sequence[str], settin
                  precision: str, tick: Callable[[int], None] | None = None,
                  on_skip: Callable[[str, str], None] | None = None, blocks: int | None = None,
                  load: Callable[..., object] | None = None, clock: Callable[[], float] = time.perf_counter,
-                 backend: str = "auto") -> dict:
+                 backend: str = "auto", choices: dict[str, BackendChoice] | None = None) -> dict:
     """Bench every ``(name, ref)`` of ``models`` on ``texts``; returns the bench document
     (:func:`nerkd.infer.benchfile.bench_document`), which :func:`~nerkd.infer.benchfile.write_bench` writes.
 
@@ -134,6 +175,7 @@ def bench_models(models: Sequence[tuple[str, str]], texts: Sequence[str], settin
     load is skipped with a message; otherwise a load error stops the run. A load average above the
     core count while timing gives a warning in the document's ``warnings``. ``load(ref, **kwargs)``
     (an engine with ``predict`` and ``num_parameters``) and ``clock`` replace the real ones in tests.
+    ``choices``: each model's runtime (:func:`bench_backends`, whose models these are); None: decided here.
     """
     texts = list(texts)
     if not texts:
@@ -145,8 +187,12 @@ def bench_models(models: Sequence[tuple[str, str]], texts: Sequence[str], settin
     dev = torch.device("cuda") if device == "cuda" else torch.device("cpu")
     prime_ref = None
     if load is None:
+        if choices is None:
+            models, choices = bench_backends(models, bench_section(settings, device, precision, backend))
+            say_backends(models, choices)
         prime_ref = models[0][1]
-        load = functools.partial(bench_engine, settings=settings, device=device, precision=precision, backend=backend)
+        load = functools.partial(bench_engine, settings=settings, device=device, precision=precision, backend=backend,
+                                 choices=choices)
     run = measure(models, texts, device=dev, warmup=settings.bench.warmup, blocks=blocks or settings.bench.blocks,
                   load=load, extra=teacher_kwargs(settings), prime_ref=prime_ref, clock=clock, tick=tick,
                   on_skip=on_skip)

@@ -3,7 +3,8 @@
 :func:`run_infer` checks the input and output paths (before anything loads: a wrong path fails at
 once), loads the model (:func:`nerkd.infer.load_engine`), opens the files, streams the documents through the
 engine chunk by chunk and writes them in one of the output formats of :mod:`nerkd.infer.formats`.
-It says its first line (model, device, threads, precision, labels) through :mod:`nerkd.log`,
+It says its first line (model, device, threads, precision, labels, and which runtime runs the model and why:
+:func:`nerkd.infer.choose_backend`) through :mod:`nerkd.log`,
 shows progress through the :func:`nerkd.log.progress` hook, and returns an :class:`InferResult`:
 the run's counts, what was written, and the notes and warnings about long texts, for the caller
 to show. Known failures are :class:`~nerkd.errors.NerkdError` (one line naming ``--input`` or
@@ -84,18 +85,19 @@ def resolve_model(model: str | Path | None, project: Project, artifacts_setting:
 def run_infer(model: str | Path, job: InferJob, settings: InferSettings, *, max_length: int, stride: int
               ) -> InferResult:
     """Tag ``job.source`` with ``model`` into ``job.target`` (see module doc)."""
-    from nerkd.infer import load_engine
+    from nerkd.infer import choose_backend, load_engine
     from nerkd.infer.formats import ToolWriter, model_version
     from nerkd.threads import describe_threads, set_threads
 
     check_paths(_path(job.source), _path(job.target), model)
     n_threads, why = set_threads(job.threads)
-    engine = load_engine(model, settings, max_length=max_length, stride=stride, score=job.score)
+    choice = choose_backend(model, settings)   # said in the first line, with why
+    engine = load_engine(model, settings, max_length=max_length, stride=stride, score=job.score, choice=choice)
     say(f"infer: {model} on {engine.device.type} ({describe_threads(n_threads, why)}), "
         f"{engine.precision}{' + int8' if engine.int8 else ''}, "
         f"labels {' '.join(engine.space.types)}, max length {engine.max_length}, sub-words of the "
         f"{'raw text' if engine.tokenize == 'text' else 'words'}{', compiled' if engine.compiled else ''}"
-        f"{', onnxruntime' if engine.backend == 'onnx' else ''}")
+        f"{', onnxruntime' if engine.backend == 'onnx' else ''}{f'; {choice.line}' if choice.line else ''}")
     writer = ToolWriter(job.out_format, model_version(model) if job.out_format == "labelstudio" else "")
     with _streams(job) as (source, name, total, target):
         stats = _tag(engine, writer, job, source, name, total, target)

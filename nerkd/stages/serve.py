@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from nerkd.stages.infer import resolve_model
 
 if TYPE_CHECKING:
+    from nerkd.infer.backend import BackendChoice
     from nerkd.project import Project
-    from nerkd.settings import Settings
+    from nerkd.settings import InferSettings, Settings
 
 
 def run_serve(settings: Settings, project: Project, model: str | Path | None = None, *, host: str | None = None,
@@ -35,7 +36,7 @@ def run_serve(settings: Settings, project: Project, model: str | Path | None = N
     require_extra()   # before fastapi or uvicorn is imported: one line naming the extra
     import uvicorn
 
-    from nerkd.infer.onnx_backend import resolve_backend
+    from nerkd.infer.backend import choose_backend
     from nerkd.serve.app import create_app, resolve_token
     from nerkd.serve.info import model_info
     from nerkd.serve.server import DrainingServer
@@ -45,7 +46,9 @@ def run_serve(settings: Settings, project: Project, model: str | Path | None = N
     ref = str(resolve_model(model, project, settings.paths.artifacts, purpose="serve"))
     ss = settings.serve
     host, port = host or ss.host, ss.port if port is None else port
-    chosen_backend = resolve_backend(ref, backend or settings.infer.backend)   # a wrong one fails here
+    section = settings.infer.model_copy(update={"backend": backend or settings.infer.backend,
+                                                **({} if int8 is None else {"int8": int8})})
+    choice = choose_backend(ref, section)   # a wrong backend fails here; its line is the first one
     n_threads, why = set_threads(threads or ss.threads)
     token = resolve_token(ss)
     key = read_key(Path(settings.redact.key_file)) if settings.redact.key_file else None   # for /v1/redact
@@ -57,13 +60,14 @@ def run_serve(settings: Settings, project: Project, model: str | Path | None = N
         if server is not None:
             server.should_exit = True
 
-    app = create_app(engine_loader(ref, settings, chosen_backend, int8), ss, token=token,
+    app = create_app(engine_loader(ref, settings, section, choice), ss, token=token,
                      describe=lambda engine: model_info(ref, engine, threads=n_threads), on_load_error=on_load_error,
                      redact=settings.redact, key=key)
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=ss.access_log,
                                            timeout_graceful_shutdown=None), app.state.nerkd, ss.drain_timeout_s)
     with stderr_logs() if logs else contextlib.nullcontext():
-        _announce(f"{ref} (backend {chosen_backend}), {describe_threads(n_threads, why)}", host, port, token)
+        _announce(f"{ref} ({choice.line or f'backend {choice.backend}'}), {describe_threads(n_threads, why)}", host,
+                  port, token)
         try:
             server.run()
         except KeyboardInterrupt:   # uvicorn re-raises Ctrl-C after its graceful shutdown: done, not an error
@@ -72,14 +76,15 @@ def run_serve(settings: Settings, project: Project, model: str | Path | None = N
         raise failure[0]
 
 
-def engine_loader(ref: str, settings: Settings, backend: str, int8: bool | None) -> Callable[[], Any]:
-    """What the server's loader thread calls: the engine of ``nerkd infer``'s settings (``int8`` over infer.int8)."""
-    section = settings.infer.model_copy(update={"backend": backend, **({} if int8 is None else {"int8": int8})})
+def engine_loader(ref: str, settings: Settings, section: InferSettings, choice: BackendChoice) -> Callable[[], Any]:
+    """What the server's loader thread calls: the engine of ``nerkd infer``'s settings (``section``: the ``infer``
+    section with the command's backend and int8) on the runtime ``choice`` (said in the server's first line)."""
 
     def load():
         from nerkd.infer import load_engine
 
-        return load_engine(ref, section, max_length=settings.data.max_length, stride=settings.data.stride)
+        return load_engine(ref, section, max_length=settings.data.max_length, stride=settings.data.stride,
+                           choice=choice)
 
     return load
 
