@@ -300,6 +300,11 @@ class ExportSettings(Section):
                             "fastest), dynamo (torch.export, needs onnxscript), or auto: torchscript, else dynamo")
     check_sentences: int = Field(200, ge=0, description="sentences of --input, data.dev or data.test on which the "
                                                         "export is checked against the model (and int8 against fp32)")
+    after_train: Literal["none", "onnx"] = Field(
+        "none", description="onnx: nerkd finetune (recovery, not --base) and nerkd prune end by writing the model's "
+                            "fp32 ONNX export into the run folder (<output>/onnx), checked as nerkd export checks it; "
+                            "nerkd infer, serve and bench then run the model on ONNX Runtime on a CPU (same answers, "
+                            "faster)")
 
 
 class RedactPattern(Section):

@@ -10,7 +10,9 @@ configured gold data for ``finetune.epochs`` epochs at ``finetune.lr``; the outp
 ``finetune.teacher``) the loss is the distillation objective of ``nerkd distill`` (same losses and
 ``distill.phases`` schedule) instead of gold CE alone, and with ``data.unlabeled`` each epoch also
 trains on unlabelled batches of that transfer set (teacher terms only, as in ``nerkd distill``);
-without a teacher the set cannot be used, and a warning says so.
+without a teacher the set cannot be used, and a warning says so. With ``export.after_train: onnx`` the
+run ends by writing the model's fp32 ONNX export into ``<output>/onnx``
+(:func:`nerkd.stages.export.export_after_train`).
 
 The same command with ``--base`` makes a domain teacher instead: :mod:`nerkd.stages.teacher`.
 Both train through :func:`nerkd.stages.common.train_on_gold` and the loop
@@ -34,10 +36,12 @@ from nerkd.stages.common import (
     check_lr,
     data_inputs,
     in_run_folder,
+    is_main,
     load_training_splits,
     model_ref_id,
     train_on_gold,
 )
+from nerkd.stages.export import check_after_train, export_after_train
 
 if TYPE_CHECKING:
     from nerkd.project import Project
@@ -54,6 +58,7 @@ def run_finetune(settings: Settings, project: Project, *, model_ref: str | None 
     :class:`~nerkd.train.loop.TrainResult`. The output folder is guarded as
     :func:`~nerkd.stages.common.in_run_folder` says."""
     check_lr(lr)
+    check_after_train(settings)
     out_dir = Path(output) if output else project.default_output("finetune", settings.paths.artifacts)
     model_ref = model_ref or _default_model(project, settings.paths)
     inputs = {"the input model's folder (--model)": model_ref,
@@ -83,5 +88,8 @@ def _finetune(settings: Settings, out_dir: Path, run: RunFolder, *, model_ref: s
     pruned = f", pruned heads {model.heads}" if model.is_pruned else ""
     trainee = Trainee(model, tokenizer, model.labels, f"{model_ref}{pruned}")
     fingerprint = {"model.ref": model_ref_id(model_ref), "base": None, "crf": model.crf is not None, "scratch": None}
-    return train_on_gold(settings, "finetune", out_dir, run, trainee, splits, teacher_ref=teacher_ref, resume=resume,
-                         epochs=epochs, lr=lr, fingerprint=fingerprint)
+    result = train_on_gold(settings, "finetune", out_dir, run, trainee, splits, teacher_ref=teacher_ref,
+                           resume=resume, epochs=epochs, lr=lr, fingerprint=fingerprint)
+    if is_main():
+        export_after_train(settings, out_dir)   # export.after_train: onnx -> <out_dir>/onnx
+    return result

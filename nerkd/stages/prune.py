@@ -1,7 +1,8 @@
 """``nerkd prune`` engine: score heads on gold data, pick the least important, slice them out, save.
 
 Output folder: the pruned model (``NerModel.save`` + tokenizer), ``head_importance.json`` and
-``settings.yaml``.
+``settings.yaml``; with ``export.after_train: onnx``, the model's fp32 ONNX export in ``onnx/``
+(:func:`nerkd.stages.export.export_after_train`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | No
     run files there are replaced, nothing else is deleted. The whole settings: they are saved
     with the model (``settings.yaml``, written once, here)."""
     from nerkd.rundir import RunFolder, check_finished, check_not_input
+    from nerkd.stages.export import check_after_train, export_after_train
     log = log or say
     model_ref = str(model_ref)
     check_finished(model_ref, "--model")   # an interrupted run's folder holds a half-trained model
@@ -112,8 +114,11 @@ def run_prune(settings: Settings, model_ref: str | Path, output: str | Path | No
         return _prune(settings, model_ref, None, log, None)
     check_not_input(output, {"the input model's folder (--model)": model_ref, "the data.dev file": settings.data.dev,
                              "the data.train file": settings.data.train})
+    check_after_train(settings)
     with RunFolder(output, overwrite=overwrite, training=False, log=log) as run:
-        return _prune(settings, model_ref, Path(output), log, run)
+        result = _prune(settings, model_ref, Path(output), log, run)
+        export_after_train(settings, output)   # export.after_train: onnx -> <output>/onnx
+        return result
 
 
 def _prune(settings: Settings, model_ref: str, output: Path | None, log: Callable[[str], None], run) -> PruneResult:
