@@ -311,7 +311,7 @@ def test_bench_rows_side_by_side(tiny_bio, onnx_bio, one_thread):
     from nerkd.stages.bench import bench_engine, bench_models, name_models
 
     models = name_models([str(tiny_bio), str(onnx_bio)])
-    assert [name for name, _ in models] == ["tiny_bio", "bio_onnx [onnx]"]
+    assert [name for name, _ in models] == ["tiny_bio", "bio_onnx (onnx)"]
     settings = load_settings(None, ["bench.warmup=1"])
     result = bench_models(models, TEXTS[:6], settings, device="cpu", precision="fp32", blocks=2)
     rows = {r["name"]: r for r in result["models"]}
@@ -319,8 +319,8 @@ def test_bench_rows_side_by_side(tiny_bio, onnx_bio, one_thread):
     assert bench_engine(str(tiny_bio), settings, device="cpu", precision="fp32").backend == "torch"
     with pytest.raises(SettingsError, match="fp32 ONNX export"):   # bench --precision int8 on an fp32 export
         bench_engine(str(onnx_bio), settings, device="cpu", precision="int8")
-    assert rows["bio_onnx [onnx]"]["parameters"] == rows["tiny_bio"]["parameters"]
-    assert rows["bio_onnx [onnx]"]["disk_bytes"] == (onnx_bio / "model.onnx").stat().st_size
+    assert rows["bio_onnx (onnx)"]["parameters"] == rows["tiny_bio"]["parameters"]
+    assert rows["bio_onnx (onnx)"]["disk_bytes"] == (onnx_bio / "model.onnx").stat().st_size
 
 
 def test_bench_cli_shows_the_onnx_row(runner, in_tmp, tiny_bio, onnx_bio, one_thread):
@@ -329,9 +329,9 @@ def test_bench_cli_shows_the_onnx_row(runner, in_tmp, tiny_bio, onnx_bio, one_th
     res = _cli(runner, "bench", "--model", str(tiny_bio), "--model", str(onnx_bio), "--input", str(texts), "-n", "6",
                "--json", "bench.json", "--set", "bench.warmup=1", "--set", "bench.blocks=2")
     assert res.exit_code == 0, res.output
-    assert "bio_onnx [onnx]" in res.stdout   # the row's name, not eaten as rich markup
+    assert "bio_onnx (onnx)" in res.stdout   # the row's name, as nerkd report names it
     names = [m["name"] for m in orjson.loads((in_tmp / "bench.json").read_bytes())["models"]]
-    assert names == ["tiny_bio", "bio_onnx [onnx]"]
+    assert names == ["tiny_bio", "bio_onnx (onnx)"]
 
 
 def test_auto_exporter_falls_back_to_dynamo_and_says_so(tiny_bio, tmp_path, monkeypatch, one_thread):

@@ -3,6 +3,7 @@ and no torch imported to print them (issue #12, items 12 and 13)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -172,3 +173,55 @@ def test_pip_extras_survive_rich_markup(runner, monkeypatch, command):
     res = runner.invoke(app, [command, "--help"])
     assert res.exit_code == 0, res.output
     assert "pip install 'nerkd'" not in res.output
+
+
+@functools.cache
+def _piped_help() -> dict[str, str]:
+    """Every help page as a pipe gets it (stdout not a terminal, no COLUMNS or TERMINAL_WIDTH), one process."""
+    script = (
+        "import typer\n"
+        "from nerkd.cli.app import app\n"
+        "group = typer.main.get_command(app)\n"
+        "for args in ([], *([c] for c in group.commands)):\n"
+        "    print('=== ' + ' '.join(args), flush=True)\n"
+        "    group.main([*args, '--help'], prog_name='nerkd', standalone_mode=False)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERMINAL_WIDTH")}
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    pages = re.split(r"^=== ?(.*)\n", res.stdout, flags=re.M)[1:]
+    return dict(zip(pages[::2], pages[1::2], strict=True))
+
+
+def test_piped_help_is_wide_and_cuts_no_word():
+    """Off a terminal, rich squeezed help into 80 columns: infer's descriptions got ~20 and lost words
+    ('finetune/prune/dis…'); repeatable options showed <list[str]>, bounded numbers <int range>."""
+    pages = _piped_help()
+    assert set(pages) == {"", *COMMANDS}
+    for command, text in pages.items():
+        lines = text.splitlines()
+        width = len(next(x for x in lines if x.startswith("╭")))
+        assert width >= 100, (command, width)
+        assert all(len(x) <= width for x in lines), command
+        assert "…" not in text, command
+        assert "<list[" not in text and " range>" not in text and "<bool>" not in text, command
+    assert "finetune/prune/distill" in pages["infer"]
+    assert re.search(r"--sentences\s+-n\s+<int> \[x>=1\]", pages["bench"])
+
+
+def test_brackets_in_help_are_text_and_onnx_rows_named_alike():
+    """rich took bench's '[onnx]' for markup: the help said (row '<name> '), and infer's 'label []'; report named
+    the same row '<name> (onnx)'."""
+    pages = _piped_help()
+    assert "(row '<name> ')" not in pages["bench"]
+    assert "row '<name> (onnx)'" in pages["bench"] and "row '<name> (onnx)'" in pages["report"]
+    assert "label [[start," in pages["infer"] and "type]])" in pages["infer"]
+
+
+def test_infer_format_is_the_output_format(runner):
+    pages = _piped_help()
+    assert re.search(r"--format\s+<jsonl\|labelstudio\|doccano>\s", pages["infer"])
+    assert re.search(r"--input-format\s+<auto\|text\|jsonl>\s", pages["infer"])
+    res = runner.invoke(app, ["infer", "--format", "text"])
+    assert res.exit_code == 2 and "text is a choice of --input-format: --input-format text" in res.output

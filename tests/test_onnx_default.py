@@ -146,12 +146,12 @@ def test_bench_names_the_onnx_row_and_keeps_torch_beside_a_benched_export(model,
                               "--set", "bench.blocks=1"])
     assert res.exit_code == 0, res.output
     doc = orjson.loads((in_tmp / "b.json").read_bytes())
-    assert [(m["name"], m["path"]) for m in doc["models"]] == [("tiny [onnx]", str(export))]   # never torch's row
+    assert [(m["name"], m["path"]) for m in doc["models"]] == [("tiny (onnx)", str(export))]   # never torch's row
     lines = res.stderr.splitlines()
-    assert lines[0].startswith("bench: 1 models (1 on ONNX Runtime: tiny [onnx]), 2 sentences, cpu (1 thread")
-    assert lines[1].startswith(f"bench: tiny [onnx]: backend onnx: verified export {export} of these weights")
+    assert lines[0].startswith("bench: 1 models (1 on ONNX Runtime: tiny (onnx)), 2 sentences, cpu (1 thread")
+    assert lines[1].startswith(f"bench: tiny (onnx): backend onnx: verified export {export} of these weights")
     settings = load_settings(None, [])
-    both = [("tiny", str(model)), ("tiny_onnx [onnx]", str(export))]
+    both = [("tiny", str(model)), ("tiny_onnx (onnx)", str(export))]
     models, choices = bench_backends(both, bench_section(settings, "cpu", "fp32", "auto"))
     assert models == both and choices[str(model)].backend == "torch"       # side by side: the model on torch
     assert "is benched too" in choices[str(model)].line

@@ -133,7 +133,7 @@ def test_onnx_export_scores_as_torch_fp32(tiny_bio, onnx_bio, tmp_path):
     fig = {"parameters": 1, "disk_bytes": 1, "latency_ms_p50": 1.0, "latency_ms_p95": 1.0, "words_per_s": 5.0,
            "peak_mem_mb": 1.0, "speedup_latency": 1.0, "speedup_throughput": 1.0}
     bench.write_bytes(orjson.dumps({"precision": "fp32", "models": [
-        {"name": "bio_onnx [onnx int8]", "path": str(onnx_bio), **fig}]}))   # int8 by name: still the export's
+        {"name": "bio_onnx (onnx int8)", "path": str(onnx_bio), **fig}]}))   # int8 by name: still the export's
     rep = _build([f"student={tiny_bio}", str(onnx_bio)], tmp_path / "r", bench=[bench])
     torch_row, onnx_row = rep.rows
     assert [r.name for r in rep.rows] == ["student", "bio_onnx (onnx)"] and rep.compares

@@ -45,7 +45,7 @@ def bench(
         "--sentences", "Sentences to time. Default: bench.sentences.")] = None,
     threads: ThreadsOpt = None,
     backend: Annotated[Backend, backend_option(
-        "auto: a folder written by nerkd export --format onnx runs on ONNX Runtime (row '<name> [onnx]'), and so "
+        "auto: a folder written by nerkd export --format onnx runs on ONNX Runtime (row '<name> (onnx)'), and so "
         "does a model folder with a verified fp32 export of its weights in MODEL/onnx or MODEL_onnx (on a CPU, in "
         "fp32; one line per model says which), unless that export is benched too (--model M --model M_onnx: M "
         "on torch, side by side); other models on torch.")] = Backend.auto,

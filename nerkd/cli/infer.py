@@ -32,7 +32,6 @@ from nerkd.cli.common import (
 )
 from nerkd.cli.errors import known_errors
 from nerkd.cli.tables import TableArgs, run_table
-from nerkd.errors import NerkdError
 
 if TYPE_CHECKING:
     from nerkd.stages.infer import InferResult
@@ -48,8 +47,6 @@ class OutputFormat(str, Enum):
     jsonl = "jsonl"
     labelstudio = "labelstudio"
     doccano = "doccano"
-    text = "text"    # text and auto: --format named the input format before; read as --input-format
-    auto = "auto"
 
 
 class TokenizeMode(str, Enum):
@@ -64,8 +61,7 @@ class ScoreMode(str, Enum):
 
 FormatOpt = Annotated[OutputFormat, format_option(
     "Output format: jsonl (nerkd's entities), labelstudio (Label Studio tasks with predictions, one JSON array) or "
-    "doccano (Doccano JSONL, label [[start, end, type]]). text and auto are read as --input-format, as in earlier "
-    "versions.")]
+    "doccano (Doccano JSONL, label [[start, end, type]]). The input format is --input-format.")]
 InputFormatOpt = Annotated[InputFormat, typer.Option(
     "--input-format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")]
 PrecisionOpt = Annotated[Precision | None, precision_option(
@@ -133,7 +129,7 @@ def infer(
     from nerkd.stages.infer import InferJob, resolve_model, run_infer
 
     settings, project = resolve(config, set_, no_verify=no_verify)
-    out_fmt, in_fmt = _formats(fmt, input_format)
+    out_fmt, in_fmt = fmt.value, input_format.value
     ref = resolve_model(model, project, settings.paths.artifacts)
     overrides = {"device": device, "precision": precision, "int8": int8, "batch_size": batch_size,
                  "compile": compile_, "tokenize": tokenize, "backend": backend}
@@ -162,19 +158,4 @@ def _summary(result: InferResult, output: str | None) -> None:
         log(f"infer: wrote {result.written} {'tasks' if fmt == 'labelstudio' else 'lines'} to {output}")
     for level, message in result.notes:
         (warn if level == "warning" else log)(message)
-
-
-def _formats(fmt: OutputFormat, input_format: InputFormat) -> tuple[str, str]:
-    """(output format, input format); ``--format text|auto`` still names the input format."""
-    from nerkd.ui import err
-
-    if fmt.value not in ("text", "auto"):
-        return fmt.value, input_format.value
-    if fmt.value == "text" and input_format is InputFormat.jsonl:
-        raise NerkdError("--format text (the input format, as before) contradicts --input-format jsonl: "
-                         "give only --input-format")
-    in_fmt = input_format.value if fmt.value == "auto" else "text"
-    err.print(f"infer: --format {fmt.value} read as --input-format {in_fmt} (--format now names the output "
-              f"format: jsonl, labelstudio or doccano)")
-    return "jsonl", in_fmt
 

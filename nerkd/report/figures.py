@@ -51,7 +51,7 @@ def compression(rows: list[ModelRow], notes: list[str]) -> None:
 def bench_entries(runs: list[Run], matched: BenchMatch) -> list[dict | None]:
     """Bench figures per run: a model's own row takes its entry; an int8 row the int8 entry, a bf16 row (its
     own row under ``infer.precision: bf16``, or ``--bf16``'s) the bf16 entry (for an ONNX export, an entry
-    named ``[onnx int8]`` is its own)."""
+    named ``(onnx int8)`` is its own)."""
     int8 = dict(matched.int8)
     out = []
     for run in runs:

@@ -79,14 +79,14 @@ def bench_path(settings: Settings, project: Project) -> Path:
 
 def name_models(refs: Sequence[str]) -> list[ModelRef]:
     """``--model`` refs named by :func:`nerkd.project.parse_models` (as ``nerkd report`` names them); a folder
-    written by ``nerkd export --format onnx`` (run by ONNX Runtime) is labelled ``<name> [onnx]`` or
-    ``[onnx int8]``."""
+    written by ``nerkd export --format onnx`` (run by ONNX Runtime) is labelled ``<name> (onnx)`` or
+    ``(onnx int8)``, as ``nerkd report`` names its rows."""
     from nerkd.infer.onnx_backend import is_onnx_export, read_manifest
 
     out = []
     for name, ref in parse_models(refs):
         if is_onnx_export(ref):
-            name += " [onnx int8]" if ((read_manifest(ref) or {}).get("onnx") or {}).get("int8") else " [onnx]"
+            name += " (onnx int8)" if ((read_manifest(ref) or {}).get("onnx") or {}).get("int8") else " (onnx)"
         out.append(ModelRef(name, ref))
     return out
 
@@ -111,7 +111,7 @@ def bench_section(settings: Settings, device: str, precision: str, backend: str)
 def bench_backends(models: Sequence[tuple[str, str]], section: InferSettings
                    ) -> tuple[list[ModelRef], dict[str, BackendChoice]]:
     """Each model's runtime under ``section`` (:func:`nerkd.infer.choose_backend`; :func:`say_backends` says
-    why). A model folder that runs on its verified ONNX export is benched as that export, named ``<name> [onnx]`` as
+    why). A model folder that runs on its verified ONNX export is benched as that export, named ``<name> (onnx)`` as
     :func:`name_models` names an export: its figures are never taken for torch's; when that export is benched
     too (its own row), the model runs on torch beside it. Returns the models to bench and each one's runtime,
     by ref."""
@@ -122,7 +122,7 @@ def bench_backends(models: Sequence[tuple[str, str]], section: InferSettings
         if choice.export is not None and choice.export.resolve() in benched:
             choice = BackendChoice("torch", ref, f"backend torch: its ONNX export {choice.export} is benched too "
                                                  "(its own row)")
-        model = ModelRef(f"{name} [onnx]", str(choice.ref)) if choice.export is not None else ModelRef(name, ref)
+        model = ModelRef(f"{name} (onnx)", str(choice.ref)) if choice.export is not None else ModelRef(name, ref)
         choices[model.path] = choice
         out.append(model)
     return out, choices
