@@ -1,8 +1,11 @@
 """Terminal output: logs and progress on stderr, result tables on stdout (pipes stay clean).
 
-On a terminal, output fits its width. Off one (a file, a pipe, a test runner), nothing is cut or
-wrapped: tables are printed whole and log lines stay one line each, whatever COLUMNS says (rich
-would otherwise fall back to 80 columns, or to the width of whichever stream is a terminal).
+On a terminal, output fits its width. Off one (a file, a pipe, a test runner), log lines stay one line
+each, whatever COLUMNS says (rich would otherwise fall back to 80 columns, or to the width of whichever
+stream is a terminal), and tables fit :data:`TABLE_WIDTH` columns (``COLUMNS`` when wider) by wrapping
+their cells at spaces. Anywhere, a word of a table or of its title (a path, a number) is never cut: a
+column is at least as wide as its longest word, a table as its title's (a table that cannot fit the
+limit so is printed whole).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
-UNLIMITED = 1_000_000  # columns off a terminal: wider than any table or log line
+UNLIMITED = 1_000_000  # columns off a terminal: wider than any log line
+TABLE_WIDTH = 100      # columns of a table off a terminal, at least
 
 
 class _Console(Console):
@@ -43,6 +48,42 @@ class _Console(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         Console.size.fset(self, new_size)
+
+    def print(self, *objects, **kwargs) -> None:
+        if any(isinstance(o, Table) for o in objects) and kwargs.get("width") is None:
+            width = self.table_width()
+            for o in objects:
+                if isinstance(o, Table):
+                    keep_words(self, o)
+            if width < self.width:
+                kwargs["width"] = width
+        super().print(*objects, **kwargs)
+
+    def table_width(self) -> int:
+        """The terminal's width; off one, :data:`TABLE_WIDTH` or ``COLUMNS`` when wider."""
+        if self._width is not None or self.is_terminal or self.is_jupyter:
+            return self.width
+        columns = os.environ.get("COLUMNS", "")
+        return max(TABLE_WIDTH, int(columns) if columns.isdigit() else 0)
+
+
+def _longest_word(console: Console, renderable) -> int:
+    if isinstance(renderable, str):
+        renderable = console.render_str(renderable)
+    if not isinstance(renderable, Text):
+        return 0
+    return max((len(w) for w in renderable.plain.split()), default=0)
+
+
+def keep_words(console: Console, table: Table) -> None:
+    """Wrap ``table``'s cells and title at spaces, never inside a word: each wrapping column at least as wide
+    as its longest word, the table at least as wide as its title's longest word."""
+    for column in table.columns:
+        if not column.no_wrap:
+            longest = max((_longest_word(console, c) for c in [column.header, *column.cells]), default=0)
+            column.min_width = max(column.min_width or 0, longest)
+    if table.title:
+        table.min_width = max(table.min_width or 0, _longest_word(console, table.title))
 
 
 err = _Console(stderr=True, highlight=False)

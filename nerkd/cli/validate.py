@@ -43,11 +43,13 @@ def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 def render(report: ValidateReport) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from nerkd.ui import out
 
     for sp in report.splits:
-        table = Table(title=f"{sp.name}: {sp.path}", title_justify="left")
+        out.print(Text(f"{sp.name}: {sp.path}", style="italic"), soft_wrap=True)   # a path on one line, whole
+        table = Table()
         table.add_column("tag")
         table.add_column("count", justify="right")
         table.add_column("share", justify="right")
