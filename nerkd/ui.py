@@ -4,8 +4,8 @@ On a terminal, output fits its width. Off one (a file, a pipe, a test runner), l
 each, whatever COLUMNS says (rich would otherwise fall back to 80 columns, or to the width of whichever
 stream is a terminal), and tables fit :data:`TABLE_WIDTH` columns (``COLUMNS`` when wider) by wrapping
 their cells at spaces. Anywhere, a word of a table or of its title (a path, a number) is never cut: a
-column is at least as wide as its longest word, a table as its title's (a table that cannot fit the
-limit so is printed whole).
+column is at least as wide as its longest word, a table as its title's longest word; a table whose words
+cannot fit the limit is printed wider, whole.
 """
 
 from __future__ import annotations
