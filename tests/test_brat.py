@@ -191,3 +191,13 @@ def test_validate_and_the_label_set(tmp_path, tiny_bio, runner, in_tmp):
                               "--set", "distill.layer_map.student=[1]", "--set", "train.device=cpu"])
     assert res.exit_code == 0, res.output
     assert "brat" in res.stdout and SECRET not in res.output
+
+
+def test_report_scores_a_brat_folder(tmp_path, tiny_bio, runner, in_tmp):
+    _write(tmp_path / "dev", "n", NOTE, _ann())
+    res = runner.invoke(app, ["report", "--data", str(tmp_path / "dev"), "--model", f"tiny={tiny_bio}", "--output",
+                              str(in_tmp / "rep"), "--set", f"data.label2id={DATA / 'label2id.json'}",
+                              "--set", "infer.device=cpu"])
+    assert res.exit_code == 0, res.output
+    scored = orjson.loads((in_tmp / "rep/report.json").read_bytes())
+    assert SECRET not in res.output and str(tmp_path / "dev") in orjson.dumps(scored).decode()

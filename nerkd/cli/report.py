@@ -19,7 +19,7 @@ from nerkd.cli.common import (
 from nerkd.cli.errors import known_errors
 
 DataOpt = Annotated[Path | None, typer.Option(
-    "--data", "-d", help="Labelled file to score on (default: data.test, else data.dev).", dir_okay=False)]
+    "--data", "-d", help="Labelled file (or BRAT folder) to score on (default: data.test, else data.dev).")]
 ModelsOpt = Annotated[list[str] | None, model_option(
     "Model or run folder, in the order to show (repeatable; default: the teacher, then the distill, prune and "
     "finetune outputs, as nerkd bench takes them).", metavar="[NAME=]PATH")]
