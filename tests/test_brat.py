@@ -201,3 +201,14 @@ def test_report_scores_a_brat_folder(tmp_path, tiny_bio, runner, in_tmp):
     assert res.exit_code == 0, res.output
     scored = orjson.loads((in_tmp / "rep/report.json").read_bytes())
     assert SECRET not in res.output and str(tmp_path / "dev") in orjson.dumps(scored).decode()
+
+
+def test_resume_sees_a_changed_brat_document(tmp_path):
+    """--resume compares the data's content: a BRAT folder's hash covers every .ann and .txt it reads."""
+    from nerkd.train.checkpoint import file_hash
+
+    ann = _write(tmp_path / "train", "a", NOTE, _ann())
+    before = file_hash(tmp_path / "train")
+    assert before != "missing" and file_hash(ann) == file_hash(ann.with_suffix(".txt")) == before
+    ann.with_suffix(".txt").write_text(NOTE.replace("demain", "lundi"), encoding="utf-8")
+    assert file_hash(tmp_path / "train") != before

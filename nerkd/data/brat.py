@@ -132,6 +132,11 @@ def pairs(path: Path, stats: BratStats) -> list[tuple[Path, Path]]:
     return out
 
 
+def files(path: Path) -> list[Path]:
+    """Every file the reader reads for ``path`` (each pair's ``.ann`` then ``.txt``), for content hashes."""
+    return [f for pair in pairs(path, BratStats()) for f in pair]
+
+
 def read_text(txt: Path) -> str:
     """The document, decoded as brat reads it (UTF-8, no newline translation)."""
     raw = txt.read_bytes()

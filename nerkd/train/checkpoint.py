@@ -34,7 +34,8 @@ import orjson
 import torch
 from torch import nn
 
-from nerkd.errors import TrainingError
+from nerkd.data import brat
+from nerkd.errors import DataError, TrainingError
 from nerkd.io import default_mode, write_json
 
 # where a checkpoint lives and how to find the newest complete one are the run folder's rules
@@ -125,14 +126,23 @@ IN_PLAN = {"train": {"batch_size", "grad_accum", "seed", "epochs", "max_steps", 
 DATA_FILES = ("train", "dev", "label2id")
 
 
+def _digest_file(digest, path: Path) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+
+
 def file_hash(path: str | Path) -> str:
-    """sha256 of a file (first 16 hex digits), ``"missing"`` when it cannot be read."""
-    digest = hashlib.sha256()
+    """sha256 of a file (first 16 hex digits), ``"missing"`` when it cannot be read. BRAT data (a folder, or a
+    ``.ann`` or ``.txt`` of a pair) hashes every file the reader reads: names (within a folder) and contents."""
+    digest, path = hashlib.sha256(), Path(path)
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
+        if not brat.is_brat(path):
+            _digest_file(digest, path)
+        for name in brat.files(path) if brat.is_brat(path) else []:
+            digest.update(str(name.relative_to(path) if path.is_dir() else name.name).encode() + b"\0")
+            _digest_file(digest, name)
+    except (OSError, DataError):
         return "missing"
     return digest.hexdigest()[:16]
 
