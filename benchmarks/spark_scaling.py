@@ -22,7 +22,8 @@ written as Parquet (read, Arrow batches, the model, the write), one torch thread
 with other jobs wall time measures the share of the cores a run got, so words per CPU second are shown too:
 ``nerkd infer``'s CPU time less that of the same command on one note (start, imports, model load), and for Spark
 the CPU time of the JVM and all its Python processes during the job. The Spark output is checked against
-``nerkd infer``'s (the same entities, note for note).
+``nerkd infer``'s (the same entities, note for note). The ratios are also given round by round (runs of one
+round are minutes apart, so they share more of the machine's state than runs of different rounds).
 
     python benchmarks/spark_scaling.py --wikineural ../shared/data/wikineural-fr/val.conllu --repeats 3
 """
@@ -263,6 +264,12 @@ def report(runs: dict, words: int, masters: list[str], jsonl: Path, work: Path) 
           f"{c[two] / c[one_]:.2f}x")
     print(f"{one_} / nerkd infer loop: wall {w[one_] / w['infer loop']:.0%}, CPU {c[one_] / c['infer loop']:.0%}; "
           f"/ whole command: wall {w[one_] / w['infer command']:.0%} (target >= 85%)")
+    pair = lambda a, b: [x / y for x, y in zip(a, b, strict=True)]  # noqa: E731 - the same round's runs
+    for label, ratios in ((f"{two} / {one_}", pair(wall[two], wall[one_])),
+                          (f"{one_} / infer loop", pair(wall[one_], wall["infer loop"])),
+                          (f"{one_} / infer command", pair(wall[one_], wall["infer command"]))):
+        print(f"per round, wall: {label}: median {statistics.median(ratios):.2f} "
+              f"({', '.join(f'{r:.2f}' for r in ratios)})")
     for m in masters:
         ok, n = same_entities(work / "infer.jsonl", runs[m][-1]["output"])
         print(f"Spark {m} output = nerkd infer's ({n:,} entities): {ok}")

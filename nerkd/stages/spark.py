@@ -63,6 +63,7 @@ class SparkResult:
 
 def run_spark(model: str | Path, job: SparkJob, settings: Settings) -> SparkResult:
     """Tag ``job.source`` into ``job.target`` on Spark (see module doc)."""
+    from nerkd.data.parquet import pick_columns
     from nerkd.infer.formats import model_version
     from nerkd.spark import partitions_for, read_notes, spark_session, tag_notes, write_rows
 
@@ -70,6 +71,7 @@ def run_spark(model: str | Path, job: SparkJob, settings: Settings) -> SparkResu
     spark = spark_session(job.master, batch_rows=job.batch_rows)
     master = spark.sparkContext.master
     notes = read_notes(spark, job.source)
+    pick_columns(notes.columns, job.id_col, job.text_col, f"--input {job.source}")   # a missing column, named here
     version = model_version(model)
     ship = not master.startswith("local") if job.ship is None else job.ship
     key, notes_ = _key(job, settings)
