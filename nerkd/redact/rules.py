@@ -72,7 +72,7 @@ def phones(text: str, locale: str = "fr_FR") -> Iterator[Span]:
     import phonenumbers
 
     region = region_of(locale)
-    valid = {(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region, phonenumbers.Leniency.VALID)}
+    valid: set[tuple[int, int]] | None = None      # the VALID matcher runs only when a candidate needs it
     for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
         start, end = match.start, match.end
         while start < end and text[start] not in PHONE_EDGE:
@@ -80,9 +80,15 @@ def phones(text: str, locale: str = "fr_FR") -> Iterator[Span]:
         while end > start and not text[end - 1].isdigit():
             end -= 1
         raw = text[start:end]
-        if end - start and ((match.start, match.end) in valid or raw.startswith("+")
-                            or (match.number.country_code == 33 and FR_SHAPE.fullmatch(raw))):
-            yield Span(start, end, "PHONE", "rule")
+        if not raw:
+            continue
+        if not (raw.startswith("+") or (match.number.country_code == 33 and FR_SHAPE.fullmatch(raw))):
+            if valid is None:
+                valid = {(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(text, region,
+                                                                                    phonenumbers.Leniency.VALID)}
+            if (match.start, match.end) not in valid:
+                continue
+        yield Span(start, end, "PHONE", "rule")
 
 
 def emails(text: str) -> Iterator[Span]:
