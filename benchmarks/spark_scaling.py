@@ -21,7 +21,8 @@ written as Parquet (read, Arrow batches, the model, the write), one torch thread
 ``--repeats`` rounds, with min-max, and the load average (``/proc/loadavg``) around each run. On a machine shared
 with other jobs wall time measures the share of the cores a run got, so words per CPU second are shown too:
 ``nerkd infer``'s CPU time less that of the same command on one note (start, imports, model load), and for Spark
-the CPU time of the JVM and all its Python processes during the job. The Spark output is checked against
+the CPU time of the JVM and all its Python processes during the job; "CPUs used" = CPU seconds / wall seconds
+(what the run got of the machine: local[2] can only scale where it gets two). The Spark output is checked against
 ``nerkd infer``'s (the same entities, note for note). The ratios are also given round by round (runs of one
 round are minutes apart, so they share more of the machine's state than runs of different rounds).
 
@@ -241,14 +242,16 @@ def report(runs: dict, words: int, masters: list[str], jsonl: Path, work: Path) 
     wall = {"infer loop": [words / x["loop"] for x in infer], "infer command": [words / x["wall"] for x in infer]}
     cpu = {"infer loop": [words / (x["cpu"] - x["start_cpu"]) for x in infer],
            "infer command": [words / x["cpu"] for x in infer]}
-    print("\n| run | words/s, wall (median, min–max) | words per CPU s (median) | wall s | load avg before–after |")
-    print("|---|---:|---:|---:|---|")
+    print("\n| run | words/s, wall (median, min–max) | words per CPU s (median) | wall s | CPUs used | "
+          "load avg before–after |")
+    print("|---|---:|---:|---:|---:|---|")
     loads = lambda xs: ", ".join(f"{a:.1f}–{b:.1f}" for a, b in (x["load"] for x in xs))  # noqa: E731
     print(f"| nerkd infer --threads 1, tagging loop | {med(wall['infer loop'])} | "
-          f"{statistics.median(cpu['infer loop']):,.0f} | {statistics.median(x['loop'] for x in infer):.1f} | "
+          f"{statistics.median(cpu['infer loop']):,.0f} | {statistics.median(x['loop'] for x in infer):.1f} | | "
           f"{loads(infer)} |")
     print(f"| nerkd infer --threads 1, whole command | {med(wall['infer command'])} | "
-          f"{statistics.median(cpu['infer command']):,.0f} | {statistics.median(x['wall'] for x in infer):.1f} | |")
+          f"{statistics.median(cpu['infer command']):,.0f} | {statistics.median(x['wall'] for x in infer):.1f} | "
+          f"{statistics.median(x['cpu'] / x['wall'] for x in infer):.2f} | |")
     for m in masters:
         xs = runs[m]
         wall[m], cpu[m] = [words / x["job"] for x in xs], [words / x["cpu"] for x in xs]
@@ -256,7 +259,8 @@ def report(runs: dict, words: int, masters: list[str], jsonl: Path, work: Path) 
               f"{statistics.median(x['start'] for x in xs):.1f} s, warm-up "
               f"{statistics.median(x['warm'] for x in xs):.1f} s) | {med(wall[m])} | "
               f"{statistics.median(cpu[m]):,.0f} | "
-              f"{statistics.median(x['job'] for x in xs):.1f} | {loads(xs)} |")
+              f"{statistics.median(x['job'] for x in xs):.1f} | "
+              f"{statistics.median(x['cpu'] / x['job'] for x in xs):.2f} | {loads(xs)} |")
     w = {k: statistics.median(v) for k, v in wall.items()}
     c = {k: statistics.median(v) for k, v in cpu.items()}
     one_, two = masters[:2]
