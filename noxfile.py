@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests", "spark", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 TORCH = "torch==2.13.0"
 
@@ -19,9 +19,16 @@ def _install(session: nox.Session, extras: str = "test") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (offline, CPU, < 5 minutes on 2 cores)."""
+    """The test suite but the Spark tests (offline, CPU, < 5 minutes on 2 cores)."""
     _install(session)
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not spark", *session.posargs)
+
+
+@nox.session
+def spark(session: nox.Session) -> None:
+    """The Spark tests (a local[2] session on Java 17+; JVM and worker start-up make them slow: ~1.5 minutes)."""
+    _install(session)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "spark", *session.posargs)
 
 
 @nox.session
