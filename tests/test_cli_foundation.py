@@ -7,7 +7,8 @@ import pytest
 from nerkd.cli.app import app
 from tests.helpers import BAD_INPUTS, DATA, REPO
 
-COMMANDS = ("validate", "distill", "prune", "finetune", "infer", "redact", "select", "bench", "report", "export", "serve")
+COMMANDS = ("validate", "distill", "prune", "finetune", "infer", "redact", "select", "bench", "report", "export",
+            "serve")
 
 
 def test_help_lists_every_command(runner):
