@@ -285,7 +285,7 @@ def test_a_full_disk_leaves_whole_lines_and_names_the_file(tiny_bio, in_tmp, run
     from nerkd.stages import infer as stage
 
     (in_tmp / "in.txt").write_text("".join(f"Jean Dupont {i} habite à Lyon.\n" for i in range(12)), encoding="utf-8")
-    real_open = stage._open
+    real_open = stage.open_for_option
 
     class FullDisk:
         """The output file; the disk fills up half-way through the third chunk of lines."""
@@ -316,7 +316,7 @@ def test_a_full_disk_leaves_whole_lines_and_names_the_file(tiny_bio, in_tmp, run
         f = real_open(path, mode, option, **kwargs)
         return FullDisk(f) if "w" in mode else f
 
-    monkeypatch.setattr(stage, "_open", open_)
+    monkeypatch.setattr(stage, "open_for_option", open_)
     res = runner.invoke(app, ["infer", "--model", str(tiny_bio), "--input", "in.txt", "--output", "out.jsonl",
                               "--chunk-size", "2"])
     assert res.exit_code == 1

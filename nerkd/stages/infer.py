@@ -99,7 +99,7 @@ def run_infer(model: str | Path, job: InferJob, settings: InferSettings, *, max_
         f"{'raw text' if engine.tokenize == 'text' else 'words'}{', compiled' if engine.compiled else ''}"
         f"{', onnxruntime' if engine.backend == 'onnx' else ''}{f'; {choice.line}' if choice.line else ''}")
     writer = ToolWriter(job.out_format, model_version(model) if job.out_format == "labelstudio" else "")
-    with _streams(job) as (source, name, total, target):
+    with job_streams(job) as (source, name, total, target):
         stats = _tag(engine, writer, job, source, name, total, target)
     written = stats.docs if job.out_format == "jsonl" else writer.tasks   # empty texts make no task
     return InferResult(str(model), stats, engine.encoded, job.out_format,
@@ -224,20 +224,21 @@ def check_paths(input_: Path | None, output: Path | None, model: str | Path | No
 
 
 @contextlib.contextmanager
-def _streams(job: InferJob) -> Iterator[tuple[BinaryIO, str, int | None, BinaryIO]]:
-    """``(source, its name, its size in bytes or None, target)``; the files opened here are closed after."""
+def job_streams(job: InferJob) -> Iterator[tuple[BinaryIO, str, int | None, BinaryIO]]:
+    """``(source, its name, its size in bytes or None, target)`` of a job with ``source``, ``source_name`` and
+    ``target`` (infer's and redact's); the files opened here are closed after."""
     with contextlib.ExitStack() as stack:
         if isinstance(job.source, Path):
-            source, name, total = stack.enter_context(_open(job.source, "rb", "--input")), str(job.source), \
+            source, name, total = stack.enter_context(open_for_option(job.source, "rb", "--input")), str(job.source), \
                 job.source.stat().st_size
         else:
             source, name, total = job.source, job.source_name, None
-        target = stack.enter_context(_open(job.target, "wb", "--output", buffering=0)) \
+        target = stack.enter_context(open_for_option(job.target, "wb", "--output", buffering=0)) \
             if isinstance(job.target, Path) else job.target
         yield source, name, total, target
 
 
-def _open(path: Path, mode: str, option: str, buffering: int = -1) -> BinaryIO:
+def open_for_option(path: Path, mode: str, option: str, buffering: int = -1) -> BinaryIO:
     try:
         return path.open(mode, buffering=buffering)
     except OSError as e:

@@ -28,7 +28,7 @@ import orjson
 
 from nerkd.errors import DataError, NerkdError, os_reason
 from nerkd.log import NullProgress, progress, say
-from nerkd.stages.infer import STDIN, STDOUT, check_paths, encode_notes
+from nerkd.stages.infer import STDIN, STDOUT, check_paths, encode_notes, job_streams, open_for_option
 
 if TYPE_CHECKING:
     from nerkd.data.docs import Doc
@@ -129,7 +129,7 @@ def run_redact(model: str | Path, job: RedactJob, settings: RedactSettings, infe
         f"bias {settings.bias:g}, labels {' '.join(engine.space.types)}, rules {'on' if settings.rules else 'off'}, "
         f"dates {settings.dates}{', keyed' if key_file else ''}")
     counts: dict[tuple[str, str], int] = {}
-    with _streams(job) as (stream, name, total, out):
+    with job_streams(job) as (stream, name, total, out):
         tap = _Tap(stream)
         head = lambda: orjson.dumps(_header(tap.format(job.in_format), settings.mode)) + b"\n"  # noqa: E731
         with _mapping_file(job.mapping, head) as keep:
@@ -212,7 +212,7 @@ def run_restore(source: Path | BinaryIO, target: Path | BinaryIO, mapping: Path,
         raise NerkdError(f"--output {target}: is the --mapping file")
     job = RedactJob(source, target, source_name)
     done = restored = 0
-    with _streams(job) as (stream, name, _, out), _open(mapping, "rb", "--mapping") as maps:
+    with job_streams(job) as (stream, name, _, out), open_for_option(mapping, "rb", "--mapping") as maps:
         fmt = _read_header(maps, mapping)
         for doc in read_docs(stream, name, "jsonl"):
             entry = _mapping_line(maps, mapping, doc.line)
@@ -273,7 +273,7 @@ def check_mapping(mapping: Path | None, others: list[Path]) -> None:
     for other in others:
         if other.exists() and mapping.samefile(other):
             raise NerkdError(f"--mapping {mapping}: is also an input, the output or the key file")
-    with _open(mapping, "rb", "--mapping") as fh:
+    with open_for_option(mapping, "rb", "--mapping") as fh:
         try:
             head = orjson.loads(fh.readline() or b"null")
         except orjson.JSONDecodeError:
@@ -339,22 +339,3 @@ def _mapping_file(path: Path | None, head: Callable[[], bytes]) -> Iterator[Call
 def _path(stream: Path | BinaryIO) -> Path | None:
     return stream if isinstance(stream, Path) else None
 
-
-@contextlib.contextmanager
-def _streams(job: RedactJob) -> Iterator[tuple[BinaryIO, str, int | None, BinaryIO]]:
-    with contextlib.ExitStack() as stack:
-        if isinstance(job.source, Path):
-            source, name, total = (stack.enter_context(_open(job.source, "rb", "--input")), str(job.source),
-                                   job.source.stat().st_size)
-        else:
-            source, name, total = job.source, job.source_name, None
-        target = stack.enter_context(_open(job.target, "wb", "--output", buffering=0)) \
-            if isinstance(job.target, Path) else job.target
-        yield source, name, total, target
-
-
-def _open(path: Path, mode: str, option: str, buffering: int = -1) -> BinaryIO:
-    try:
-        return path.open(mode, buffering=buffering)
-    except OSError as e:
-        raise NerkdError(f"{option} {path}: cannot open ({os_reason(e)})") from e
