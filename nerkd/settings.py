@@ -251,6 +251,7 @@ class BenchSettings(Section):
     sentences: int = Field(200, ge=1)
     warmup: int = Field(10, ge=0)
     blocks: int = Field(5, ge=1, description="timing blocks, models taking turns (medians over blocks)")
+    rounds: int = Field(3, ge=1, description="times the blocks are timed over (every round's blocks count)")
     batch_size: int | None = Field(None, ge=1, description="texts per batch; default 32 on CPU, 256 on GPU")
     device: Device = "cpu"
     precision: Literal["fp32", "bf16", "int8"] = "fp32"

@@ -9,6 +9,7 @@ import statistics
 
 import orjson
 import pytest
+import torch
 
 from nerkd.cli.app import app
 from nerkd.infer.bench import add_speedups, bench_ticks, disk_bytes
@@ -22,7 +23,8 @@ MACHINE_KEYS = {"cpu", "threads", "torch", "device"}
 TOP_KEYS = {"machine", "date", "precision", "sentences", "words", "blocks", "load", "warnings", "models"}
 MODEL_KEYS = {"name", "path", "parameters", "disk_bytes", "latency_ms_p50", "latency_ms_p95", "words_per_s",
               "peak_mem_mb", "speedup_latency", "speedup_throughput", "latency_ms_p50_min", "latency_ms_p50_max",
-              "words_per_s_min", "words_per_s_max", "latency_ms_p50_blocks", "words_per_s_blocks"}
+              "words_per_s_min", "words_per_s_max", "latency_ms_p50_blocks", "words_per_s_blocks",
+              "speedup_latency_min", "speedup_latency_max"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,7 +65,7 @@ def test_run_bench_contract(tiny_bio, tiny_crf):
     doc = bench_models(name_models([str(tiny_bio), str(tiny_crf)]), texts, settings, device="cpu", precision="fp32",
                     tick=ticks.append)
     check_contract(doc, ["tiny_bio", "tiny_crf"], 6)
-    assert sum(ticks) == bench_ticks(6, 5) * 2 and doc["blocks"] == 5
+    assert sum(ticks) == bench_ticks(6, 5, 3) * 2 and doc["blocks"] == 15   # bench.rounds: 3 by default
     assert doc["models"][0]["parameters"] == NerModel.load(tiny_bio).num_parameters()
     assert doc["models"][1]["disk_bytes"] == sum(p.stat().st_size for p in tiny_crf.glob("*.safetensors"))
     assert doc["precision"] == "fp32" and doc["machine"]["device"] == "cpu"
@@ -80,6 +82,40 @@ def test_speedups_and_quantiles():
     models = [{"latency_ms_p50": 10.0, "words_per_s": 100.0}, {"latency_ms_p50": 2.5, "words_per_s": 450.0}]
     add_speedups(models)
     assert models[1]["speedup_latency"] == 4.0 and models[1]["speedup_throughput"] == 4.5
+    assert models[1]["speedup_latency_min"] == models[1]["speedup_latency_max"] == 4.0
+
+
+def test_latency_speedup_is_paired_block_by_block():
+    """A slow block (the machine busy) slows both models in it: the per-block ratio stays 2, where the ratio of
+    the two medians would be 1.5 (the medians fall in different blocks)."""
+    models = [{"latency_ms_p50": 20.0, "latency_ms_p50_blocks": [10.0, 20.0, 60.0], "words_per_s": 1.0},
+              {"latency_ms_p50": 30.0, "latency_ms_p50_blocks": [5.0, 30.0, 30.0], "words_per_s": 2.0}]  # noisy block 2
+    add_speedups(models)
+    assert models[1]["speedup_latency"] == 2.0   # ratios 2, 0.667, 2: median 2 (the medians' ratio: 0.667)
+    assert (models[1]["speedup_latency_min"], models[1]["speedup_latency_max"]) == (0.667, 2.0)
+
+
+def test_rounds_time_every_block_again_in_alternating_order(tiny_bio):
+    """bench.rounds: each round times every block once more, the models' order reversed every other round."""
+    from nerkd.infer.bench import measure
+
+    calls: list[str] = []
+
+    class Fake:
+        num_parameters = 1
+
+        def __init__(self, name):
+            self.name = name
+
+        def predict(self, texts):
+            calls.append(self.name)
+            return [[] for _ in texts]
+
+    run = measure([("a", "a"), ("b", "b")], ["un deux", "trois"], device=torch.device("cpu"), warmup=0, blocks=2,
+                  rounds=3, load=lambda ref: Fake(ref))
+    assert run.blocks == 6 and all(len(m["latency_ms_p50_blocks"]) == 6 for m in run.models)
+    timed = calls[2:]   # after each model's untimed batched pass: 3 calls per model and block (see time_block)
+    assert timed[0::3] == ["a", "b"] * 2 + ["b", "a"] * 2 + ["a", "b"] * 2
     assert _quantile(list(range(1, 101)), 0.5) == pytest.approx(50.5, abs=0.6)
     assert _quantile(list(range(1, 101)), 0.95) == pytest.approx(95, abs=1.1)
     assert _quantile([3.0], 0.95) == 3.0
@@ -165,7 +201,7 @@ class FakeEngine:
 def fake_run(texts, blocks, bases=None, **kwargs):
     bases = bases or {"A": 1e-3, "B": 4e-3, "C": 2e-3}
     clock, log = FakeClock(), []
-    settings = load_settings(None, ["bench.warmup=2"])
+    settings = load_settings(None, ["bench.warmup=2", "bench.rounds=1"])
     doc = bench_models([(n, n) for n in bases], texts, settings, device="cpu", precision="fp32", blocks=blocks,
                     load=lambda ref, **kw: FakeEngine(ref, bases[ref], clock, log), clock=clock, **kwargs)
     return doc, log
@@ -220,7 +256,7 @@ def test_blocks_capped_by_sentences_and_skipped_models_keep_ticks():
             raise ModelLoadError("model gone: no such folder")
         return FakeEngine(ref, 1e-3, clock, log)
 
-    settings = load_settings(None, ["bench.warmup=0", "bench.blocks=7"])
+    settings = load_settings(None, ["bench.warmup=0", "bench.blocks=7", "bench.rounds=1"])
     doc = bench_models([("gone", "gone"), ("A", "A")], TEXTS[:4], settings, device="cpu", precision="fp32",
                     load=load, clock=clock, tick=ticks.append, on_skip=lambda n, why: skipped.append(n))
     assert doc["blocks"] == 4 and skipped == ["gone"] and [m["name"] for m in doc["models"]] == ["A"]
@@ -260,7 +296,8 @@ def test_load_watch_discounts_the_bench_itself(monkeypatch):
 def test_cli_prints_and_records_the_load_warning(runner, in_tmp, tiny_bio, monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (1000.0, 0.0, 0.0))
     res = runner.invoke(app, ["bench", "-m", str(tiny_bio), "--set", f"data.test={DATA / 'test.jsonl'}",
-                              "--set", "bench.sentences=3", "--set", "bench.warmup=0", "--set", "bench.blocks=2"])
+                              "--set", "bench.sentences=3", "--set", "bench.warmup=0", "--set", "bench.blocks=2",
+                              "--set", "bench.rounds=1"])
     assert res.exit_code == 0, res.stderr
     assert "warning:" in res.stderr and "under load" in res.stderr and "under load" not in res.stdout
     assert "p50 min–max" in res.stdout and "2 interleaved blocks" in res.stdout

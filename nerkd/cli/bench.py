@@ -89,7 +89,7 @@ def render(result: dict) -> None:
         table.add_row(Text(r["name"]), f"{r['parameters'] / 1e6:.2f}M", f"{r['disk_bytes'] / 1e6:.1f}",
                       f"{r['latency_ms_p50']:.2f}", _span(r, "latency_ms_p50", ".2f"), f"{r['latency_ms_p95']:.2f}",
                       f"{r['words_per_s']:,.0f}", _span(r, "words_per_s", ",.0f"), f"{r['peak_mem_mb']:.0f}",
-                      f"{r['speedup_latency']:.2f}", f"{r['speedup_throughput']:.2f}")
+                      _speedup(r), f"{r['speedup_throughput']:.2f}")
     if not out.is_terminal:  # piped: do not squeeze the table into 80 columns
         from rich.console import Console
 
@@ -97,8 +97,15 @@ def render(result: dict) -> None:
     out.print(table)
     blocks = result.get("blocks")
     out.print(f"medians over {blocks} interleaved blocks (min–max: the spread over blocks); " if blocks else "",
-              "lat. x: batch-1 p50 latency speed-up vs the first model; thr. x: words/s speed-up; "
+              "lat. x: batch-1 p50 latency speed-up vs the first model, the median of the blocks' ratios (min–max); thr. x: words/s speed-up; "
               "peak MB: memory added by the model while it ran", sep="")
+
+
+def _speedup(row: dict) -> str:
+    """The latency speed-up and, when the file has it, its spread over blocks."""
+    lo, hi = row.get("speedup_latency_min"), row.get("speedup_latency_max")
+    spread = "" if lo is None or hi is None else f" ({lo:.2f}–{hi:.2f})"
+    return f"{row['speedup_latency']:.2f}{spread}"
 
 
 def _span(row: dict, key: str, fmt: str) -> str:

@@ -177,18 +177,28 @@ def quantile(values: Sequence[float], q: float) -> float:
 
 
 def add_speedups(models: list[dict]) -> None:
-    """Latency and throughput speed-ups of bench entries against the first one (in place)."""
+    """Latency and throughput speed-ups of bench entries against the first one (in place).
+
+    The latency speed-up is paired: in each block both models tagged the same sentences one after the other,
+    so the ratio of their block medians is free of what changed between blocks (the machine's load, the
+    sentences' lengths); ``speedup_latency`` is the median of those per-block ratios, ``speedup_latency_min``
+    and ``_max`` their spread. Entries without per-block figures get the ratio of the medians."""
     if not models:
         return
     first = models[0]
     for m in models:
-        m["speedup_latency"] = round(first["latency_ms_p50"] / m["latency_ms_p50"], 3) if m["latency_ms_p50"] else 0.0
+        pairs = [a / b for a, b in zip(first.get("latency_ms_p50_blocks") or [], m.get("latency_ms_p50_blocks") or [],
+                                       strict=False) if b > 0]
+        if not pairs:
+            pairs = [first["latency_ms_p50"] / m["latency_ms_p50"]] if m["latency_ms_p50"] else [0.0]
+        m["speedup_latency"] = round(statistics.median(pairs), 3)
+        m["speedup_latency_min"], m["speedup_latency_max"] = round(min(pairs), 3), round(max(pairs), 3)
         m["speedup_throughput"] = round(m["words_per_s"] / first["words_per_s"], 3) if first["words_per_s"] else 0.0
 
 
-def bench_ticks(sentences: int, blocks: int) -> int:
+def bench_ticks(sentences: int, blocks: int, rounds: int = 1) -> int:
     """Progress units :func:`measure` reports per model: warm-up pass, latency and throughput blocks."""
-    return (2 + min(blocks, sentences)) * sentences
+    return (1 + rounds * (1 + min(blocks, sentences))) * sentences
 
 
 # -- timing ----------------------------------------------------------------------------------------
@@ -294,7 +304,7 @@ def _load_all(models: Sequence[tuple[str, str]], texts: list[str], dev: torch.de
 
 
 def measure(models: Sequence[tuple[str, str]], texts: Sequence[str], *, device: torch.device, warmup: int,
-            blocks: int, load: Callable[..., object], extra: Callable[[str], dict] | None = None,
+            blocks: int, load: Callable[..., object], extra: Callable[[str], dict] | None = None, rounds: int = 1,
             prime_ref: str | None = None, clock: Callable[[], float] = time.perf_counter,
             tick: Callable[[int], None] | None = None,
             on_skip: Callable[[str, str], None] | None = None) -> Measured:
@@ -303,7 +313,8 @@ def measure(models: Sequence[tuple[str, str]], texts: Sequence[str], *, device: 
     Every model is loaded by ``load(ref, **extra(ref))`` (and its peak memory measured) first;
     then the timing runs in rounds, each model taking its turn on block *k* before any model starts
     block *k+1*. Block *k* is every ``blocks``-th sentence from the *k*-th (``blocks`` is capped by
-    the sentence count). A model that cannot load (:class:`~nerkd.errors.ModelLoadError`) is given
+    the sentence count). ``rounds``: the blocks are timed that many times over, the models' order reversed
+    every other round (so no model always follows the same one); every round's blocks count as blocks. A model that cannot load (:class:`~nerkd.errors.ModelLoadError`) is given
     to ``on_skip(name, why)`` and left out; without ``on_skip`` the error stops the run.
     ``prime_ref``: a model to import the model code with first (see :func:`prime`).
     """
@@ -315,15 +326,16 @@ def measure(models: Sequence[tuple[str, str]], texts: Sequence[str], *, device: 
     n_blocks = min(blocks, len(texts))
     words = sum(len(split_words(t)) for t in texts)
     loaded = _load_all(models, texts, device, warmup, load, extra or (lambda ref: {}),
-                       bench_ticks(len(texts), n_blocks), tick, on_skip)
+                       bench_ticks(len(texts), n_blocks, rounds), tick, on_skip)
     watch.sample(busy=True)
-    for k in range(n_blocks):
-        block = texts[k::n_blocks]
-        for m in loaded:
-            time_block(m, block, texts, words, clock, tick)
-        watch.sample(busy=True)
+    for r in range(rounds):
+        for k in range(n_blocks):
+            block = texts[k::n_blocks]
+            for m in (loaded if r % 2 == 0 else loaded[::-1]):
+                time_block(m, block, texts, words, clock, tick)
+            watch.sample(busy=True)
     entries = [m.entry() for m in loaded]
     del loaded
     gc.collect()
     add_speedups(entries)
-    return Measured(entries, machine_info(device), len(texts), words, n_blocks, watch)
+    return Measured(entries, machine_info(device), len(texts), words, n_blocks * rounds, watch)

@@ -7,7 +7,8 @@ One JSON object (:data:`TOP_FIELDS`, in this order):
 * ``blocks``: interleaved timing blocks; ``load``: the load average while timing (``cores``,
   ``bench_threads``, ``load_avg_1min``, ``others_max``); ``warnings``: why not to trust the timings;
 * ``models``: one entry per model in bench order (:data:`MODEL_FIELDS`): medians over the blocks,
-  their min and max and per-block values, sizes, peak memory, speed-ups against the first model.
+  their min and max and per-block values, sizes, peak memory, speed-ups against the first model (the
+  latency one paired block by block, with its spread: ``speedup_latency_min``/``_max``).
 
 There is no version key: a file is read by its fields. Version 1 (an older nerkd bench) has no
 ``blocks``, ``load``, ``warnings`` nor min/max/per-block figures; the reader takes it (``blocks`` None,
@@ -40,8 +41,9 @@ MACHINE_FIELDS = ("cpu", "threads", "torch", "device")
 MODEL_FIELDS = ("name", "path", "parameters", "disk_bytes", "latency_ms_p50", "latency_ms_p95",
                 "latency_ms_p50_min", "latency_ms_p50_max", "words_per_s", "words_per_s_min", "words_per_s_max",
                 "latency_ms_p50_blocks", "words_per_s_blocks", "peak_mem_mb", "speedup_latency",
-                "speedup_throughput")
-# The single numbers of an entry (checked when read); version 1 files lack the min/max ones.
+                "speedup_latency_min", "speedup_latency_max", "speedup_throughput")
+# The single numbers of an entry (checked when read); version 1 files lack the min/max ones, files of
+# nerkd before 2026-12-08 the speed-up spread.
 FIGURES = tuple(k for k in MODEL_FIELDS if k not in ("name", "path") and not k.endswith("_blocks"))
 
 
@@ -59,7 +61,8 @@ def model_entry(name: str, path: str, *, parameters: int, disk_bytes: int, laten
             "words_per_s_min": round(min(wps), 1), "words_per_s_max": round(max(wps), 1),
             "latency_ms_p50_blocks": [round(x, 3) for x in p50],
             "words_per_s_blocks": [round(x, 1) for x in wps],
-            "peak_mem_mb": round(peak_mem_mb, 1), "speedup_latency": 1.0, "speedup_throughput": 1.0}
+            "peak_mem_mb": round(peak_mem_mb, 1), "speedup_latency": 1.0, "speedup_latency_min": 1.0,
+            "speedup_latency_max": 1.0, "speedup_throughput": 1.0}
 
 
 def bench_document(*, machine: dict, precision: str, sentences: int, words: int, blocks: int, load: dict,
