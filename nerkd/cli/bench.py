@@ -97,7 +97,8 @@ def render(result: dict) -> None:
     out.print(table)
     blocks = result.get("blocks")
     out.print(f"medians over {blocks} interleaved blocks (min–max: the spread over blocks); " if blocks else "",
-              "lat. x: batch-1 p50 latency speed-up vs the first model, the median of the blocks' ratios (min–max); thr. x: words/s speed-up; "
+              "lat. x: batch-1 p50 latency speed-up vs the first model, the median of the blocks' ratios (min–max); "
+              "thr. x: words/s speed-up; "
               "peak MB: memory added by the model while it ran", sep="")
 
 

@@ -314,7 +314,8 @@ def measure(models: Sequence[tuple[str, str]], texts: Sequence[str], *, device: 
     then the timing runs in rounds, each model taking its turn on block *k* before any model starts
     block *k+1*. Block *k* is every ``blocks``-th sentence from the *k*-th (``blocks`` is capped by
     the sentence count). ``rounds``: the blocks are timed that many times over, the models' order reversed
-    every other round (so no model always follows the same one); every round's blocks count as blocks. A model that cannot load (:class:`~nerkd.errors.ModelLoadError`) is given
+    every other round (so no model always follows the same one); every round's blocks count as blocks.
+    A model that cannot load (:class:`~nerkd.errors.ModelLoadError`) is given
     to ``on_skip(name, why)`` and left out; without ``on_skip`` the error stops the run.
     ``prime_ref``: a model to import the model code with first (see :func:`prime`).
     """

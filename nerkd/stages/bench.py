@@ -61,7 +61,8 @@ def run_bench(settings: Settings, project: Project, refs: Sequence[str] | None =
         say(f"bench: only {len(texts)} sentences available (asked for {n})")
     say(f"bench: {len(models)} models{_on_onnx(models, choices)}, {len(texts)} sentences, {dev} "
         f"({describe_threads(n_threads, why)}), {prec}, warm-up {bs.warmup}, "
-        f"{min(bs.blocks, len(texts))} blocks x {bs.rounds} rounds, batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
+        f"{min(bs.blocks, len(texts))} blocks x {bs.rounds} rounds, "
+        f"batch {bs.batch_size or 'auto (32 on CPU, 256 on GPU)'}")
     say_backends(models, choices)
     with progress() as bar:
         task = bar.add_task("bench", total=bench_ticks(len(texts), bs.blocks, bs.rounds) * len(models), info="")
@@ -194,8 +195,8 @@ def bench_models(models: Sequence[tuple[str, str]], texts: Sequence[str], settin
         load = functools.partial(bench_engine, settings=settings, device=device, precision=precision, backend=backend,
                                  choices=choices)
     run = measure(models, texts, device=dev, warmup=settings.bench.warmup, blocks=blocks or settings.bench.blocks,
-                  rounds=settings.bench.rounds, load=load, extra=teacher_kwargs(settings), prime_ref=prime_ref, clock=clock, tick=tick,
-                  on_skip=on_skip)
+                  rounds=settings.bench.rounds, load=load, extra=teacher_kwargs(settings), prime_ref=prime_ref,
+                  clock=clock, tick=tick, on_skip=on_skip)
     warning = run.load.warning()
     return bench_document(machine=run.machine, precision=precision, sentences=run.sentences, words=run.words,
                           blocks=run.blocks, load=run.load.as_dict(), warnings=[warning] if warning else [],
