@@ -37,4 +37,4 @@ def load_engine(model: str | Path, settings: InferSettings, *, max_length: int, 
     return Engine.load(choice.ref, device=settings.device, precision=settings.precision, int8=settings.int8,
                        batch_size=settings.batch_size, max_length=max_length, stride=stride,
                        max_tokens=settings.max_tokens, score=score, tokenize=settings.tokenize,
-                       compile=settings.compile, backend=choice.backend, **load_kwargs)
+                       compile=settings.compile, jit=settings.jit, backend=choice.backend, **load_kwargs)

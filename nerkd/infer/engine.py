@@ -53,6 +53,43 @@ def compile_encoder(model: nn.Module, device: torch.device) -> Callable[[], Abst
     return inductor_freezing if device.type == "cpu" else contextlib.nullcontext
 
 
+class TracedEncoder:
+    """The encoder as a TorchScript trace, made at the first batch (``infer.jit``, CPU fp32).
+
+    At batch 1 on a CPU, eager PyTorch spends a fifth of a MiniLM student's forward in Python between the
+    ops (``benchmarks/latency_profile.py``, BENCHMARKS.md); the trace runs the same aten ops without it, so the
+    logits are the same. The example it is traced on always holds a padded row (the first batch, plus a
+    copy of its first row with its last position masked), so the masking path is in the graph whatever
+    the first batch was; shapes stay dynamic (a trace records ops, not sizes, for these encoders: checked
+    against eager on other lengths and batch sizes in ``tests/test_jit.py``). If tracing fails the
+    engine runs eagerly: :attr:`error` says why."""
+
+    def __init__(self, encoder: nn.Module):
+        self.encoder, self.graph, self.error = encoder, None, None
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.graph is None and self.error is None:
+            self._trace(input_ids, attention_mask)
+        if self.graph is None:
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).logits
+        out = self.graph(input_ids, attention_mask)
+        return out["logits"] if isinstance(out, dict) else out[0]
+
+    def _trace(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        import warnings
+
+        ids = torch.cat([input_ids, input_ids[:1]])
+        mask = torch.cat([attention_mask, attention_mask[:1]])
+        if ids.shape[1] > 1:
+            mask[-1, -1] = 0
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                self.graph = torch.jit.trace(self.encoder, (ids, mask), strict=False, check_trace=False)
+        except Exception as e:  # noqa: BLE001 - any architecture the tracer cannot follow runs eagerly
+            self.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+
+
 def inductor_freezing() -> AbstractContextManager:
     """Inductor's ``freezing`` on for what compiles inside, back to its previous value after: the
     flag (``torch._inductor.config``) is process-wide, so a training compile elsewhere in the
@@ -89,7 +126,7 @@ class Engine:
                  max_tokens: int | None = None, device: torch.device | None = None, precision: str = "fp32",
                  int8: bool = False, score: str = "mean", chunk_size: int | None = None,
                  overlap: bool | None = None, tokenize: str = "words", compile: bool = False,
-                 entity_bias: float = 0.0):
+                 entity_bias: float = 0.0, jit: bool = False):
         self.device = device or torch.device("cpu")
         if int8 and self.device.type != "cpu":
             raise SettingsError("int8 dynamic quantisation runs on CPU only: use --device cpu or drop --int8")
@@ -133,6 +170,9 @@ class Engine:
         self.model = model.to(self.device)
         self.compiled = compile
         self.compile_scope = compile_encoder(self.model, self.device) if compile else contextlib.nullcontext
+        # ``infer.jit``: the eager model stays untouched (a caller may go on training it)
+        self.traced = (TracedEncoder(self.model.encoder_model) if jit and self.backend == "torch" and not int8
+                       and not compile and self.device.type == "cpu" and precision == "fp32" else None)
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.encoded = EncodeStats()
@@ -198,9 +238,12 @@ class Engine:
                     else:
                         rows, cols, pos = _slot_index(chosen, base, keep)
                     filled[pos] = True
-                    with autocast(self.device, "fp32" if self.cast else self.precision):
-                        logits = self.model(batch["input_ids"].to(self.device, non_blocking=True),
-                                            batch["attention_mask"].to(self.device, non_blocking=True)).logits
+                    if self.traced is not None:
+                        logits = self.traced(batch["input_ids"], batch["attention_mask"])
+                    else:
+                        with autocast(self.device, "fp32" if self.cast else self.precision):
+                            logits = self.model(batch["input_ids"].to(self.device, non_blocking=True),
+                                                batch["attention_mask"].to(self.device, non_blocking=True)).logits
                     dev = self.device
                     flat[pos.to(dev, non_blocking=True)] = logits[rows.to(dev, non_blocking=True),
                                                                   cols.to(dev, non_blocking=True)].float()
