@@ -1,0 +1,237 @@
+"""Issue #21, item 1: where a batch-1 call of ``nerkd infer`` spends its time, stage by stage.
+
+Loads each model as ``nerkd infer`` does (:meth:`nerkd.infer.Engine.load`, its default settings) and tags the
+hand-written notes one at a time (batch 1), ROUNDS times; every stage of the engine's path is timed by wrapping
+the function that does it (the engine's own code runs unchanged):
+
+* ``split``      French word split (``split_words``)
+* ``tokenise``   sub-words and windows (``encode``)
+* ``tensors``    batching and padding into tensors (``bucket_batches``, ``collate``)
+* ``forward``    the model (torch module, or the ONNX Runtime session)
+* ``decode``     tags and entity spans (``_finish`` less what is timed above)
+* ``json``       the output line (``result_line``, as ``nerkd infer`` writes it)
+* ``other``      the rest of ``predict`` (index bookkeeping, the scatter of word logits)
+
+Then, for torch models, the forward alone per op (``torch.profiler``, self CPU time, top OPS ops) and the forward
+under the variants worth trying at batch 1 (attention implementation, grad mode, TorchScript trace), each timed on
+the same notes, interleaved. Medians in ms per note; the table is Markdown (for BENCHMARKS.md).
+
+    OMP_NUM_THREADS=1 python benchmarks/latency_profile.py --model teacher=bench_work/domain/teacher \\
+        --model student=bench_work/domain/student [--model student_onnx=bench_work/domain/student_onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import orjson
+import torch
+
+import nerkd.infer.engine as eng
+from nerkd.data.docs import Doc
+from nerkd.infer.io import result_line
+
+STAGES = ("split", "tokenise", "tensors", "forward", "decode", "json", "other")
+
+
+class Clock:
+    """Seconds spent inside wrapped functions, per stage, for the current note."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = defaultdict(float)
+
+    def wrap(self, stage: str, fn: Callable) -> Callable:
+        def timed(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.spent[stage] += time.perf_counter() - start
+        return timed
+
+
+@contextlib.contextmanager
+def instrumented(engine, clock: Clock):
+    """Wrap the engine module's stage functions and the engine's model and ``_finish`` (undone after)."""
+    saved = {n: getattr(eng, n) for n in ("split_words", "encode", "collate", "bucket_batches")}
+    model_call, finish = engine.model, engine._finish
+    eng.split_words = clock.wrap("split", saved["split_words"])
+    eng.encode = clock.wrap("tokenise", saved["encode"])
+    eng.collate = clock.wrap("tensors", saved["collate"])
+    eng.bucket_batches = clock.wrap("tensors", saved["bucket_batches"])
+    engine.model = _Forward(model_call, clock)
+    engine._finish = clock.wrap("decode", finish)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(eng, n, f)
+        engine.model, engine._finish = model_call, finish
+
+
+class _Forward:
+    """The model, its call timed as ``forward`` (attributes passed through)."""
+
+    def __init__(self, model, clock: Clock):
+        self._model, self._clock = model, clock
+
+    def __call__(self, *a, **k):
+        return self._clock.wrap("forward", self._model)(*a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def stage_times(engine, texts: list[str], rounds: int) -> dict[str, float]:
+    """Median ms per note of each stage (and ``total``) over ``rounds`` batch-1 passes over ``texts``."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for t in texts[:5]:
+        engine.predict([t])
+    for _ in range(rounds):
+        for i, t in enumerate(texts):
+            clock = Clock()
+            with instrumented(engine, clock):
+                start = time.perf_counter()
+                ents = engine.predict([t])[0]
+                mid = time.perf_counter()
+                result_line(Doc(str(i), t), ents)
+                end = time.perf_counter()
+            clock.spent["json"] = end - mid
+            clock.spent["decode"] -= 0.0
+            total = end - start
+            clock.spent["other"] = total - sum(v for k, v in clock.spent.items() if k != "other")
+            for s in STAGES:
+                per[s].append(clock.spent.get(s, 0.0) * 1000)
+            per["total"].append(total * 1000)
+    return {k: statistics.median(v) for k, v in per.items()}
+
+
+def encoded(engine, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each note's batch-1 input tensors, as the engine builds them."""
+    out = []
+    for t in texts:
+        words = [w for w, _, _ in eng.split_words(t)]
+        windows = eng.encode(engine.tokenizer, [words], None, engine.max_length, engine.stride, cache=engine.pieces)
+        batch = eng.collate(windows[:1], engine.pad_id)
+        out.append((batch["input_ids"], batch["attention_mask"]))
+    return out
+
+
+def per_op(model, inputs, top: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        for ids, mask in inputs[:5]:
+            model(ids, mask)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for ids, mask in inputs:
+                model(ids, mask)
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    n = len(inputs)
+    lines = ["| op | calls per note | self CPU ms per note | share |", "|---|---:|---:|---:|"]
+    for e in rows:
+        lines.append(f"| `{e.key}` | {e.count / n:.0f} | {e.self_cpu_time_total / 1000 / n:.3f} | "
+                     f"{100 * e.self_cpu_time_total / total:.1f}% |")
+    return "\n".join(lines)
+
+
+def variants(engine, inputs) -> dict[str, Callable]:
+    """Forward callables worth comparing at batch 1 (same weights)."""
+    model = engine.model
+    enc = model.encoder_model
+    out: dict[str, Callable] = {}
+
+    def as_loaded(ids, mask):
+        with torch.inference_mode():
+            return model(ids, mask).logits
+    out[f"as loaded (inference_mode, {enc.config._attn_implementation} attention)"] = as_loaded
+
+    def no_grad(ids, mask):
+        with torch.no_grad():
+            return model(ids, mask).logits
+    out["no_grad"] = no_grad
+
+    def with_attn(impl):
+        def run(ids, mask):
+            old = enc.config._attn_implementation
+            enc.set_attn_implementation(impl)
+            try:
+                with torch.inference_mode():
+                    return model(ids, mask).logits
+            finally:
+                enc.set_attn_implementation(old)
+        return run
+    for impl in ("eager", "sdpa"):
+        out[f"{impl} attention"] = with_attn(impl)
+    try:
+        ids, mask = inputs[0]
+        with torch.no_grad():
+            traced = torch.jit.trace(enc, (ids, mask), strict=False, check_trace=False)
+            traced = torch.jit.freeze(traced.eval())
+
+        def run_traced(ids, mask):
+            with torch.inference_mode():
+                r = traced(ids, mask)
+                return r["logits"] if isinstance(r, dict) else r[0]
+        out["TorchScript trace + freeze"] = run_traced
+    except Exception as e:  # noqa: BLE001 - a variant that cannot be built is said, not fatal
+        out[f"TorchScript trace failed: {type(e).__name__}"] = None
+    return out
+
+
+def time_variants(fns: dict[str, Callable | None], inputs, rounds: int) -> dict[str, float]:
+    times: dict[str, list[float]] = defaultdict(list)
+    live = {k: f for k, f in fns.items() if f is not None}
+    for f in live.values():
+        for ids, mask in inputs[:5]:
+            f(ids, mask)
+    for _ in range(rounds):
+        for ids, mask in inputs:
+            for k, f in live.items():   # interleaved: every variant on the same note in turn
+                start = time.perf_counter()
+                f(ids, mask)
+                times[k].append((time.perf_counter() - start) * 1000)
+    return {k: statistics.median(times[k]) if k in times else float("nan") for k in fns}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", required=True, help="NAME=FOLDER (torch or ONNX export)")
+    ap.add_argument("--data", default="data/medsoc_handwritten.jsonl")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ops", type=int, default=12)
+    ap.add_argument("--backend", default="auto", help="as infer.backend (auto: ONNX for an export folder)")
+    args = ap.parse_args()
+    texts = [orjson.loads(x)["text"] for x in open(args.data, "rb") if x.strip()]
+    print(f"{len(texts)} notes of {args.data}, batch 1, {args.rounds} rounds, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s); medians, ms per note\n")
+    rows, details = [], []
+    for spec in args.model:
+        name, ref = spec.split("=", 1)
+        engine = eng.Engine.load(ref, device="cpu", precision="fp32", backend=args.backend)
+        st = stage_times(engine, texts, args.rounds)
+        rows.append((name, engine.backend, st))
+        if engine.backend == "torch":
+            inputs = encoded(engine, texts)
+            details.append(f"### {name}: forward per op (torch.profiler, self CPU time)\n\n"
+                           + per_op(engine.model, inputs, args.ops))
+            v = time_variants(variants(engine, inputs), inputs, args.rounds)
+            details.append(f"### {name}: the forward alone, variants (ms per note, median)\n\n"
+                           "| variant | forward ms |\n|---|---:|\n"
+                           + "\n".join(f"| {k} | {x:.2f} |" for k, x in v.items()))
+    print("| model | runtime | " + " | ".join(STAGES) + " | total |")
+    print("|---|---|" + "---:|" * (len(STAGES) + 1))
+    for name, backend, st in rows:
+        print(f"| {name} | {backend} | " + " | ".join(f"{st[s]:.2f}" for s in STAGES) + f" | {st['total']:.2f} |")
+    print("\n(stage medians do not add up to the total's median)\n")
+    print("\n\n".join(details))
+
+
+if __name__ == "__main__":
+    main()
