@@ -351,3 +351,24 @@ def test_compiled_engine_matches_eager(tiny_io_teacher):
     assert compiled.predict(texts) == eager.predict(texts)
     with pytest.raises(SettingsError, match="compile"):
         load(tiny_io_teacher, compile=True, int8=True)
+
+
+@pytest.mark.parametrize("labels", [["O", "B-PER", "I-PER", "B-LOC", "I-LOC"],
+                                    ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-ORG", "I-ORG", "E-ORG", "S-ORG"]])
+def test_valid_argmax_shortcut_is_viterbis_answer(labels):
+    """Without a CRF, a valid argmax path is returned as it is (no valid path scores more): the same tags as the
+    constrained Viterbi pass, on random scores of which some argmax paths are valid and some are not."""
+    from nerkd.data.labels import LabelSpace
+    from nerkd.models.decode import Decoder, viterbi
+
+    decoder = Decoder(LabelSpace(labels))
+    gen = torch.Generator().manual_seed(0)
+    shortcut = 0
+    for n in [1, 2, 3, 5, 8, 13] * 40:
+        scores = torch.randn(n, len(labels), generator=gen) * 3
+        scores[:, 0] += torch.rand(n, generator=gen) * 4   # mostly O, as in real notes
+        full = viterbi(torch.log_softmax(scores, -1), decoder.start, decoder.trans, decoder.end)
+        assert decoder(scores) == full
+        ids = scores.argmax(-1).tolist()
+        shortcut += ids == full
+    assert 20 < shortcut < 240   # both paths of the decoder were taken

@@ -62,6 +62,9 @@ class Decoder:
             return viterbi(word_scores.float(), self.start, self.trans, self.end,
                            c.transitions.detach().float().cpu(), c.start_transitions.detach().float().cpu(),
                            c.end_transitions.detach().float().cpu())
+        ids = word_scores.argmax(-1)
+        if len(ids) and bool(self.start[ids[0]] and self.end[ids[-1]] and self.trans[ids[:-1], ids[1:]].all()):
+            return ids.tolist()   # the argmax path is valid: no valid path scores more (Viterbi's answer)
         return viterbi(torch.log_softmax(word_scores.float(), -1), self.start, self.trans, self.end)
 
 
