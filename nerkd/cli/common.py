@@ -175,6 +175,18 @@ EngineOpt = Annotated[RunEngine, typer.Option(
 MasterOpt = Annotated[str | None, typer.Option(
     "--master", help="--engine spark: the Spark master, e.g. local[4], yarn, spark://host:7077 (default: "
                      "spark-submit's, else local[*]). Not local: the model folder is shipped to the executors.")]
+class InputFormat(str, Enum):
+    auto = "auto"
+    text = "text"
+    jsonl = "jsonl"
+
+
+InputFormatOpt = Annotated[InputFormat, typer.Option(
+    "--input-format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")]
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    "--batch-size", min=1, help="Windows per forward pass. Default: infer.batch_size.")]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")]
+
 IdColumnOpt = Annotated[str | None, typer.Option(
     "--id-column", help="Parquet or Spark input: the notes' id column (default note_id, else id).")]
 TextColumnOpt = Annotated[str | None, typer.Option(

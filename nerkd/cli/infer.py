@@ -9,13 +9,17 @@ import typer
 
 from nerkd.cli.common import (
     Backend,
+    BatchSizeOpt,
     ConfigOpt,
     Device,
     EngineOpt,
     IdColumnOpt,
+    InputFormat,
+    InputFormatOpt,
     Int8Opt,
     MasterOpt,
     ModelOpt,
+    NoProgressOpt,
     NoVerifyOpt,
     Precision,
     RunEngine,
@@ -37,12 +41,6 @@ if TYPE_CHECKING:
     from nerkd.stages.infer import InferResult
 
 
-class InputFormat(str, Enum):
-    auto = "auto"
-    text = "text"
-    jsonl = "jsonl"
-
-
 class OutputFormat(str, Enum):
     jsonl = "jsonl"
     labelstudio = "labelstudio"
@@ -62,12 +60,8 @@ class ScoreMode(str, Enum):
 FormatOpt = Annotated[OutputFormat, format_option(
     "Output format: jsonl (nerkd's entities), labelstudio (Label Studio tasks with predictions, one JSON array) or "
     "doccano (Doccano JSONL, label [[start, end, type]]). The input format is --input-format.")]
-InputFormatOpt = Annotated[InputFormat, typer.Option(
-    "--input-format", help="Input format: one text per line, or JSONL with id/text (auto: from the first line).")]
 PrecisionOpt = Annotated[Precision | None, precision_option(
     "Default: infer.precision (auto: bf16 weights on GPU, fp32 on CPU; bf16 on CPU is autocast).")]
-BatchSizeOpt = Annotated[int | None, typer.Option(
-    "--batch-size", min=1, help="Windows per forward pass. Default: infer.batch_size.")]
 ChunkSizeOpt = Annotated[int | None, typer.Option(
     "--chunk-size", min=1,
     help="Documents read, sorted by length and written per chunk (default 512 on CPU, 2048 on GPU).")]
@@ -86,7 +80,6 @@ BackendOpt = Annotated[Backend | None, backend_option(
     "torch, or onnx: ONNX Runtime on CPU, for a folder written by nerkd export --format onnx (pip install "
     "'nerkd\\[onnx]'). Default: infer.backend (auto: onnx for such a folder, and on a CPU for a model folder with a "
     "verified fp32 export of its weights in MODEL/onnx or MODEL_onnx; the first log line says which).")]
-NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bar on stderr.")]
 
 
 @known_errors

@@ -7,10 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nerkd.cli.common import (
+    BatchSizeOpt,
     ConfigOpt,
     Device,
     IdColumnOpt,
+    InputFormat,
+    InputFormatOpt,
     ModelOpt,
+    NoProgressOpt,
     NoVerifyOpt,
     SetOpt,
     TextColumnOpt,
@@ -24,7 +28,6 @@ from nerkd.cli.common import (
     resolve,
 )
 from nerkd.cli.errors import known_errors
-from nerkd.cli.infer import BatchSizeOpt, InputFormat, InputFormatOpt, NoProgressOpt
 
 if TYPE_CHECKING:
     from nerkd.stages.select import SelectResult
