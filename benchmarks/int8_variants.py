@@ -12,7 +12,9 @@ decoding, JSONL) over the same sentences, at ``--threads`` threads:
   the feed-forward output projections, the first or the last layer);
 * with ``--calibration FILE`` (unlabelled notes, one per line; issue #21 item 3), static int8 of the fp32 export
   (``onnxruntime.quantization.quantize_static``, QDQ, weights per channel, activations calibrated on the first
-  ``--calibrate`` notes, each encoded as ``nerkd infer`` encodes it): MinMax, Percentile and Entropy calibration,
+  ``--calibrate`` notes, each encoded as ``nerkd infer`` encodes it, padded to ``data.max_length``: Percentile
+  and Entropy calibration stack the activations of every feed, so they need one shape): MinMax, Percentile and
+  Entropy calibration,
   the MatMuls only or every op ORT quantises.
 
 With ``--gold NAME=FILE`` (char-span JSONL, repeatable) each row also gets its exact-span entity F1 on that file
@@ -111,8 +113,8 @@ def calibration_feeds(model: Path, path: Path, n: int) -> list[dict]:
         words = [w for w, _, _ in eng.split_words(note)]
         for window in eng.encode(engine.tokenizer, [words], None, engine.max_length, engine.stride,
                                  cache=engine.pieces):
-            batch = eng.collate([window], engine.pad_id)
-            feeds.append({"input_ids": batch["input_ids"].numpy().astype(np.int64),
+            batch = eng.collate([window], engine.pad_id, pad_to=engine.max_length)  # one shape: the histogram
+            feeds.append({"input_ids": batch["input_ids"].numpy().astype(np.int64),   # calibrators stack them
                           "attention_mask": batch["attention_mask"].numpy().astype(np.int64)})
     return feeds
 
@@ -184,6 +186,7 @@ def main() -> None:
     ap.add_argument("--calibration", type=Path, help="unlabelled notes for static int8 (one per line)")
     ap.add_argument("--calibrate", type=int, default=200, help="notes of --calibration used")
     ap.add_argument("--gold", action="append", default=[], help="NAME=FILE: char-span JSONL scored per row")
+    ap.add_argument("--static-only", action="store_true", help="only torch fp32 and the static rows")
     args = ap.parse_args()
     import onnxruntime
     import torch
@@ -206,7 +209,9 @@ def main() -> None:
     engines = {"torch fp32": lambda: Engine.load(args.model, device="cpu"),
                "torch int8 (nerkd infer --int8)": lambda: torch_int8(args.model, per_channel=False),
                "torch int8 per-channel": lambda: torch_int8(args.model, per_channel=True)}
-    for name, options in onnx_variants(fp32).items():
+    if args.static_only:
+        engines = {"torch fp32": engines["torch fp32"]}
+    for name, options in ({} if args.static_only else onnx_variants(fp32)).items():
         folder = args.work / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(fp32, folder)

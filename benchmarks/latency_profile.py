@@ -14,7 +14,8 @@ the function that does it (the engine's own code runs unchanged):
 
 Then, for torch models, the forward alone per op (``torch.profiler``, self CPU time, top OPS ops) and the forward
 under the variants worth trying at batch 1 (attention implementation, grad mode, TorchScript trace), each timed on
-the same notes, interleaved. Medians in ms per note; the table is Markdown (for BENCHMARKS.md).
+the same notes, interleaved; with ``--serve``, ``nerkd serve``'s ``POST /v1/entities`` per note against the
+engine's own call. Medians in ms per note; the table is Markdown (for BENCHMARKS.md).
 
     OMP_NUM_THREADS=1 python benchmarks/latency_profile.py --model teacher=bench_work/domain/teacher \\
         --model student=bench_work/domain/student [--model student_onnx=bench_work/domain/student_onnx]
@@ -109,6 +110,36 @@ def stage_times(engine, texts: list[str], rounds: int) -> dict[str, float]:
                 per[s].append(clock.spent.get(s, 0.0) * 1000)
             per["total"].append(total * 1000)
     return {k: statistics.median(v) for k, v in per.items()}
+
+
+def serve_times(engine, texts: list[str], rounds: int) -> dict[str, float]:
+    """Median ms per note of ``POST /v1/entities`` (one note per request, one client: no micro-batch wait) on
+    ``nerkd serve``'s app in this process (Starlette's TestClient: no socket), beside the engine's own
+    ``predict`` on the same note, interleaved: what the HTTP layer, validation and JSON add."""
+    from fastapi.testclient import TestClient
+
+    from nerkd.serve.app import create_app
+    from nerkd.settings import ServeSettings
+
+    app = create_app(lambda: engine, ServeSettings())
+    times: dict[str, list[float]] = defaultdict(list)
+    with TestClient(app) as client:
+        while client.get("/health").status_code != 200:
+            time.sleep(0.05)
+        for t in texts[:5]:
+            client.post("/v1/entities", json={"text": t})
+        for _ in range(rounds):
+            for t in texts:
+                start = time.perf_counter()
+                res = client.post("/v1/entities", json={"text": t})
+                times["request"].append((time.perf_counter() - start) * 1000)
+                assert res.status_code == 200, res.status_code
+                start = time.perf_counter()
+                engine.predict([t])
+                times["predict"].append((time.perf_counter() - start) * 1000)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["added"] = statistics.median(a - b for a, b in zip(times["request"], times["predict"], strict=True))
+    return out
 
 
 def encoded(engine, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -207,6 +238,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ops", type=int, default=12)
     ap.add_argument("--backend", default="auto", help="as infer.backend (auto: ONNX for an export folder)")
+    ap.add_argument("--serve", action="store_true", help="also time nerkd serve's POST /v1/entities per note")
     args = ap.parse_args()
     texts = [orjson.loads(x)["text"] for x in open(args.data, "rb") if x.strip()]
     print(f"{len(texts)} notes of {args.data}, batch 1, {args.rounds} rounds, torch {torch.__version__}, "
@@ -217,6 +249,11 @@ def main() -> None:
         engine = eng.Engine.load(ref, device="cpu", precision="fp32", backend=args.backend)
         st = stage_times(engine, texts, args.rounds)
         rows.append((name, engine.backend, st))
+        if args.serve:
+            sv = serve_times(engine, texts, args.rounds)
+            details.append(f"### {name}: nerkd serve, one note per request (ms, median)\n\n"
+                           "| POST /v1/entities | engine predict | added by the server (paired) |\n|---:|---:|---:|\n"
+                           f"| {sv['request']:.2f} | {sv['predict']:.2f} | {sv['added']:.2f} |")
         if engine.backend == "torch":
             inputs = encoded(engine, texts)
             details.append(f"### {name}: forward per op (torch.profiler, self CPU time)\n\n"
