@@ -1,6 +1,7 @@
 """Issue #21, item 1: where a batch-1 call of ``nerkd infer`` spends its time, stage by stage.
 
-Loads each model as ``nerkd infer`` does (:meth:`nerkd.infer.Engine.load`, its default settings) and tags the
+Loads each model as ``nerkd infer`` does (:func:`nerkd.infer.load_engine`, the default ``infer`` settings: on
+torch, the traced encoder of ``infer.jit``; ``--no-jit``: eager) with ``data.max_length`` 128, and tags the
 hand-written notes one at a time (batch 1), ROUNDS times; every stage of the engine's path is timed by wrapping
 the function that does it (the engine's own code runs unchanged):
 
@@ -35,7 +36,9 @@ import torch
 
 import nerkd.infer.engine as eng
 from nerkd.data.docs import Doc
+from nerkd.infer import load_engine
 from nerkd.infer.io import result_line
+from nerkd.settings import InferSettings
 
 STAGES = ("split", "tokenise", "tensors", "forward", "decode", "json", "other")
 
@@ -60,19 +63,21 @@ class Clock:
 def instrumented(engine, clock: Clock):
     """Wrap the engine module's stage functions and the engine's model and ``_finish`` (undone after)."""
     saved = {n: getattr(eng, n) for n in ("split_words", "encode", "collate", "bucket_batches")}
-    model_call, finish = engine.model, engine._finish
+    model_call, finish, traced = engine.model, engine._finish, engine.traced
     eng.split_words = clock.wrap("split", saved["split_words"])
     eng.encode = clock.wrap("tokenise", saved["encode"])
     eng.collate = clock.wrap("tensors", saved["collate"])
     eng.bucket_batches = clock.wrap("tensors", saved["bucket_batches"])
     engine.model = _Forward(model_call, clock)
+    if traced is not None:   # infer.jit: the trace is the forward
+        engine.traced = _Forward(traced, clock)
     engine._finish = clock.wrap("decode", finish)
     try:
         yield
     finally:
         for n, f in saved.items():
             setattr(eng, n, f)
-        engine.model, engine._finish = model_call, finish
+        engine.model, engine._finish, engine.traced = model_call, finish, traced
 
 
 class _Forward:
@@ -181,7 +186,12 @@ def variants(engine, inputs) -> dict[str, Callable]:
     def as_loaded(ids, mask):
         with torch.inference_mode():
             return model(ids, mask).logits
-    out[f"as loaded (inference_mode, {enc.config._attn_implementation} attention)"] = as_loaded
+    out[f"eager (inference_mode, {enc.config._attn_implementation} attention)"] = as_loaded
+    if engine.traced is not None:
+        def traced(ids, mask):
+            with torch.inference_mode():
+                return engine.traced(ids, mask)
+        out["TorchScript trace (infer.jit, the default)"] = traced
 
     def no_grad(ids, mask):
         with torch.no_grad():
@@ -204,13 +214,17 @@ def variants(engine, inputs) -> dict[str, Callable]:
         ids, mask = inputs[0]
         with torch.no_grad():
             traced = torch.jit.trace(enc, (ids, mask), strict=False, check_trace=False)
-            traced = torch.jit.freeze(traced.eval())
+            frozen = torch.jit.freeze(traced.eval())
+            optimised = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
 
-        def run_traced(ids, mask):
-            with torch.inference_mode():
-                r = traced(ids, mask)
-                return r["logits"] if isinstance(r, dict) else r[0]
-        out["TorchScript trace + freeze"] = run_traced
+        def run(graph):
+            def call(ids, mask):
+                with torch.inference_mode():
+                    r = graph(ids, mask)
+                    return r["logits"] if isinstance(r, dict) else r[0]
+            return call
+        out["TorchScript trace + freeze"] = run(frozen)
+        out["TorchScript trace + optimize_for_inference (oneDNN)"] = run(optimised)
     except Exception as e:  # noqa: BLE001 - a variant that cannot be built is said, not fatal
         out[f"TorchScript trace failed: {type(e).__name__}"] = None
     return out
@@ -238,6 +252,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ops", type=int, default=12)
     ap.add_argument("--backend", default="auto", help="as infer.backend (auto: ONNX for an export folder)")
+    ap.add_argument("--no-jit", action="store_true", help="infer.jit off (the eager torch forward)")
     ap.add_argument("--serve", action="store_true", help="also time nerkd serve's POST /v1/entities per note")
     args = ap.parse_args()
     texts = [orjson.loads(x)["text"] for x in open(args.data, "rb") if x.strip()]
@@ -246,7 +261,7 @@ def main() -> None:
     rows, details = [], []
     for spec in args.model:
         name, ref = spec.split("=", 1)
-        engine = eng.Engine.load(ref, device="cpu", precision="fp32", backend=args.backend)
+        engine = load_engine(ref, InferSettings(backend=args.backend, jit=not args.no_jit), max_length=128, stride=32)
         st = stage_times(engine, texts, args.rounds)
         rows.append((name, engine.backend, st))
         if args.serve:
