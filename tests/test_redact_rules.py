@@ -257,3 +257,13 @@ def test_a_name_ending_with_an_initial_takes_its_dot():
     merged = merge_spans(model, [], text)
     assert [text[s.start: s.end] for s in merged] == ["Lina B.", "K.", "CHU A."]
     assert [text[s.start: s.end] for s in merge_spans([Span(9, 13, "PER")], [], text)] == ["Lina"]
+
+
+def test_an_initial_does_not_take_a_dot_another_span_covers():
+    """A model at a high redact.bias may tag ``M`` and ``.Dupont`` apart: the dot belongs to the second span, and
+    the first one stays as it is (the spans never overlap: report --redact paints them one by one)."""
+    text = "M.Dupont vu au CCAS."
+    merged = merge_spans([Span(0, 1, "PER"), Span(1, 8, "PER")], [], text)
+    assert [(s.start, s.end) for s in merged] == [(0, 1), (1, 8)]
+    assert all(a.end <= b.start for a, b in zip(merged, merged[1:]))
+    assert [(s.start, s.end) for s in merge_spans([Span(0, 1, "PER")], [], text)] == [(0, 2)]   # no neighbour

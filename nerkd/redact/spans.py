@@ -86,10 +86,14 @@ def merge_spans(model: Iterable[Span], rules: Iterable[Span], text: str | None =
             part = Span(a, b, span.label, span.source, span.score)
             if text is not None:
                 part = _trimmed(text, a, b, part)
-                part = _with_initials_dot(text, part)
             if part is not None:
                 out.append(part)
-    return sorted(out, key=lambda s: s.start)
+    out.sort(key=lambda s: s.start)
+    if text is None:
+        return out
+    # an initial takes its dot unless another span already covers the dot (``M`` then ``.Dupont``)
+    return [_with_initials_dot(text, s) if s.source == "model" and (k + 1 == len(out) or out[k + 1].start > s.end)
+            else s for k, s in enumerate(out)]
 
 
 def _with_initials_dot(text: str, span: Span | None) -> Span | None:
