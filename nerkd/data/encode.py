@@ -100,6 +100,8 @@ class PieceCache:
         self.tokenizer = tokenizer
         self.max_entries = max_entries
         self.unk = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
+        # read once: a transformers tokenizer's attributes cost ~20 us each (``__getattr__``), 4 per encode call
+        self.special = special_ids(tokenizer)
         self.map: dict[tuple[str, bool], list[int]] = {}
 
     def pieces(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
@@ -136,7 +138,7 @@ def encode(tokenizer, sentences: Sequence[Sequence[str]], tag_ids: Sequence[Sequ
     """Encode word lists into windows (see module doc). ``tag_ids`` None: labels are 0 placeholders."""
     stats = stats if stats is not None else EncodeStats()
     cache = cache if cache is not None else PieceCache(tokenizer)
-    prefix, suffix = special_ids(tokenizer)
+    prefix, suffix = cache.special if cache.tokenizer is tokenizer else special_ids(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
     out: list[Window] = []
     for base in range(0, len(sentences), chunk):
