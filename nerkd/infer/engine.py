@@ -56,7 +56,7 @@ def compile_encoder(model: nn.Module, device: torch.device) -> Callable[[], Abst
 class TracedEncoder:
     """The encoder as a TorchScript trace, made at the first batch (``infer.jit``, CPU fp32).
 
-    At batch 1 on a CPU, eager PyTorch spends a fifth of a MiniLM student's forward in Python between the
+    At batch 1 on a CPU, eager PyTorch spends about a quarter of a MiniLM student's forward in Python between the
     ops (``benchmarks/latency_profile.py``, BENCHMARKS.md); the trace runs the same aten ops without it, so the
     logits are the same. The example it is traced on always holds a padded row (the first batch, plus a
     copy of its first row with its last position masked), so the masking path is in the graph whatever
