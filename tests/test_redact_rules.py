@@ -265,5 +265,5 @@ def test_an_initial_does_not_take_a_dot_another_span_covers():
     text = "M.Dupont vu au CCAS."
     merged = merge_spans([Span(0, 1, "PER"), Span(1, 8, "PER")], [], text)
     assert [(s.start, s.end) for s in merged] == [(0, 1), (1, 8)]
-    assert all(a.end <= b.start for a, b in zip(merged, merged[1:]))
+    assert all(a.end <= b.start for a, b in zip(merged, merged[1:], strict=False))
     assert [(s.start, s.end) for s in merge_spans([Span(0, 1, "PER")], [], text)] == [(0, 2)]   # no neighbour
