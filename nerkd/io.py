@@ -71,3 +71,16 @@ def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
         while chunk := f.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def combined_sha256(files: dict[str, str]) -> str | None:
+    """One hash for a model's weight files ``{name: sha256}``: the sha256 of the single file, or, with several,
+    the sha256 of their ``sha256sum``-style listing (``<hash>  <name>\\n`` per file, sorted by name); None for none."""
+    import hashlib
+
+    if not files:
+        return None
+    if len(files) == 1:
+        return next(iter(files.values()))
+    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(listing.encode()).hexdigest()

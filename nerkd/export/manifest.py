@@ -9,7 +9,6 @@ for ONNX, the opset.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from nerkd.errors import NerkdError
 from nerkd.infer.onnx_backend import MANIFEST, read_manifest
-from nerkd.io import file_sha256
+from nerkd.io import combined_sha256, file_sha256
 
 FORMAT_HF = "nerkd-hf"
 MANIFEST_VERSION = 1
@@ -45,14 +44,7 @@ def source_hashes(ref: str | Path) -> dict:
     if folder is not None:
         files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
                  if p.is_file() and p.name.endswith(SOURCE_SUFFIXES)}
-    if not files:
-        combined = None
-    elif len(files) == 1:
-        combined = next(iter(files.values()))
-    else:
-        listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
-        combined = hashlib.sha256(listing.encode()).hexdigest()
-    return {"sha256": combined, "weights_sha256": files}
+    return {"sha256": combined_sha256(files), "weights_sha256": files}
 
 
 def _hub_snapshot(ref: str) -> Path | None:

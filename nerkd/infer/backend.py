@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from nerkd.errors import ModelLoadError
 from nerkd.infer.onnx_backend import FORMAT_ONNX, ONNX_FILE, read_manifest, resolve_backend
-from nerkd.io import file_sha256
+from nerkd.io import combined_sha256, file_sha256
 
 if TYPE_CHECKING:
     from nerkd.settings import InferSettings
@@ -79,20 +79,10 @@ def check_export(export: Path, hashes: dict[str, str]) -> str | None:
     if not isinstance(recorded, dict) or not recorded:
         return f"the ONNX export {export} records no sha256 of its source weights: export the model again to use it"
     if recorded != hashes:
-        now = _combined(hashes)
+        now = combined_sha256(hashes)
         return (f"the ONNX export {export} is of other weights (sha256 {_short(source.get('sha256'))}, the model's "
                 f"now {_short(now)}): export the model again to use it")
     return None
-
-
-def _combined(hashes: dict[str, str]) -> str | None:
-    """One sha256 for the weight files, as a manifest's ``source.sha256`` writes it."""
-    import hashlib
-
-    if len(hashes) <= 1:
-        return next(iter(hashes.values()), None)
-    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(hashes.items()))
-    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def onnxruntime_available() -> bool:
@@ -146,7 +136,7 @@ def _verified_or_torch(model: str | Path, folder: Path) -> BackendChoice:
                 return BackendChoice("torch", model, f"backend torch: onnxruntime is not installed, so the ONNX "
                                                      f"export {export} is not used (pip install 'nerkd[onnx]')")
             return BackendChoice("onnx", export, f"backend onnx: verified export {export} of these weights "
-                                                 f"(sha256 {_short(_combined(hashes))}); {TORCH_HINT}", export)
+                                                 f"(sha256 {_short(combined_sha256(hashes))}); {TORCH_HINT}", export)
         if why:
             reasons.append(why)
     if reasons:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from nerkd.io import file_sha256
+from nerkd.io import combined_sha256, file_sha256
 
 WEIGHT_SUFFIXES = (".safetensors", ".onnx")
 
@@ -21,17 +20,6 @@ def weights_sha256(folder: str | Path) -> dict[str, str]:
         return {}
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     return {p.name: file_sha256(p) for p in files}
-
-
-def combined_sha256(files: dict[str, str]) -> str | None:
-    """One hash for the whole model: the sha256 of the single weight file, or, with several, the sha256 of
-    their ``sha256sum``-style listing (``<hash>  <name>\\n`` per file, sorted by name)."""
-    if not files:
-        return None
-    if len(files) == 1:
-        return next(iter(files.values()))
-    listing = "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
-    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def _source_sha256(ref: str | Path) -> str | None:
