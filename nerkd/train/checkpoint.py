@@ -137,11 +137,12 @@ def file_hash(path: str | Path) -> str:
     ``.ann`` or ``.txt`` of a pair) hashes every file the reader reads: names (within a folder) and contents."""
     digest, path = hashlib.sha256(), Path(path)
     try:
-        if not brat.is_brat(path):
+        if brat.is_brat(path):
+            for name in brat.files(path):
+                digest.update(str(name.relative_to(path) if path.is_dir() else name.name).encode() + b"\0")
+                _digest_file(digest, name)
+        else:
             _digest_file(digest, path)
-        for name in brat.files(path) if brat.is_brat(path) else []:
-            digest.update(str(name.relative_to(path) if path.is_dir() else name.name).encode() + b"\0")
-            _digest_file(digest, name)
     except (OSError, DataError):
         return "missing"
     return digest.hexdigest()[:16]
